@@ -1,0 +1,21 @@
+"""flowcore: flow-map training objectives declared symbolically and checked against autograd.
+
+The language (``flowcore.lang``) declares objectives; ``flowcore.reference`` defines what they mean;
+``flowcore.objectives`` holds the built-ins of Boffi, Albergo & Vanden-Eijnden (arXiv 2505.18825)
+and their relatives.
+"""
+from .lang import *  # noqa: F401,F403 - the language is the public API
+from .lang import __all__ as _lang_all
+from .reference import Evaluation, TermResult, evaluate, evaluate_term
+
+__version__ = "0.1.0"
+
+
+def objective(name: str, **options):
+    """The built-in objective `name` (``flowcore objectives`` lists them), built with `options`."""
+    from . import objectives
+
+    return objectives.get(name, **options)
+
+
+__all__ = list(_lang_all) + ["Evaluation", "TermResult", "evaluate", "evaluate_term", "objective", "__version__"]

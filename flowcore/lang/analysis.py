@@ -1,0 +1,77 @@
+"""Read-only questions about expressions: what they contain, what they need."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import sympy
+
+from . import nodes as n
+from .symbols import symbols_of
+
+
+def walk(expr: n.Expr) -> Iterator[n.Expr]:
+    """Every node of `expr`, parents before children."""
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(reversed(node.children()))
+
+
+def free_vars(expr: n.Expr) -> frozenset[str]:
+    """Names of the variables used in `expr` and not bound inside it."""
+    if isinstance(expr, n.Var):
+        return frozenset({expr.name})
+    if isinstance(expr, n.Bind):
+        inner = free_vars(expr.arg) - {var.name for var, _ in expr.bindings}
+        return inner.union(*(free_vars(value) for _, value in expr.bindings))
+    return frozenset().union(*(free_vars(child) for child in expr.children()))
+
+
+def coefficients(node: n.Expr) -> tuple[sympy.Expr, ...]:
+    """The sympy expressions a single node holds (times of calls, coefficients, derivative times)."""
+    if isinstance(node, n.Coef):
+        return (node.value,)
+    if isinstance(node, n.Interp):
+        return (node.tau,)
+    if isinstance(node, (n.Net, n.FlowMap, n.LogVar)):
+        return (node.a, node.b)
+    if isinstance(node, n.TeacherCall):
+        return (node.a,)
+    if isinstance(node, n.Scale):
+        return (node.coef,)
+    if isinstance(node, n.D):
+        return (node.tau,)
+    return ()
+
+
+def symbols_used(expr: n.Expr) -> frozenset[sympy.Symbol]:
+    """Every time and parameter symbol the expression needs a value for."""
+    return frozenset().union(*(symbols_of(c) for node in walk(expr) for c in coefficients(node)))
+
+
+def first_node_using(expr: n.Expr, symbol: sympy.Symbol) -> n.Expr:
+    """The outermost node whose own coefficients mention `symbol` (for error messages)."""
+    return next(node for node in walk(expr) if any(symbol in c.free_symbols for c in coefficients(node)))
+
+
+def derivative_order(expr: n.Expr) -> int:
+    """The deepest nesting of D / Dx (0: no derivatives, 2: second order)."""
+    inner = max((derivative_order(child) for child in expr.children()), default=0)
+    return inner + 1 if isinstance(expr, (n.D, n.Dx)) else inner
+
+
+def derivatives(expr: n.Expr) -> tuple[str, ...]:
+    """Human names of the derivatives `expr` takes, e.g. ``("∂_t", "∇_x·")``."""
+    names = []
+    for node in walk(expr):
+        name = f"∂_{node.tau}" if isinstance(node, n.D) else f"∇_{node.var.name}·" if isinstance(node, n.Dx) else None
+        if name and name not in names:
+            names.append(name)
+    if derivative_order(expr) > 1:
+        names.append("2nd order")
+    return tuple(names)
+
+
+def uses(expr: n.Expr, node_type: type) -> bool:
+    return any(isinstance(node, node_type) for node in walk(expr))

@@ -1,0 +1,53 @@
+"""Per-sample scalar symbols: times (differentiable) and parameters (drawn, not differentiable).
+
+Every sample of a batch carries its own value of each symbol. Times are what `D` differentiates
+with respect to; parameters such as PSD's γ enter coefficients but are never differentiated.
+Both are sympy symbols, so coefficient algebra (`(t - s)`, `cos(pi*t/2)`) is plain sympy.
+"""
+from __future__ import annotations
+
+import sympy
+
+from .errors import DeclarationError
+
+
+class Time(sympy.Symbol):
+    """A time symbol (one value per sample); `D(e, tau)` differentiates with respect to it."""
+
+
+class Param(sympy.Symbol):
+    """A per-sample parameter drawn by a sampler (e.g. PSD's γ); never differentiated."""
+
+
+def times(names: str) -> tuple[Time, ...]:
+    """Declare time symbols: ``s, t = times("s t")``."""
+    return tuple(Time(name, real=True) for name in names.replace(",", " ").split())
+
+
+def param(name: str) -> Param:
+    """Declare one per-sample parameter: ``gamma = param("gamma")``."""
+    return Param(name, real=True)
+
+
+# The canonical times every built-in objective uses, and the helpers Dt, Ds, Du refer to.
+s, t, u = times("s t u")
+
+
+def coefficient(value: object, where: str) -> sympy.Expr:
+    """Turn `value` into a sympy coefficient of the times, or say why it cannot be one."""
+    try:
+        expr = sympy.sympify(value, strict=True)
+    except (sympy.SympifyError, TypeError):
+        raise DeclarationError(value, f"{where} must be a number or a sympy expression of the times, "
+                                      f"got {type(value).__name__}") from None
+    unknown = sorted(str(sym) for sym in expr.free_symbols if not isinstance(sym, (Time, Param)))
+    if unknown:
+        raise DeclarationError(expr, f"unknown name(s) {', '.join(unknown)} in {where}: declare "
+                                     "per-sample symbols with flowcore.times(...) or flowcore.param(...)")
+    if expr.has(sympy.I) or expr.has(sympy.zoo, sympy.oo, sympy.nan):
+        raise DeclarationError(expr, f"{where} must be real and finite")
+    return expr
+
+
+def symbols_of(expr: sympy.Expr) -> frozenset[sympy.Symbol]:
+    return frozenset(sym for sym in expr.free_symbols if isinstance(sym, (Time, Param)))
