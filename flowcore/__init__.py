@@ -6,6 +6,7 @@ and their relatives.
 """
 from .lang import *  # noqa: F401,F403 - the language is the public API
 from .lang import __all__ as _lang_all
+from . import nn
 from .reference import Evaluation, TermResult, evaluate, evaluate_term
 
 __version__ = "0.1.0"

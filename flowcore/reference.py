@@ -24,6 +24,7 @@ import sympy
 import torch
 from torch import nn
 
+from .batch import Evaluation, TermResult, check_models, complete_batch, reduce_loss, term_slices, term_times
 from .lang import nodes as n
 from .lang.interpolants import Interpolant
 from .lang.numeric import evaluate_sympy
@@ -194,57 +195,12 @@ class Interpreter:
 
 
 # -- objectives -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TermResult:
-    """One term's per-sample losses, their mean, and the times they were evaluated at."""
-
-    per_sample: torch.Tensor
-    times: dict
-
-    @property
-    def count(self) -> int:
-        return self.per_sample.shape[0]
-
-    @property
-    def mean(self) -> torch.Tensor:
-        return self.per_sample.mean() if self.count else self.per_sample.sum()
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """The reduced loss and the per-term diagnostics."""
-
-    loss: torch.Tensor
-    terms: dict[str, TermResult]
-
-
 def evaluate_term(term: Term, net: Callable, x0: torch.Tensor, x1: torch.Tensor, times: dict, *,
                   interpolant: Interpolant, z: torch.Tensor | None = None, teacher: Callable | None = None,
                   weight_net: Callable | None = None) -> torch.Tensor:
     """Per-sample losses ``(B,)`` of one term at the given per-sample times."""
     interpreter = Interpreter(net, x0, x1, interpolant, z=z, teacher=teacher, weight_net=weight_net)
     return interpreter.evaluate(term.loss, Scope(times=dict(times), vars={}))
-
-
-def _times_for(term: Term, given: dict | None, count: int, generator, like: torch.Tensor) -> dict:
-    if given is None or term.name not in given:
-        return term.sampler.sample(count, generator, like.dtype, like.device)
-    by_name = {str(sym): sym for sym in term.sampler.produces}
-    times = {}
-    for key, value in given[term.name].items():
-        sym = by_name.get(str(key))
-        if sym is None:
-            raise ValueError(f"term {term.name!r}: got times for `{key}`, which its sampler does not produce "
-                             f"({', '.join(by_name)})")
-        value = torch.as_tensor(value, dtype=like.dtype, device=like.device)
-        if value.shape != (count,):
-            raise ValueError(f"term {term.name!r}: times for `{key}` have shape {tuple(value.shape)}, "
-                             f"expected ({count},)")
-        times[sym] = value
-    missing = sorted(set(by_name) - {str(k) for k in given[term.name]})
-    if missing:
-        raise ValueError(f"term {term.name!r}: no times given for {', '.join(missing)}")
-    return times
 
 
 def evaluate(objective: Objective, net: Callable, x1: torch.Tensor, x0: torch.Tensor | None = None, *,
@@ -258,33 +214,14 @@ def evaluate(objective: Objective, net: Callable, x1: torch.Tensor, x0: torch.Te
     as ``{term name: {symbol: (count,) tensor}}``. The loss is reduced as `reduction` says
     (MATH.md §3; default: the objective's).
     """
-    if x1.ndim < 2:
-        raise ValueError(f"x1 must be a batch shaped (B, *dims), got shape {tuple(x1.shape)}")
     interpolant = interpolant or objective.interpolant
-    reduction = reduction or objective.reduction
-    if x0 is None:
-        x0 = objective.sigma * torch.randn(x1.shape, generator=generator, dtype=x1.dtype,
-                                           device=generator.device if generator else x1.device).to(x1.device)
-    if x0.shape != x1.shape:
-        raise ValueError(f"x0 has shape {tuple(x0.shape)} but x1 has {tuple(x1.shape)}")
-    if interpolant.stochastic and z is None:
-        z = torch.randn(x1.shape, generator=generator, dtype=x1.dtype,
-                        device=generator.device if generator else x1.device).to(x1.device)
-    if objective.needs_teacher and teacher is None:
-        raise ValueError(f"objective {objective.name!r} distils a teacher: pass teacher=<callable (t, x) -> velocity>")
-    if objective.needs_weight_net and weight_net is None:
-        raise ValueError(f"objective {objective.name!r} has a learned weight: pass weight_net=<module (s, t) -> (B,)>")
+    x0, z = complete_batch(objective, interpolant, x1, x0, z, generator)
+    check_models(objective, teacher, weight_net)
     results: dict[str, TermResult] = {}
-    start = 0
-    for term, count in zip(objective.terms, objective.split(x1.shape[0])):
-        part = slice(start, start + count)
-        start += count
-        term_times = _times_for(term, times, count, generator, x1)
-        per_sample = evaluate_term(term, net, x0[part], x1[part], term_times, interpolant=interpolant,
+    for term, part in term_slices(objective, x1.shape[0]):
+        times_k = term_times(term, times, part.stop - part.start, generator, x1)
+        per_sample = evaluate_term(term, net, x0[part], x1[part], times_k, interpolant=interpolant,
                                    z=None if z is None else z[part], teacher=teacher, weight_net=weight_net)
-        results[term.name] = TermResult(per_sample, term_times)
-    if reduction == "batch":
-        loss = sum(r.per_sample.sum() for r in results.values()) / x1.shape[0]
-    else:
-        loss = sum(r.mean for r in results.values() if r.count)
+        results[term.name] = TermResult(per_sample, times_k)
+    loss = reduce_loss([r.per_sample for r in results.values()], x1.shape[0], reduction or objective.reduction)
     return Evaluation(loss=loss, terms=results)

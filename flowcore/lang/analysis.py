@@ -61,12 +61,20 @@ def derivative_order(expr: n.Expr) -> int:
     return inner + 1 if isinstance(expr, (n.D, n.Dx)) else inner
 
 
+_CALLS = (n.Net, n.FlowMap, n.TeacherCall, n.LogVar)
+
+
 def derivatives(expr: n.Expr) -> tuple[str, ...]:
-    """Human names of the derivatives `expr` takes, e.g. ``("∂_t", "∇_x·")``."""
+    """The network derivatives `expr` takes (JVPs), e.g. ``("∂_t", "∇_x·")``.
+
+    Derivatives of the interpolant alone (İ_t) are analytic and not listed.
+    """
     names = []
     for node in walk(expr):
-        name = f"∂_{node.tau}" if isinstance(node, n.D) else f"∇_{node.var.name}·" if isinstance(node, n.Dx) else None
-        if name and name not in names:
+        if not isinstance(node, (n.D, n.Dx)) or not any(isinstance(inner, _CALLS) for inner in walk(node.arg)):
+            continue
+        name = f"∂_{node.tau}" if isinstance(node, n.D) else f"∇_{node.var.name}·"
+        if name not in names:
             names.append(name)
     if derivative_order(expr) > 1:
         names.append("2nd order")

@@ -85,4 +85,6 @@ def _print(expr: n.Expr) -> tuple[str, int]:
     if isinstance(expr, n.Bind):
         assigned = ", ".join(f"{var.name} := {pretty(value)}" for var, value in expr.bindings)
         return f"{_wrap(expr.arg, _ATOM)}[{assigned}]", _ATOM
+    if hasattr(expr, "pretty_parts"):  # nodes of later stages print themselves
+        return expr.pretty_parts(pretty, show), _ATOM
     raise TypeError(f"no printing rule for {type(expr).__name__}")

@@ -1,0 +1,131 @@
+"""`flowcore.compile`: a declaration becomes a `CompiledObjective` that runs its plan.
+
+Per level, each term's input kernels compute the inputs of that level's network calls, then the
+calls run (batched across terms, sg'd ones without autograd); finally each term's loss kernel
+gives its per-sample losses. Every kernel is an autograd node with its generated backward.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+
+from ..batch import Evaluation, TermResult, check_models, complete_batch, reduce_loss, term_slices, term_times
+from ..codegen.base import KernelLibrary
+from ..compiler.driver import Compilation, compile_program
+from ..compiler.kernel import Kernel, backward
+from ..lang.interpolants import Interpolant
+from ..lang.objective import Objective
+from .netcalls import TermState, run_calls
+from .segment_op import CompiledKernel, run_kernel
+
+BACKENDS = ("torch", "cpu", "cuda")
+
+
+def _builder(backend: str) -> Callable[[str, str, list[Kernel]], KernelLibrary]:
+    if backend == "torch":
+        from ..codegen.torch import build
+    elif backend == "cpu":
+        from ..codegen.cpu import build
+    elif backend == "cuda":
+        from ..codegen.cuda import build
+    else:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    return build
+
+
+class CompiledObjective:
+    """Call it like `flowcore.evaluate`: ``compiled(net, x1, x0=None, *, times=..., teacher=...)``."""
+
+    def __init__(self, compilation: Compilation, backend: str):
+        self.compilation = compilation
+        self.objective = compilation.objective
+        self.program = compilation.program
+        self.backend = backend
+        build = _builder(backend)
+        title = f"objective {self.objective.name} ({compilation.interpolant.name} interpolant)"
+        forward = [seg.kernel for seg in self.program.segments if seg.kernel is not None]
+        start = time.perf_counter()
+        self.library = build(title, compilation.digest, forward + [backward(k) for k in forward])
+        self.compile_seconds = time.perf_counter() - start
+
+        def build_more(kernels: list[Kernel]) -> dict[str, Callable]:
+            return build(title + " (derived)", compilation.digest, kernels).functions
+
+        self.kernels = {k.name: CompiledKernel(k, self.library[k.name], build_more)
+                        .with_backward(self.library[f"{k.name}_backward"]) for k in forward}
+
+    @property
+    def cache_hit(self) -> bool:
+        return self.library.cache_hit
+
+    def _run_segment(self, segment, state: TermState) -> None:
+        for input_name, leaf in segment.passthrough:
+            state.values[input_name] = state.values[leaf]
+        if segment.kernel is None:
+            return
+        kernel = segment.kernel
+        inputs = [state.values[s.name] for s in kernel.element_inputs]
+        inputs += [state.times[s] if s in state.times else state.values[s.name] for s in kernel.sample_inputs]
+        outputs = run_kernel(self.kernels[kernel.name], state.like, state.count, state.N, inputs)
+        for (symbol, _), value in zip(kernel.element_outputs + kernel.sample_outputs, outputs):
+            state.values[symbol.name] = value
+
+    def __call__(self, net: Callable, x1: torch.Tensor, x0: torch.Tensor | None = None, *,
+                 z: torch.Tensor | None = None, times: dict | None = None, generator: torch.Generator | None = None,
+                 teacher: Callable | None = None, weight_net: Callable | None = None,
+                 reduction: str | None = None) -> Evaluation:
+        objective = self.objective
+        x0, z = complete_batch(objective, self.compilation.interpolant, x1, x0, z, generator)
+        check_models(objective, teacher, weight_net)
+        dims = tuple(x1.shape[1:])
+        states = []
+        for term, part in term_slices(objective, x1.shape[0]):
+            count = part.stop - part.start
+            like = x1.new_empty(count)
+            values = {"x0": x0[part].reshape(count, -1).contiguous(), "x1": x1[part].reshape(count, -1).contiguous()}
+            if z is not None:
+                values["z"] = z[part].reshape(count, -1).contiguous()
+            states.append(TermState(values, term_times(term, times, count, generator, x1), count, dims, like))
+        models = {"net": net, "teacher": teacher, "weight_net": weight_net}
+        plan = self.program.plan
+        for level in range(plan.levels):
+            for index, state in enumerate(states):
+                for segment in self.program.segments_at(index, level):
+                    self._run_segment(segment, state)
+            for batch in plan.batches:
+                if batch[0].level == level:
+                    run_calls(batch, states, models)
+        results = {}
+        for index, (term, state) in enumerate(zip(objective.terms, states)):
+            for segment in self.program.segments_at(index, -1):
+                self._run_segment(segment, state)
+            results[term.name] = TermResult(state.values["loss"], state.times)
+        loss = reduce_loss([r.per_sample for r in results.values()], x1.shape[0], reduction or objective.reduction)
+        return Evaluation(loss=loss, terms=results)
+
+    def __repr__(self) -> str:
+        calls = sum(len(term.calls) for term in self.program.plan.terms)
+        return (f"CompiledObjective({self.objective.name!r}, backend={self.backend!r}, kernels={len(self.kernels)}, "
+                f"network calls={calls} in {len(self.program.plan.batches)} batches)")
+
+
+def compile(objective: Objective | str, backend: str = "torch", interpolant: Interpolant | None = None,
+            **options) -> CompiledObjective:
+    """Compile `objective` (or a built-in's name) into fused kernels for `backend`.
+
+    ``backend``: ``torch`` (emitted Python, no compiler needed), ``cpu`` (C++), ``cuda``. The
+    interpolant's α, β become kernel coefficients; times stay data. `options` go to a built-in's
+    builder (e.g. ``eta=0.5``).
+    """
+    if isinstance(objective, str):
+        from ..catalog import load
+
+        objective = load(objective, **options)
+    elif options:
+        objective = objective.with_options(**options)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    return CompiledObjective(compile_program(objective, interpolant), backend)
+

@@ -1,0 +1,108 @@
+"""Executing a batch of planned network calls: primal, JVPs and second-order jets.
+
+Calls of one batch are concatenated along the batch axis and evaluated once. A network with a
+native ``jvp(s, t, x, ṡ, ṫ, ẋ) -> (v, v̇)`` (flowcore.nn's fused MLP) is used for first-order
+jets; anything else goes through ``torch.func.jvp``. Second order nests two JVPs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..compiler.ir import LOGVAR, NET, TEACHER
+from ..compiler.plan import Call
+from ..compiler.segments import input_names, output_name
+from ..lang.numeric import evaluate_sympy
+
+
+@dataclass
+class TermState:
+    """A term's live values: name -> (B_k, N) element values or (B_k,) sample values."""
+
+    values: dict
+    times: dict
+    count: int
+    dims: tuple
+    like: torch.Tensor  # (B_k,) in the batch's dtype/device
+
+    @property
+    def N(self) -> int:
+        return math.prod(self.dims)
+
+
+def _frozen(module: Callable) -> Callable:
+    """A teacher never trains: its parameters are detached (its input still carries gradients)."""
+    if not isinstance(module, nn.Module):
+        return module
+    params = {name: p.detach() for name, p in module.named_parameters()}
+    return lambda *args: torch.func.functional_call(module, params, args)
+
+
+def _function(fn: str, models: dict) -> Callable:
+    if fn == NET:
+        return models["net"]
+    if fn == TEACHER:
+        teacher = _frozen(models["teacher"])
+        return lambda a, b, x: teacher(a, x)
+    assert fn == LOGVAR
+    return lambda a, b: models["weight_net"](a, b).reshape(a.shape)
+
+
+def _jets(fn: str, f: Callable, primals: tuple, directions: list[tuple], outputs: tuple, net) -> dict:
+    results: dict = {}
+    native = fn == NET and callable(getattr(net, "jvp", None))
+    for pattern in outputs:
+        if len(pattern) == 1:
+            tangent = directions[pattern[0]]
+            if native:
+                results[()], results[pattern] = net.jvp(*primals, *tangent)
+            else:
+                results[()], results[pattern] = torch.func.jvp(f, primals, tangent)
+    for pattern in outputs:
+        if len(pattern) == 2:
+            first, second = directions[pattern[0]], directions[pattern[1]]
+            inner = lambda *p: torch.func.jvp(f, p, first)[1]  # noqa: E731
+            results[pattern] = torch.func.jvp(inner, primals, second)[1]
+        elif len(pattern) > 2:
+            raise NotImplementedError(f"jets of order {len(pattern)}: flowcore supports derivatives up to 2nd order")
+    if () in outputs and () not in results:
+        results[()] = f(*primals)
+    return results
+
+
+def run_calls(batch: tuple[Call, ...], states: list[TermState], models: dict) -> None:
+    """Evaluate the calls of one batch and store their outputs in their terms' states."""
+    first = batch[0]
+    f = _function(first.fn, models)
+    a, b, x, directions = [], [], [], [[] for _ in first.directions]
+    for call in batch:
+        state = states[call.term]
+        a.append(evaluate_sympy(call.a, state.times, state.like))
+        b.append(evaluate_sympy(call.b, state.times, state.like))
+        names = iter(input_names(call))
+        if call.x is not None:
+            x.append(state.values[next(names)].reshape(state.count, *state.dims))
+        for i, (da, db, dx) in enumerate(call.directions):
+            tangent_x = None
+            if call.x is not None:
+                tangent_x = (state.values[next(names)].reshape(state.count, *state.dims) if dx is not None
+                             else torch.zeros_like(x[-1]))
+            directions[i].append((evaluate_sympy(da, state.times, state.like),
+                                  evaluate_sympy(db, state.times, state.like), tangent_x))
+    cat = lambda parts: parts[0] if len(parts) == 1 else torch.cat(parts)  # noqa: E731
+    primals = (cat(a), cat(b)) + ((cat(x),) if x else ())
+    tangents = [tuple(cat([d[k] for d in direction]) for k in range(len(primals))) for direction in directions]
+    with torch.set_grad_enabled(first.grad and torch.is_grad_enabled()):
+        results = _jets(first.fn, f, primals, tangents, first.outputs, models.get("net"))
+    start = 0
+    for call in batch:
+        state = states[call.term]
+        part = slice(start, start + state.count)
+        start += state.count
+        for pattern in call.outputs:
+            value = results[pattern][part]
+            state.values[output_name(call, pattern)] = value if first.fn == LOGVAR else value.reshape(state.count, -1)
