@@ -23,7 +23,7 @@ import sympy
 
 from ..lang import nodes as n
 from .ir import Jet, Zero, jet
-from .rewrite import map_children, memoized
+from .rewrite import map_children, memoized, rebind
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def _derive_node(node: n.Expr, tangent: Tangent, d):
             else:
                 inner_vars[var.name] = dv
         inner = derive(node.arg, Tangent(tangent.times, inner_vars))
-        return None if inner is None else bind_if_used(inner, node.bindings)
+        return None if inner is None else rebind(inner, node.bindings)
     raise TypeError(f"differentiate: no rule for {type(node).__name__} in `{node}` (D/Dx must be eliminated first)")
 
 
@@ -137,14 +137,6 @@ def _derive_jet(node: Jet, tangent: Tangent, d):
             directions = node.directions[:i] + (moved,) + node.directions[i + 1:]
             parts.append(jet(node.fn, node.a, node.b, node.x, directions))
     return _sum(*parts)
-
-
-def bind_if_used(arg: n.Expr, bindings) -> n.Expr:
-    from ..lang.analysis import free_vars
-
-    free = free_vars(arg)
-    kept = tuple((var, value) for var, value in bindings if var.name in free)
-    return n.Bind(arg, kept) if kept else arg
 
 
 def eliminate_derivatives(expr: n.Expr) -> n.Expr:

@@ -5,6 +5,7 @@ from dataclasses import fields, replace
 from typing import Callable
 
 from ..lang import nodes as n
+from ..lang.analysis import free_vars
 
 
 def _map_value(value, fn):
@@ -32,7 +33,16 @@ def map_children(node: n.Expr, fn: Callable[[n.Expr], n.Expr]) -> n.Expr:
         return total
     if isinstance(node, n.Scale):
         return n.scale(node.coef, changes["arg"])
+    if isinstance(node, n.Bind):
+        return rebind(changes.get("arg", node.arg), changes.get("bindings", node.bindings))
     return replace(node, **changes)
+
+
+def rebind(arg: n.Expr, bindings: tuple) -> n.Expr:
+    """``Bind(arg, bindings)`` keeping only the variables `arg` still uses (a rewrite may remove all)."""
+    free = free_vars(arg)
+    kept = tuple((var, value) for var, value in bindings if var.name in free)
+    return n.Bind(arg, kept) if kept else arg
 
 
 def memoized(transform: Callable[[n.Expr, Callable], n.Expr]) -> Callable[[n.Expr], n.Expr]:

@@ -71,14 +71,23 @@ def derivatives(expr: n.Expr) -> tuple[str, ...]:
     """
     names = []
     for node in walk(expr):
-        if not isinstance(node, (n.D, n.Dx)) or not any(isinstance(inner, _CALLS) for inner in walk(node.arg)):
+        if not _network_derivative(node):
             continue
         name = f"∂_{node.tau}" if isinstance(node, n.D) else f"∇_{node.var.name}·"
         if name not in names:
             names.append(name)
-    if derivative_order(expr) > 1:
+    if _network_order(expr) > 1:
         names.append("2nd order")
     return tuple(names)
+
+
+def _network_derivative(node: n.Expr) -> bool:
+    return isinstance(node, (n.D, n.Dx)) and any(isinstance(inner, _CALLS) for inner in walk(node.arg))
+
+
+def _network_order(expr: n.Expr) -> int:
+    inner = max((_network_order(child) for child in expr.children()), default=0)
+    return inner + 1 if _network_derivative(expr) else inner
 
 
 def uses(expr: n.Expr, node_type: type) -> bool:

@@ -88,6 +88,8 @@ class Expr:
     def __truediv__(self, other):
         other = as_expr(other, "a divisor")
         if isinstance(other, Coef):
+            if other.value == 0:
+                raise DeclarationError(f"{self} / 0", "division by zero")
             return scale(1 / other.value, self)
         return mul(self, power(other, -1))
 
@@ -346,8 +348,7 @@ class D(Expr):
     tau: Time
 
     def __post_init__(self):
-        if not isinstance(self.arg, Expr):
-            raise DeclarationError(self.arg, "D(e, τ) differentiates an expression of the language")
+        object.__setattr__(self, "arg", as_expr(self.arg, "the argument of D"))
         tau = self.tau
         if isinstance(tau, Param):
             raise DeclarationError(f"D({self.arg}, {tau})", f"`{tau}` is a per-sample parameter, not a time: "

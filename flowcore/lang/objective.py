@@ -95,8 +95,10 @@ class Objective:
         if not self.sigma > 0:
             raise DeclarationError(self.sigma, "σ must be positive")
         z = n.Source("z")
-        if not self.interpolant.stochastic and any(z in analysis.walk(term.loss) for term in self.terms):
-            raise DeclarationError(self.name, "a term uses z, but the interpolant has no γ·z part")
+        for term in self.terms:
+            if not self.interpolant.stochastic and z in analysis.walk(term.loss):
+                raise DeclarationError(term.loss, f"objective {self.name!r}: term {term.name!r} uses z, but the "
+                                                  f"interpolant {self.interpolant.name!r} has no γ·z part")
 
     def split(self, batch: int) -> tuple[int, ...]:
         """Samples per term for a batch of `batch`: shares rounded by largest remainder."""

@@ -15,7 +15,7 @@ def pretty(expr: n.Expr) -> str:
 
 def show(value: sympy.Expr) -> str:
     """A coefficient as people write it: ``t - s``, ``1 - gamma``, ``s + gamma*(t - s)``."""
-    return sympy.sstr(value, order="rev-lex")
+    return sympy.sstr(value, order="rev-lex", full_prec=False)
 
 
 def _negative(value: sympy.Expr) -> bool:
@@ -69,7 +69,7 @@ def _print(expr: n.Expr) -> tuple[str, int]:
     if isinstance(expr, n.Mul):
         return f"{_wrap(expr.left, _PRODUCT)} * {_wrap(expr.right, _POWER)}", _PRODUCT
     if isinstance(expr, n.Pow):
-        return f"{_wrap(expr.base, _ATOM)}^{_coef(expr.exponent)[0] if expr.exponent >= 0 else f'({expr.exponent})'}", _POWER
+        return f"{_wrap(expr.base, _ATOM)}^{_coef(expr.exponent)[0] if expr.exponent >= 0 else f'({show(expr.exponent)})'}", _POWER
     if isinstance(expr, n.Func):
         return f"{expr.name}({pretty(expr.arg)})", _ATOM
     if isinstance(expr, n.SqNorm):

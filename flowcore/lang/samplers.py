@@ -134,7 +134,7 @@ class Square(_Pair):
 
 @dataclass(frozen=True)
 class Dyadic(_Pair):
-    """Shortcut models' grid: step d = 2^-k with k ~ U{1..levels}, s ~ U{0, d, .., 1 − 2d}, t = s + 2d."""
+    """Shortcut models' grid: d = 2^-k with k ~ U{1..levels}; t − s = 2d and s ~ U{0, 2d, 4d, .., 1 − 2d}."""
 
     levels: int = 7
 

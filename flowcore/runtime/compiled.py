@@ -6,6 +6,7 @@ gives its per-sample losses. Every kernel is an autograd node with its generated
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable
 
@@ -80,28 +81,32 @@ class CompiledObjective:
         x0, z = complete_batch(objective, self.compilation.interpolant, x1, x0, z, generator)
         check_models(objective, teacher, weight_net)
         dims = tuple(x1.shape[1:])
+        N = math.prod(dims)
         states = []
         for term, part in term_slices(objective, x1.shape[0]):
             count = part.stop - part.start
             like = x1.new_empty(count)
-            values = {"x0": x0[part].reshape(count, -1).contiguous(), "x1": x1[part].reshape(count, -1).contiguous()}
+            values = {"x0": x0[part].reshape(count, N).contiguous(), "x1": x1[part].reshape(count, N).contiguous()}
             if z is not None:
-                values["z"] = z[part].reshape(count, -1).contiguous()
+                values["z"] = z[part].reshape(count, N).contiguous()
             states.append(TermState(values, term_times(term, times, count, generator, x1), count, dims, like))
         models = {"net": net, "teacher": teacher, "weight_net": weight_net}
         plan = self.program.plan
+        live = [index for index, state in enumerate(states) if state.count]  # a term may get no samples
         for level in range(plan.levels):
-            for index, state in enumerate(states):
+            for index in live:
                 for segment in self.program.segments_at(index, level):
-                    self._run_segment(segment, state)
+                    self._run_segment(segment, states[index])
             for batch in plan.batches:
-                if batch[0].level == level:
+                batch = tuple(call for call in batch if states[call.term].count)
+                if batch and batch[0].level == level:
                     run_calls(batch, states, models)
         results = {}
         for index, (term, state) in enumerate(zip(objective.terms, states)):
-            for segment in self.program.segments_at(index, -1):
+            for segment in self.program.segments_at(index, -1) if state.count else ():
                 self._run_segment(segment, state)
-            results[term.name] = TermResult(state.values["loss"], state.times)
+            per_sample = state.values["loss"] if state.count else state.like
+            results[term.name] = TermResult(per_sample, state.times)
         loss = reduce_loss([r.per_sample for r in results.values()], x1.shape[0], reduction or objective.reduction)
         return Evaluation(loss=loss, terms=results)
 

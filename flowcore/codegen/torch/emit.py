@@ -36,7 +36,7 @@ def emit_function(kernel: Kernel) -> str:
     for sym, expr in plan.sample_outputs:
         lines.append(f"    {sym.name} = _full({torch_code(expr)}, like, B, 1).reshape(B)")
     outputs = [sym.name for sym, _ in kernel.element_outputs + kernel.sample_outputs]
-    lines.append(f"    return ({', '.join(outputs)},)")
+    lines.append(f"    return ({''.join(name + ', ' for name in outputs).rstrip()})")
     return "\n".join(lines)
 
 

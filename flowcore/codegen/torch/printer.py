@@ -15,14 +15,14 @@ class KernelTorchPrinter(TorchPrinter):
             return repr(float(expr))
         return super()._print_Function(expr)
 
-    def _print_Pow(self, expr, rational=False):
+    def _print_Pow(self, expr):
         base, exponent = expr.args
         if exponent == sympy.Rational(1, 2):
             return f"torch.sqrt({self._print(base)})"
         if exponent.is_Integer and 1 < int(exponent) <= 4:
             factor = self.parenthesize(base, 100)
             return "*".join([factor] * int(exponent))
-        return super()._print_Pow(expr, rational)
+        return super()._print_Pow(expr)
 
     def _print_NumberSymbol(self, expr):
         return repr(float(expr))

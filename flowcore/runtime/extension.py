@@ -1,0 +1,196 @@
+"""Loading flowcore's torch extension (csrc/): ahead-of-time build if installed, else just in time.
+
+`load_extension()` returns ``torch.ops.flowcore`` with the extension's ops registered:
+
+1. an ahead-of-time build — ``flowcore._C``, built by ``pip install --no-build-isolation .`` —
+   is imported if present and loadable (``FLOWCORE_JIT_EXTENSION=1`` skips it);
+2. otherwise the sources are compiled with ``torch.utils.cpp_extension.load`` into an entry of
+   flowcore's own build cache (flowcore.runtime.cache), keyed by the sources, the flags and the
+   torch / CUDA / Python versions and taken under the cache's inter-process lock. torch's own JIT
+   cache is not relied on: it ignores the torch version (pytorch#68905) and its lock file can
+   deadlock after a killed build (pytorch#189245). Each build gets a fresh directory.
+
+The CUDA part (csrc/*.cu) is compiled just in time only where it can run (torch has CUDA, a GPU is
+visible, nvcc exists); ``FLOWCORE_EXTENSION_CUDA=0/1`` forces it off/on. The sources are found in
+the source tree (``<repo>/csrc``) or, in an installed wheel, in the package data ``flowcore/csrc``.
+
+The fake (meta) kernel of ``flowcore::run_kernel`` is registered here, in Python, so
+``torch.compile`` and ``torch.library.opcheck`` work whichever way the library was loaded.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+from .cache import BuildCache, cache_key
+
+log = logging.getLogger(__name__)
+
+__all__ = ["load_extension", "csrc_dir", "extension_sources", "cuda_wanted", "ExtensionBuildError"]
+
+NAME = "flowcore_ext"
+CXX_FLAGS = ["-O3"]
+NVCC_FLAGS = ["-O3"]
+_lock = threading.Lock()
+_state: dict = {}
+
+
+class ExtensionBuildError(RuntimeError):
+    """The just-in-time build of flowcore's extension failed."""
+
+
+def csrc_dir() -> Path:
+    """Where the extension's C++/CUDA sources are: package data in a wheel, else the source tree."""
+    package = Path(__file__).resolve().parent.parent  # .../flowcore
+    candidates = [package / "csrc", package.parent / "csrc"]
+    spec = importlib.util.find_spec("flowcore.csrc") if _importable("flowcore.csrc") else None
+    if spec is not None and spec.submodule_search_locations:
+        candidates += [Path(p) for p in spec.submodule_search_locations]
+    for path in candidates:
+        if (path / "flowcore_ops.cpp").is_file():
+            return path
+    raise FileNotFoundError(f"flowcore's extension sources (flowcore_ops.cpp) are in none of "
+                            f"{[str(p) for p in candidates]}; reinstall flowcore")
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def cuda_wanted() -> bool:
+    """Whether the just-in-time build includes the CUDA launcher."""
+    forced = os.environ.get("FLOWCORE_EXTENSION_CUDA")
+    if forced is not None:
+        return forced not in ("0", "", "false", "no")
+    if torch.version.cuda is None or not torch.cuda.is_available():
+        return False
+    from ..codegen.cuda.build import find_nvcc
+    return find_nvcc() is not None
+
+
+def extension_sources(with_cuda: bool) -> list[Path]:
+    root = csrc_dir()
+    sources = sorted(root.glob("*.cpp"))
+    if with_cuda:
+        sources += sorted(root.glob("*.cu"))
+    return sources
+
+
+def _source_texts(root: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted(root.iterdir())
+            if p.is_file() and p.suffix in (".cpp", ".cu", ".h", ".cuh")}
+
+
+def _register_fake() -> None:
+    """The shape function of run_kernel for fake tensors (torch.compile, opcheck)."""
+    if _state.get("fake"):
+        return
+
+    @torch.library.register_fake("flowcore::run_kernel")
+    def _run_kernel_fake(fns, B, N, like, element_inputs, sample_inputs, n_element_outputs, n_sample_outputs):
+        return ([like.new_empty((B, N)) for _ in range(n_element_outputs)] +
+                [like.new_empty((B,)) for _ in range(n_sample_outputs)])
+
+    _state["fake"] = True
+
+
+def _registered() -> bool:
+    try:
+        torch.ops.flowcore.run_kernel  # noqa: B018 (raises if no library defined the op)
+        return True
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _load_aot() -> bool:
+    if os.environ.get("FLOWCORE_JIT_EXTENSION") not in (None, "", "0"):
+        return False
+    if not _importable("flowcore._C"):
+        return False
+    try:
+        importlib.import_module("flowcore._C")
+    except (ImportError, OSError) as e:  # e.g. built against another torch: fall back to JIT
+        warnings.warn(f"flowcore: the ahead-of-time extension flowcore._C does not load ({e}); "
+                      "building it just in time instead (reinstall flowcore to fix)", RuntimeWarning, stacklevel=3)
+        return False
+    _state["how"] = "aot"
+    return True
+
+
+def _arch_list() -> str:
+    from ..codegen.cuda.build import arch_list
+    return ";".join(arch_list())
+
+
+def _load_jit(with_cuda: bool, verbose: bool = False) -> None:
+    root = csrc_dir()
+    sources = _source_texts(root)
+    flags = CXX_FLAGS + (["nvcc:"] + NVCC_FLAGS if with_cuda else [])
+    extra = {"kind": "torch-extension", "name": NAME, "with_cuda": str(with_cuda),
+             "abi": str(torch._C._GLIBCXX_USE_CXX11_ABI)}
+    if with_cuda:
+        extra["arch"] = _arch_list()
+    key = cache_key(sources, flags, extra)
+    name = f"{NAME}_{key[:12]}"
+    loaded_here = {}
+
+    def build(directory: Path) -> list[str]:
+        from torch.utils import cpp_extension  # imported only to build: it logs about CUDA_HOME
+
+        # Copy the sources in, so the entry is self-describing and torch's build never touches
+        # the (maybe read-only) install directory.
+        src_dir = directory / "src"
+        src_dir.mkdir()
+        for file_name, text in sources.items():
+            (src_dir / file_name).write_text(text)
+        paths = [str(src_dir / p.name) for p in extension_sources(with_cuda)]
+        env_arch = os.environ.get("TORCH_CUDA_ARCH_LIST")
+        if with_cuda and not env_arch:
+            os.environ["TORCH_CUDA_ARCH_LIST"] = extra["arch"].replace(";", " ")
+        try:
+            cpp_extension.load(name=name, sources=paths, extra_cflags=CXX_FLAGS, extra_cuda_cflags=NVCC_FLAGS,
+                               extra_include_paths=[str(src_dir)], build_directory=str(directory),
+                               with_cuda=with_cuda, is_python_module=False, verbose=verbose)
+        except Exception as e:  # noqa: BLE001 - re-raised with context
+            raise ExtensionBuildError(f"compiling flowcore's extension from {root} failed: {e}") from e
+        finally:
+            if with_cuda and not env_arch:
+                os.environ.pop("TORCH_CUDA_ARCH_LIST", None)
+        loaded_here["yes"] = True  # cpp_extension.load also loaded it into this process
+        return [f"{name}.so"]
+
+    entry = BuildCache().get_or_build(key, build, describe={"what": "flowcore torch extension", "cuda": with_cuda,
+                                                            "torch": torch.__version__})
+    if not loaded_here:
+        torch.ops.load_library(str(entry.files[f"{name}.so"]))
+    _state.update(how="jit", path=str(entry.files[f"{name}.so"]), build_seconds=entry.build_seconds,
+                  cache_hit=entry.hit)
+
+
+def load_extension(verbose: bool = False):
+    """``torch.ops.flowcore`` with flowcore's ops registered (loading or building them once)."""
+    with _lock:
+        if not _state.get("loaded"):
+            if not _registered():
+                if not _load_aot():
+                    _load_jit(cuda_wanted(), verbose=verbose)
+            else:
+                _state.setdefault("how", "preloaded")
+            _register_fake()
+            _state["loaded"] = True
+    return torch.ops.flowcore
+
+
+def extension_info() -> dict:
+    """How the extension was loaded: ``how`` (aot/jit/preloaded), and for jit the library path."""
+    return dict(_state)
