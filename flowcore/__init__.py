@@ -1,13 +1,16 @@
-"""flowcore: flow-map training objectives declared symbolically and checked against autograd.
+"""flowcore: flow-map training objectives declared symbolically, compiled, checked against autograd.
 
 The language (``flowcore.lang``) declares objectives; ``flowcore.reference`` defines what they mean;
-``flowcore.objectives`` holds the built-ins of Boffi, Albergo & Vanden-Eijnden (arXiv 2505.18825)
-and their relatives.
+``flowcore.compile`` turns one into fused kernels (torch, C++, CUDA); ``flowcore.testing`` checks a
+compiled objective against the reference; ``flowcore.objectives`` holds the built-ins of Boffi,
+Albergo & Vanden-Eijnden (arXiv 2505.18825) and their relatives.
 """
 from .lang import *  # noqa: F401,F403 - the language is the public API
 from .lang import __all__ as _lang_all
 from . import nn
-from .reference import Evaluation, TermResult, evaluate, evaluate_term
+from .batch import Evaluation, TermResult
+from .reference import evaluate, evaluate_term
+from .runtime.compiled import CompiledObjective, compile
 
 __version__ = "0.1.0"
 
@@ -19,4 +22,5 @@ def objective(name: str, **options):
     return objectives.get(name, **options)
 
 
-__all__ = list(_lang_all) + ["Evaluation", "TermResult", "evaluate", "evaluate_term", "objective", "__version__"]
+__all__ = list(_lang_all) + ["CompiledObjective", "Evaluation", "TermResult", "compile", "evaluate", "evaluate_term",
+                             "objective", "__version__"]

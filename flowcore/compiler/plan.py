@@ -79,33 +79,36 @@ def _live_jets(loss: n.Expr) -> set[Jet]:
     return live
 
 
+def _inputs(jet: Jet) -> list[n.Expr]:
+    return ([] if jet.x is None else [jet.x]) + [dx for _, _, dx in jet.directions if dx is not None]
+
+
 def plan_term(index: int, loss: n.Expr, counter) -> TermPlan:
     live = _live_jets(loss)
+    levels: dict[Jet, int] = {}
+
+    def level(jet: Jet) -> int:
+        """One more than the deepest jet among its inputs. A jet whose direction uses its own primal
+        (``∇v(x)·v(x)``) is a level above that primal: the two cannot share one call."""
+        if jet not in levels:
+            deps = {inner for expr in _inputs(jet) for inner in _jets(expr)}
+            levels[jet] = 1 + max((level(dep) for dep in deps), default=-1)
+        return levels[jet]
+
     groups: dict[tuple, list[Jet]] = {}
-    for jet in _jets(loss):
-        groups.setdefault((jet.fn, jet.a, jet.b, jet.x), []).append(jet)
-    levels: dict[tuple, int] = {}
-
-    def level(key: tuple) -> int:
-        if key not in levels:
-            inputs = [key[3]] if key[3] is not None else []
-            inputs += [dx for jet in groups[key] for _, _, dx in jet.directions if dx is not None]
-            deps = {(j.fn, j.a, j.b, j.x) for expr in inputs for j in _jets(expr)}
-            levels[key] = 1 + max((level(dep) for dep in deps), default=-1)
-        return levels[key]
-
+    for jet in dict.fromkeys(_jets(loss)):
+        groups.setdefault((jet.fn, jet.a, jet.b, jet.x, level(jet)), []).append(jet)
     calls = []
-    for key, jets in groups.items():
-        jets = sorted(set(jets), key=lambda j: (j.order, repr(j)))
+    for (fn, a, b, x, lvl), jets in groups.items():
+        jets = sorted(jets, key=lambda j: (j.order, repr(j)))
         directions: list = []
         for jet in jets:
             for direction in jet.directions:
                 if direction not in directions:
                     directions.append(direction)
         outputs = tuple(tuple(directions.index(d) for d in jet.directions) for jet in jets)
-        fn, a, b, x = key
-        calls.append(Call(f"{fn}{next(counter)}", index, fn, a, b, x, tuple(directions), outputs, tuple(jets),
-                          level(key), any(jet in live for jet in jets)))
+        calls.append(Call(f"{fn}{next(counter)}", index, fn, a, b, x, tuple(directions), outputs, tuple(jets), lvl,
+                          any(jet in live for jet in jets)))
     calls.sort(key=lambda call: call.level)
     return TermPlan(loss, tuple(calls))
 

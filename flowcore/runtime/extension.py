@@ -19,10 +19,12 @@ The fake (meta) kernel of ``flowcore::run_kernel`` is registered here, in Python
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import logging
 import os
+import re
 import threading
 import warnings
 from pathlib import Path
@@ -33,7 +35,8 @@ from .cache import BuildCache, cache_key
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_extension", "csrc_dir", "extension_sources", "cuda_wanted", "ExtensionBuildError"]
+__all__ = ["ExtensionBuildError", "csrc_dir", "cuda_wanted", "extension_info", "extension_sources", "load_extension",
+           "sources_digest"]
 
 NAME = "flowcore_ext"
 CXX_FLAGS = ["-O3"]
@@ -96,11 +99,15 @@ def _register_fake() -> None:
     if _state.get("fake"):
         return
 
-    @torch.library.register_fake("flowcore::run_kernel")
     def _run_kernel_fake(fns, B, N, like, element_inputs, sample_inputs, n_element_outputs, n_sample_outputs):
         return ([like.new_empty((B, N)) for _ in range(n_element_outputs)] +
                 [like.new_empty((B,)) for _ in range(n_sample_outputs)])
 
+    try:
+        torch.library.register_fake("flowcore::run_kernel", _run_kernel_fake)
+    except RuntimeError as e:  # another copy of this module (or a C++ Meta kernel) registered one already
+        if "already" not in str(e):
+            raise
     _state["fake"] = True
 
 
@@ -112,10 +119,46 @@ def _registered() -> bool:
         return False
 
 
+SOURCE_SUFFIXES = (".cpp", ".cu", ".h", ".cuh")
+
+
+def sources_digest(root: Path | None = None) -> str:
+    """16 hex digits over the extension's sources and the torch version (setup.py computes the
+    same and compiles it into flowcore._C as ``FLOWCORE_SOURCES_HASH=<digest>``)."""
+    root = root or csrc_dir()
+    h = hashlib.sha256()
+    for path in sorted(root.iterdir()):
+        if path.is_file() and path.suffix in SOURCE_SUFFIXES:
+            h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    h.update(b"torch=" + torch.__version__.encode())
+    return h.hexdigest()[:16]
+
+
+def _aot_staleness(path: Path) -> str | None:
+    """None if the ahead-of-time library at `path` was built from these sources and this torch,
+    else why not. Read from the file, without loading it (loading registers its ops for good)."""
+    match = re.search(rb"FLOWCORE_SOURCES_HASH=([0-9a-f]{16})", path.read_bytes())
+    if match is None:
+        return None  # built without the marker: trust it
+    try:
+        expected = sources_digest()
+    except FileNotFoundError:
+        return None
+    built = match.group(1).decode()
+    return None if built == expected else (f"it was built from other extension sources or another torch "
+                                           f"(digest {built}, expected {expected})")
+
+
 def _load_aot() -> bool:
     if os.environ.get("FLOWCORE_JIT_EXTENSION") not in (None, "", "0"):
         return False
     if not _importable("flowcore._C"):
+        return False
+    origin = importlib.util.find_spec("flowcore._C").origin
+    stale = _aot_staleness(Path(origin)) if origin else None
+    if stale:
+        warnings.warn(f"flowcore: not loading the ahead-of-time extension {origin}: {stale}; building it just in "
+                      "time instead (reinstall flowcore to refresh it)", RuntimeWarning, stacklevel=3)
         return False
     try:
         importlib.import_module("flowcore._C")
@@ -125,6 +168,20 @@ def _load_aot() -> bool:
         return False
     _state["how"] = "aot"
     return True
+
+
+def _fix_cuda_home(cpp_extension) -> None:
+    """torch guesses CUDA_HOME from nvcc's directory; where nvcc is a wrapper outside the toolkit
+    (e.g. /usr/local/bin/nvcc) that guess has no headers: ask nvcc itself where its toolkit is."""
+    home = cpp_extension.CUDA_HOME
+    if home and (Path(home) / "include" / "cuda_runtime_api.h").is_file():
+        return
+    from ..codegen.cuda.build import cuda_home, find_nvcc
+    nvcc = find_nvcc()
+    real = cuda_home(nvcc) if nvcc else None
+    if real and (Path(real) / "include" / "cuda_runtime_api.h").is_file():
+        log.info("flowcore: using CUDA_HOME=%s (from nvcc) instead of %s", real, home)
+        cpp_extension.CUDA_HOME = real
 
 
 def _arch_list() -> str:
@@ -154,6 +211,8 @@ def _load_jit(with_cuda: bool, verbose: bool = False) -> None:
         for file_name, text in sources.items():
             (src_dir / file_name).write_text(text)
         paths = [str(src_dir / p.name) for p in extension_sources(with_cuda)]
+        if with_cuda:
+            _fix_cuda_home(cpp_extension)
         env_arch = os.environ.get("TORCH_CUDA_ARCH_LIST")
         if with_cuda and not env_arch:
             os.environ["TORCH_CUDA_ARCH_LIST"] = extra["arch"].replace(";", " ")
@@ -161,7 +220,7 @@ def _load_jit(with_cuda: bool, verbose: bool = False) -> None:
             cpp_extension.load(name=name, sources=paths, extra_cflags=CXX_FLAGS, extra_cuda_cflags=NVCC_FLAGS,
                                extra_include_paths=[str(src_dir)], build_directory=str(directory),
                                with_cuda=with_cuda, is_python_module=False, verbose=verbose)
-        except Exception as e:  # noqa: BLE001 - re-raised with context
+        except Exception as e:
             raise ExtensionBuildError(f"compiling flowcore's extension from {root} failed: {e}") from e
         finally:
             if with_cuda and not env_arch:

@@ -42,9 +42,14 @@ class KernelFunction(torch.autograd.Function):
     def forward(ctx, compiled: CompiledKernel, like: torch.Tensor, B: int, N: int, *inputs: torch.Tensor):
         ctx.compiled, ctx.like, ctx.B, ctx.N = compiled, like, B, N
         ctx.save_for_backward(*inputs)
-        outputs = compiled.fn(like, B, N, *inputs)
-        ctx.mark_non_differentiable(*[o for o in outputs if not o.is_floating_point()])
-        return tuple(outputs)
+        # Autograd needs each output to be its own tensor: CSE can make two outputs (x and sg(x))
+        # one object, and a kernel may pass an input straight through.
+        seen = {id(t) for t in inputs}
+        distinct = []
+        for out in compiled.fn(like, B, N, *inputs):
+            distinct.append(out.clone() if id(out) in seen else out)
+            seen.add(id(out))
+        return tuple(distinct)
 
     @staticmethod
     def backward(ctx, *grads: torch.Tensor):
