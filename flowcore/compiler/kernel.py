@@ -64,8 +64,20 @@ class Kernel:
         return tuple(sym for sym in self.element_inputs + self.sample_inputs if sym not in self.no_grad_inputs)
 
 
-def cotangent(symbol: sympy.Symbol) -> sympy.Symbol:
-    return sympy.Symbol(f"g_{symbol.name}", real=True)
+def _namer(kernel: Kernel):
+    """Fresh symbol names: a backward of a backward must not reuse its forward's names."""
+    used = {sym.name for sym in kernel.element_inputs + kernel.sample_inputs}
+    used |= {sym.name for sym, _ in kernel.lets + kernel.element_outputs + kernel.sample_outputs}
+    used |= {step.symbol.name for step in kernel.steps}
+
+    def fresh(base: str) -> sympy.Symbol:
+        name, k = base, 1
+        while name in used:
+            name, k = f"{base}_{k}", k + 1
+        used.add(name)
+        return sympy.Symbol(name, real=True)
+
+    return fresh
 
 
 def backward(kernel: Kernel) -> Kernel:
@@ -74,8 +86,9 @@ def backward(kernel: Kernel) -> Kernel:
     The forward steps are recomputed (nothing is saved). Adjoints run in reverse:
     ``adj_S = Σ_o g_o ∂S_o/∂S + Σ_later-assign adj_L ∂L/∂S + Σ_j (Σ_o g_oj ∂O_oj/∂S + Σ_later-reduce adj_L ∂body_Lj/∂S)``.
     """
-    g_elem = {out: cotangent(out) for out, _ in kernel.element_outputs}
-    g_samp = {out: cotangent(out) for out, _ in kernel.sample_outputs}
+    fresh = _namer(kernel)
+    g_elem = {out: fresh(f"g_{out.name}") for out, _ in kernel.element_outputs}
+    g_samp = {out: fresh(f"g_{out.name}") for out, _ in kernel.sample_outputs}
 
     def direct(symbol: sympy.Symbol) -> tuple[sympy.Expr, sympy.Expr]:
         """(per-sample, per-element) parts of ∂F/∂symbol through the outputs."""
@@ -101,7 +114,7 @@ def backward(kernel: Kernel) -> Kernel:
     def per_sample(name: str, sample_part: sympy.Expr, element_part: sympy.Expr) -> sympy.Expr:
         """A per-sample total: the element part is summed by a new reduce step."""
         if element_part != 0:
-            accumulated = sympy.Symbol(f"sum_{name}", real=True)
+            accumulated = fresh(f"sum_{name}")
             steps.append(Step(accumulated, REDUCE, element_part))
             sample_part += accumulated
         return sample_part
@@ -110,14 +123,14 @@ def backward(kernel: Kernel) -> Kernel:
         symbol = kernel.steps[index].symbol
         s1, e1 = direct(symbol)
         s2, e2 = through_steps(symbol, kernel.steps[index + 1:])
-        adjoint[symbol] = sympy.Symbol(f"adj_{symbol.name}", real=True)
+        adjoint[symbol] = fresh(f"adj_{symbol.name}")
         steps.append(Step(adjoint[symbol], ASSIGN, per_sample(f"adj_{symbol.name}", s1 + s2, e1 + e2)))
 
     element_outputs, sample_outputs = [], []
     for symbol in kernel.differentiable_inputs:
         s1, e1 = direct(symbol)
         s2, e2 = through_steps(symbol, kernel.steps)
-        grad = sympy.Symbol(f"grad_{symbol.name}", real=True)
+        grad = fresh(f"grad_{symbol.name}")
         if symbol in kernel.element_inputs:
             element_outputs.append((grad, e1 + e2 + s1 + s2))
         else:

@@ -37,7 +37,7 @@ class SegmentLowering:
         self.counter = itertools.count()
 
     def _use_times(self, expr: sympy.Expr) -> sympy.Expr:
-        for symbol in expr.free_symbols:
+        for symbol in sorted(expr.free_symbols, key=str):  # sorted: generated code must not vary by run
             if isinstance(symbol, (Time, Param)):
                 self.sample_inputs.setdefault(symbol)
         return expr

@@ -1,0 +1,36 @@
+"""flowcore generated code — objective fm, digest a07d186d186034cf; backend torch. Do not edit."""
+import torch
+
+def _full(value, like, B, N):
+    """`value` broadcast to (B, N) (constants and per-sample columns included), contiguous."""
+    if not isinstance(value, torch.Tensor):
+        return torch.full((B, N), float(value), dtype=like.dtype, device=like.device)
+    return value.expand(B, N).contiguous() if value.shape != (B, N) else value
+
+
+def fm_t0_level0(like, B, N, x0, x1, t):
+    t = t.reshape(B, 1)
+    net0_x = _full(x0*(1 - t) + x1*t, like, B, N)
+    return (net0_x,)
+
+def fm_t0_loss(like, B, N, net0, x0, x1):
+    sqnorm0 = _full((net0 + x0 - x1)*(net0 + x0 - x1), like, B, N).sum(1, keepdim=True)
+    loss = _full(sqnorm0, like, B, 1).reshape(B)
+    return (loss,)
+
+def fm_t0_level0_backward(like, B, N, x0, x1, g_net0_x, t):
+    t = t.reshape(B, 1)
+    grad_x0 = _full(g_net0_x*(1 - t), like, B, N)
+    grad_x1 = _full(g_net0_x*t, like, B, N)
+    return (grad_x0, grad_x1,)
+
+def fm_t0_loss_backward(like, B, N, net0, x0, x1, g_loss):
+    g_loss = g_loss.reshape(B, 1)
+    sqnorm0 = _full((net0 + x0 - x1)*(net0 + x0 - x1), like, B, N).sum(1, keepdim=True)
+    adj_sqnorm0 = g_loss
+    tmp0 = 2*net0 + 2*x0 - 2*x1
+    tmp1 = adj_sqnorm0*tmp0
+    grad_net0 = _full(tmp1, like, B, N)
+    grad_x0 = _full(tmp1, like, B, N)
+    grad_x1 = _full(-adj_sqnorm0*tmp0, like, B, N)
+    return (grad_net0, grad_x0, grad_x1,)
