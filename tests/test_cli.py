@@ -58,3 +58,39 @@ def test_run_prints_a_row_per_objective(capsys):
 def test_console_script_entry_point():
     result = subprocess.run([sys.executable, "-m", "flowcore.cli", "objectives"], capture_output=True, text=True)
     assert result.returncode == 0 and "meanflow" in result.stdout
+
+
+def test_compile_reports_build_and_cache_and_emits(tmp_path, capsys):
+    assert main(["compile", "lsd", "--backend", "torch", "--emit", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "compiled lsd for torch: 10 kernels" in out and "cache" in out
+    (emitted,) = tmp_path.iterdir()
+    assert "def lsd_t1_loss(" in emitted.read_text()
+
+
+def test_compile_a_user_file(tmp_path, capsys):
+    path = tmp_path / "mine.py"
+    path.write_text(
+        "from flowcore import Objective, Term, UpperTriangle, V, I, Dt, X, Var, sg, sqnorm, s, t\n"
+        "x = Var('x')\n"
+        "mine = Objective('mine', [Term('lag', sqnorm(Dt(X(s, t, x)) - sg(V(t, t, X(s, t, x)))).bind(x=I(s)),\n"
+        "                               UpperTriangle(s, t), 1.0)])\n")
+    assert main(["compile", str(path), "--backend", "torch"]) == 0
+    assert "compiled mine for torch" in capsys.readouterr().out
+
+
+def test_check_passes_on_a_builtin_and_fails_loudly_on_a_bad_name(capsys):
+    assert main(["check", "meanflow", "--examples", "3"]) == 0
+    assert "PASSED: meanflow on torch: 3 examples" in capsys.readouterr().out
+    assert main(["check", "nope"]) == 2
+
+
+def test_check_reports_a_mismatch(monkeypatch, capsys):
+    """A compiled objective that disagrees with the reference makes `check` fail with exit 1."""
+    import flowcore.testing.check as check
+    from flowcore.testing.compare import Comparison
+
+    monkeypatch.setattr(check, "compare_with_reference", lambda *a, **k: Comparison(3e-6, {"net.out.bias": 0.0}))
+    assert main(["check", "fm", "--examples", "2"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("FAILED: fm on torch") and "3.00e-06 in loss" in out
