@@ -28,7 +28,9 @@ def psd_residual() -> Expr:
     """``v̂_{s,t}(x) − sg(γ·v̂_{s,u}(x) + (1 − γ)·v̂_{u,t}(X̂_{s,u}(x)))`` at x = I_s, u = s + γ(t − s).
 
     The semigroup identity X_{u,t} ∘ X_{s,u} = X_{s,t} divided by (t − s) (MATH.md §2, PSD):
-    u − s = γ(t − s) and t − u = (1 − γ)(t − s).
+    u − s = γ(t − s) and t − u = (1 − γ)(t − s). Here γ is the fraction of the way from s to t;
+    MATH.md writes u = γs + (1 − γ)t, i.e. its γ is our 1 − γ. PSD-U (γ ~ U[0, 1]) and PSD-M
+    (γ = ½) are symmetric in that swap; it matters only when fixing γ by hand.
     """
     x = Var("x")
     return sqnorm(V(s, t, x) - sg(gamma * V(s, u, x) + (1 - gamma) * V(u, t, X(s, u, x)))).bind(x=I(s))
