@@ -143,3 +143,14 @@ def test_gradcheck_and_gradgradcheck_of_segment_ops():
         assert torch.autograd.gradcheck(fn, inputs), name
         assert torch.autograd.gradgradcheck(fn, inputs), name
     assert checked >= 6
+
+
+def test_torch_printer_keeps_powers_in_denominators_and_folds_numbers():
+    """x/(t*t) once printed as x/t*t (= x); a numeric sqrt(2) as torch.sqrt(2), a TypeError."""
+    from flowcore.codegen.torch.printer import torch_code
+
+    xs, ts = sympy.symbols("x t", real=True)
+    expr = xs / ts**2 + 3 * ts / (1 + ts) ** 2 + sympy.sqrt(2) * xs
+    value = eval(torch_code(expr), {"torch": torch, "x": torch.tensor(2.0, dtype=torch.float64),
+                                    "t": torch.tensor(3.0, dtype=torch.float64)})
+    assert abs(value.item() - float(expr.subs({xs: 2, ts: 3}))) < 1e-14

@@ -57,7 +57,7 @@ def batches(draw, objective: L.Objective, max_batch: int = 9, shapes=None) -> di
 
 # -- random well-formed objectives ------------------------------------------------------------------
 _s, _t, _u = L.s, L.t, L.u
-_COEFS = [sympy.Integer(1), _t - _s, sympy.cos(_t), 2 * _s + _u, sympy.Rational(1, 2)]
+_COEFS = [sympy.Integer(1), _t - _s, sympy.cos(_t), 2 * _s + _u, sympy.Rational(1, 2), _s / (1 + _t) ** 2]
 
 
 def _tensors(depth: int, scope: tuple) -> st.SearchStrategy:

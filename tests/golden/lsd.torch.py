@@ -14,7 +14,7 @@ def lsd_t0_level0(like, B, N, x0, x1, t):
     return (net0_x,)
 
 def lsd_t0_loss(like, B, N, net0, x0, x1):
-    sqnorm0 = _full((net0 + x0 - x1)*(net0 + x0 - x1), like, B, N).sum(1, keepdim=True)
+    sqnorm0 = _full(((net0 + x0 - x1)*(net0 + x0 - x1)), like, B, N).sum(1, keepdim=True)
     loss = _full(sqnorm0, like, B, 1).reshape(B)
     return (loss,)
 
@@ -32,7 +32,7 @@ def lsd_t1_level1(like, B, N, x0, x1, net1, s, t):
 def lsd_t1_loss(like, B, N, net1, net1_d0, net2, s, t):
     s = s.reshape(B, 1)
     t = t.reshape(B, 1)
-    sqnorm1 = _full((net1 + net1_d0*(-s + t) - net2)*(net1 + net1_d0*(-s + t) - net2), like, B, N).sum(1, keepdim=True)
+    sqnorm1 = _full(((net1 + net1_d0*(-s + t) - net2)*(net1 + net1_d0*(-s + t) - net2)), like, B, N).sum(1, keepdim=True)
     loss = _full(sqnorm1, like, B, 1).reshape(B)
     return (loss,)
 
@@ -44,7 +44,7 @@ def lsd_t0_level0_backward(like, B, N, x0, x1, g_net0_x, t):
 
 def lsd_t0_loss_backward(like, B, N, net0, x0, x1, g_loss):
     g_loss = g_loss.reshape(B, 1)
-    sqnorm0 = _full((net0 + x0 - x1)*(net0 + x0 - x1), like, B, N).sum(1, keepdim=True)
+    sqnorm0 = _full(((net0 + x0 - x1)*(net0 + x0 - x1)), like, B, N).sum(1, keepdim=True)
     adj_sqnorm0 = g_loss
     tmp0 = 2*net0 + 2*x0 - 2*x1
     tmp1 = adj_sqnorm0*tmp0
@@ -73,7 +73,7 @@ def lsd_t1_loss_backward(like, B, N, net1, net1_d0, net2, s, t, g_loss):
     g_loss = g_loss.reshape(B, 1)
     tmp0 = net1_d0*(-s + t)
     tmp1 = net1 - net2 + tmp0
-    sqnorm1 = _full(tmp1*tmp1, like, B, N).sum(1, keepdim=True)
+    sqnorm1 = _full((tmp1*tmp1), like, B, N).sum(1, keepdim=True)
     adj_sqnorm1 = g_loss
     grad_net1 = _full(adj_sqnorm1*(2*net1 - 2*net2 + 2*tmp0), like, B, N)
     grad_net1_d0 = _full(adj_sqnorm1*tmp1*(-2*s + 2*t), like, B, N)

@@ -14,7 +14,7 @@ def psd_m_t0_level0(like, B, N, x0, x1, t):
     return (net0_x,)
 
 def psd_m_t0_loss(like, B, N, net0, x0, x1):
-    sqnorm0 = _full((net0 + x0 - x1)*(net0 + x0 - x1), like, B, N).sum(1, keepdim=True)
+    sqnorm0 = _full(((net0 + x0 - x1)*(net0 + x0 - x1)), like, B, N).sum(1, keepdim=True)
     loss = _full(sqnorm0, like, B, 1).reshape(B)
     return (loss,)
 
@@ -33,7 +33,7 @@ def psd_m_t1_level1(like, B, N, x0, x1, net2, s, u):
 
 def psd_m_t1_loss(like, B, N, net1, net2, net3, gamma):
     gamma = gamma.reshape(B, 1)
-    sqnorm1 = _full((-gamma*net2 + net1 - net3*(1 - gamma))*(-gamma*net2 + net1 - net3*(1 - gamma)), like, B, N).sum(1, keepdim=True)
+    sqnorm1 = _full(((-gamma*net2 + net1 - net3*(1 - gamma))*(-gamma*net2 + net1 - net3*(1 - gamma))), like, B, N).sum(1, keepdim=True)
     loss = _full(sqnorm1, like, B, 1).reshape(B)
     return (loss,)
 
@@ -45,7 +45,7 @@ def psd_m_t0_level0_backward(like, B, N, x0, x1, g_net0_x, t):
 
 def psd_m_t0_loss_backward(like, B, N, net0, x0, x1, g_loss):
     g_loss = g_loss.reshape(B, 1)
-    sqnorm0 = _full((net0 + x0 - x1)*(net0 + x0 - x1), like, B, N).sum(1, keepdim=True)
+    sqnorm0 = _full(((net0 + x0 - x1)*(net0 + x0 - x1)), like, B, N).sum(1, keepdim=True)
     adj_sqnorm0 = g_loss
     tmp0 = 2*net0 + 2*x0 - 2*x1
     tmp1 = adj_sqnorm0*tmp0
@@ -74,7 +74,7 @@ def psd_m_t1_loss_backward(like, B, N, net1, net2, net3, gamma, g_loss):
     g_loss = g_loss.reshape(B, 1)
     tmp0 = gamma*net2
     tmp1 = net3*(1 - gamma)
-    sqnorm1 = _full((net1 - tmp0 - tmp1)*(net1 - tmp0 - tmp1), like, B, N).sum(1, keepdim=True)
+    sqnorm1 = _full(((net1 - tmp0 - tmp1)*(net1 - tmp0 - tmp1)), like, B, N).sum(1, keepdim=True)
     adj_sqnorm1 = g_loss
     grad_net1 = _full(adj_sqnorm1*(2*net1 - 2*tmp0 - 2*tmp1), like, B, N)
     grad_net2 = _full(0.0, like, B, N)

@@ -16,12 +16,14 @@ class KernelTorchPrinter(TorchPrinter):
         return super()._print_Function(expr)
 
     def _print_Pow(self, expr):
+        if expr.is_number:
+            return repr(float(expr))
         base, exponent = expr.args
         if exponent == sympy.Rational(1, 2):
             return f"torch.sqrt({self._print(base)})"
-        if exponent.is_Integer and 1 < int(exponent) <= 4:
+        if exponent.is_Integer and 1 < int(exponent) <= 4:  # a product, parenthesized: it may divide
             factor = self.parenthesize(base, 100)
-            return "*".join([factor] * int(exponent))
+            return "(" + "*".join([factor] * int(exponent)) + ")"
         return super()._print_Pow(expr)
 
     def _print_NumberSymbol(self, expr):
