@@ -1,29 +1,16 @@
-"""The `flowcore` command: list, show, compile and check objectives, and run the main job.
-
-    flowcore objectives                 every built-in: name, description, terms, derivatives
-    flowcore show NAME|FILE.py          one declaration in readable math
-    flowcore compile NAME|FILE.py       build its kernels (--backend torch|cpu|cuda, --emit DIR)
-    flowcore check NAME|FILE.py         the property test compiled-vs-reference on it
-    flowcore run                        the main job on its default (the checkerboard)
-"""
+"""Subcommands about objectives: list, show, compile, check, and the main job `run`."""
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-import warnings
 
 import torch
 
-
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(len(header))]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(row) for row in rows])
+from .table import table as _table
 
 
 def cmd_objectives(args: argparse.Namespace) -> int:
-    from . import objectives
+    from .. import objectives
 
     rows = []
     for name in objectives.names():
@@ -35,7 +22,7 @@ def cmd_objectives(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .catalog import load
+    from ..catalog import load
 
     print(load(args.objective))
     return 0
@@ -43,9 +30,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     """Build an objective's kernels and say how long it took and whether the cache had them."""
-    from .catalog import load
-    from .compiler.driver import compile_program
-    from .compiler.kernel import backward
+    from ..catalog import load
+    from ..compiler.driver import compile_program
+    from ..compiler.kernel import backward
 
     objective = load(args.objective)
     start = time.perf_counter()
@@ -54,7 +41,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     kernels = [seg.kernel for seg in compilation.program.segments if seg.kernel is not None]
     kernels += [backward(k) for k in kernels]
     if args.backend == "cuda" and args.compile_only:
-        from .codegen.cuda import compile_only
+        from ..codegen.cuda import compile_only
 
         start = time.perf_counter()
         library_path = compile_only(objective.name, compilation.digest, kernels)
@@ -62,7 +49,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
               f"in {time.perf_counter() - start:.2f} s (symbolic passes {symbolic:.2f} s; nothing loaded)")
         sources = None
     else:
-        from .runtime.compiled import _builder
+        from ..runtime.compiled import _builder
 
         library = _builder(args.backend)(objective.name, compilation.digest, kernels)
         print(f"compiled {objective.name} for {args.backend}: {len(kernels)} kernels; symbolic passes "
@@ -71,7 +58,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.emit:
         from pathlib import Path
 
-        from .codegen import emit_sources
+        from ..codegen import emit_sources
 
         out = Path(args.emit)
         out.mkdir(parents=True, exist_ok=True)
@@ -83,8 +70,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Property test: the compiled objective against the reference interpreter."""
-    from .catalog import load
-    from .testing import check_objective
+    from ..catalog import load
+    from ..testing import check_objective
 
     objective = load(args.objective)
     report = check_objective(objective, backend=args.backend, examples=args.examples, seed=args.seed)
@@ -94,9 +81,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Evaluate built-in objectives on a checkerboard batch through the reference interpreter."""
-    from . import objectives, reference
-    from .data import CHECKERBOARD_STD, checkerboard
-    from .nn import FlowMapMLP
+    from .. import objectives, reference
+    from ..data import CHECKERBOARD_STD, checkerboard
+    from ..nn import FlowMapMLP
 
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
     names = args.objectives.split(",") if args.objectives else objectives.names()
@@ -124,9 +111,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flowcore", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def register(commands) -> None:
+    """Add this module's subcommands to the `flowcore` parser."""
     commands.add_parser("objectives", help="list the built-in objectives").set_defaults(func=cmd_objectives)
     show = commands.add_parser("show", help="print a declaration in readable math")
     show.add_argument("objective", help="a built-in name or a Python file declaring one Objective")
@@ -152,20 +138,3 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     run.add_argument("--objectives", help="comma-separated names (default: every built-in)")
     run.set_defaults(func=cmd_run)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    # torch's own forward-AD decompositions still call torch.jit.script; the notice is not ours.
-    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (KeyError, ValueError, FileNotFoundError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"flowcore {args.command}: {message}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
