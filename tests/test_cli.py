@@ -55,9 +55,11 @@ def test_run_prints_a_row_per_objective(capsys):
         assert float(row[1]) > 0 and float(row[2]) > 0
 
 
-def test_console_script_entry_point():
-    result = subprocess.run([sys.executable, "-m", "flowcore.cli", "objectives"], capture_output=True, text=True)
-    assert result.returncode == 0 and "meanflow" in result.stdout
+def test_module_entry_point(tmp_path):
+    # run outside the checkout: `python -m` puts the working directory first on sys.path
+    result = subprocess.run([sys.executable, "-m", "flowcore.cli", "objectives"], capture_output=True, text=True,
+                            cwd=tmp_path)
+    assert result.returncode == 0 and "meanflow" in result.stdout, result.stderr
 
 
 def test_compile_reports_build_and_cache_and_emits(tmp_path, capsys):
