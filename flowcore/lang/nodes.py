@@ -157,8 +157,8 @@ class Interp(Expr):
 
 
 @dataclass(frozen=True, eq=False, repr=False)
-class Net(Expr):
-    """``V(a, b, x)``: the network's velocity v̂_{a,b}(x)."""
+class _TwoTimeCall(Expr):
+    """A call at times (a, b) on a tensor x."""
 
     a: sympy.Expr
     b: sympy.Expr
@@ -170,16 +170,13 @@ class Net(Expr):
 
 
 @dataclass(frozen=True, eq=False, repr=False)
-class FlowMap(Expr):
+class Net(_TwoTimeCall):
+    """``V(a, b, x)``: the network's velocity v̂_{a,b}(x)."""
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class FlowMap(_TwoTimeCall):
     """``X(a, b, x) = x + (b − a)·V(a, b, x)``: the flow map's parameterisation (MATH.md §1)."""
-
-    a: sympy.Expr
-    b: sympy.Expr
-    x: Expr
-
-    def __post_init__(self):
-        _call_times(self, ("a", "b"))
-        _require(self.x, (TENSOR,), "the input", self)
 
 
 @dataclass(frozen=True, eq=False, repr=False)
