@@ -96,3 +96,17 @@ def test_check_reports_a_mismatch(monkeypatch, capsys):
     assert main(["check", "fm", "--examples", "2"]) == 1
     out = capsys.readouterr().out
     assert out.startswith("FAILED: fm on torch") and "3.00e-06 in loss" in out
+
+
+@pytest.mark.skipif(__import__("shutil").which("nvcc") is None, reason="no nvcc on this machine")
+def test_compile_only_builds_cuda_without_a_gpu(tmp_path, monkeypatch, capsys):
+    import torch
+
+    if torch.version.cuda is None:
+        pytest.skip("torch has no CUDA build here")
+    monkeypatch.setenv("FLOWCORE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
+    assert main(["compile", "fm", "--backend", "cuda", "--compile-only", "--emit", str(tmp_path / "src")]) == 0
+    out = capsys.readouterr().out
+    assert "CUDA kernels of fm" in out and "nothing loaded" in out
+    assert any(path.suffix == ".cu" for path in (tmp_path / "src").iterdir())
