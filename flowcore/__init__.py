@@ -7,7 +7,7 @@ Albergo & Vanden-Eijnden (arXiv 2505.18825) and their relatives.
 """
 from .lang import *  # noqa: F401,F403 - the language is the public API
 from .lang import __all__ as _lang_all
-from . import nn
+from . import nn  # noqa: F401 - flowcore.nn is part of the public API
 from .batch import Evaluation, TermResult
 from .reference import evaluate, evaluate_term
 from .runtime.compiled import CompiledObjective, compile

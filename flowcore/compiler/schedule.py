@@ -37,10 +37,22 @@ class Schedule:
     element_symbols: frozenset  # symbols varying along the element axis
 
 
+def _live_steps(steps: list, outputs: list) -> list:
+    """The steps some output needs (a backward recomputes forward sums its adjoints may not use)."""
+    live = set().union(*(e.free_symbols for e in outputs))
+    kept = []
+    for sym, expr, kind in reversed(steps):
+        if sym in live:
+            kept.append((sym, expr, kind))
+            live |= expr.free_symbols
+    return kept[::-1]
+
+
 def schedule(kernel: Kernel) -> Schedule:
-    steps = [(step.symbol, kernel.substituted(step.expr), step.kind) for step in kernel.steps]
     element_outputs = [(sym, kernel.substituted(e)) for sym, e in kernel.element_outputs]
     sample_outputs = [(sym, kernel.substituted(e)) for sym, e in kernel.sample_outputs]
+    steps = _live_steps([(step.symbol, kernel.substituted(step.expr), step.kind) for step in kernel.steps],
+                        [e for _, e in element_outputs + sample_outputs])
     expressions = [e for _, e, _ in steps] + [e for _, e in element_outputs] + [e for _, e in sample_outputs]
     temps, reduced = sympy.cse(expressions, symbols=sympy.numbered_symbols("tmp", real=True), order="none")
     k = len(steps)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import sympy
 
 from ..lang import nodes as n
-from .ir import Jet
 from .kernel import Kernel
 from .lower import leaf_symbol, lower_segment
 from .plan import Call, Plan

@@ -471,8 +471,8 @@ FLOWCORE_HD inline void esd_t1_loss_backward_sample(int64_t b, int64_t N, const 
   scalar_t* const grad_net2_row = eout[2] + b * N;
   scalar_t* const grad_net3_d0_row = eout[3] + b * N;
   // per-sample values
-  const acc_t tmp0 = -s + t;
   const acc_t adj_sqnorm1 = g_loss;
+  const acc_t tmp0 = -s + t;
   // loop 1 over the sample's elements: element outputs grad_net1, grad_net1_d0, grad_net2, grad_net3_d0
   for (int64_t j = 0; j < N; ++j) {
     const acc_t net1 = fc_load<acc_t>(net1_row, j);
@@ -481,9 +481,8 @@ FLOWCORE_HD inline void esd_t1_loss_backward_sample(int64_t b, int64_t N, const 
     const acc_t net3_d0 = fc_load<acc_t>(net3_d0_row, j);
     const acc_t tmp1 = net1_d0*tmp0;
     const acc_t tmp2 = net3_d0*tmp0;
-    const acc_t tmp3 = -net1 + net2 + tmp1 + tmp2;
     fc_store<scalar_t, acc_t>(grad_net1_row, j, adj_sqnorm1*(acc_t(2)*net1 - acc_t(2)*net2 - acc_t(2)*tmp1 - acc_t(2)*tmp2));
-    fc_store<scalar_t, acc_t>(grad_net1_d0_row, j, adj_sqnorm1*tmp3*(-acc_t(2)*s + acc_t(2)*t));
+    fc_store<scalar_t, acc_t>(grad_net1_d0_row, j, adj_sqnorm1*(-acc_t(2)*s + acc_t(2)*t)*(-net1 + net2 + tmp1 + tmp2));
     fc_store<scalar_t, acc_t>(grad_net2_row, j, acc_t(0));
     fc_store<scalar_t, acc_t>(grad_net3_d0_row, j, acc_t(0));
   }

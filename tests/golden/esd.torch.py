@@ -46,7 +46,6 @@ def esd_t0_level0_backward(like, B, N, x0, x1, g_net0_x, t):
 
 def esd_t0_loss_backward(like, B, N, net0, x0, x1, g_loss):
     g_loss = g_loss.reshape(B, 1)
-    sqnorm0 = _full(((net0 + x0 - x1)*(net0 + x0 - x1)), like, B, N).sum(1, keepdim=True)
     adj_sqnorm0 = g_loss
     tmp0 = 2*net0 + 2*x0 - 2*x1
     tmp1 = adj_sqnorm0*tmp0
@@ -72,14 +71,12 @@ def esd_t1_loss_backward(like, B, N, net1, net1_d0, net2, net3_d0, s, t, g_loss)
     s = s.reshape(B, 1)
     t = t.reshape(B, 1)
     g_loss = g_loss.reshape(B, 1)
+    adj_sqnorm1 = g_loss
     tmp0 = -s + t
     tmp1 = net1_d0*tmp0
     tmp2 = net3_d0*tmp0
-    tmp3 = -net1 + net2 + tmp1 + tmp2
-    sqnorm1 = _full((tmp3*tmp3), like, B, N).sum(1, keepdim=True)
-    adj_sqnorm1 = g_loss
     grad_net1 = _full(adj_sqnorm1*(2*net1 - 2*net2 - 2*tmp1 - 2*tmp2), like, B, N)
-    grad_net1_d0 = _full(adj_sqnorm1*tmp3*(-2*s + 2*t), like, B, N)
+    grad_net1_d0 = _full(adj_sqnorm1*(-2*s + 2*t)*(-net1 + net2 + tmp1 + tmp2), like, B, N)
     grad_net2 = _full(0.0, like, B, N)
     grad_net3_d0 = _full(0.0, like, B, N)
     return (grad_net1, grad_net1_d0, grad_net2, grad_net3_d0,)

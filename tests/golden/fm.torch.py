@@ -26,7 +26,6 @@ def fm_t0_level0_backward(like, B, N, x0, x1, g_net0_x, t):
 
 def fm_t0_loss_backward(like, B, N, net0, x0, x1, g_loss):
     g_loss = g_loss.reshape(B, 1)
-    sqnorm0 = _full(((net0 + x0 - x1)*(net0 + x0 - x1)), like, B, N).sum(1, keepdim=True)
     adj_sqnorm0 = g_loss
     tmp0 = 2*net0 + 2*x0 - 2*x1
     tmp1 = adj_sqnorm0*tmp0

@@ -466,9 +466,8 @@ FLOWCORE_HD inline void lsd_t1_loss_backward_sample(int64_t b, int64_t N, const 
     const acc_t net1_d0 = fc_load<acc_t>(net1_d0_row, j);
     const acc_t net2 = fc_load<acc_t>(net2_row, j);
     const acc_t tmp0 = net1_d0*(-s + t);
-    const acc_t tmp1 = net1 - net2 + tmp0;
     fc_store<scalar_t, acc_t>(grad_net1_row, j, adj_sqnorm1*(acc_t(2)*net1 - acc_t(2)*net2 + acc_t(2)*tmp0));
-    fc_store<scalar_t, acc_t>(grad_net1_d0_row, j, adj_sqnorm1*tmp1*(-acc_t(2)*s + acc_t(2)*t));
+    fc_store<scalar_t, acc_t>(grad_net1_d0_row, j, adj_sqnorm1*(-acc_t(2)*s + acc_t(2)*t)*(net1 - net2 + tmp0));
     fc_store<scalar_t, acc_t>(grad_net2_row, j, acc_t(0));
   }
 }

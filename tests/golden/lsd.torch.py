@@ -44,7 +44,6 @@ def lsd_t0_level0_backward(like, B, N, x0, x1, g_net0_x, t):
 
 def lsd_t0_loss_backward(like, B, N, net0, x0, x1, g_loss):
     g_loss = g_loss.reshape(B, 1)
-    sqnorm0 = _full(((net0 + x0 - x1)*(net0 + x0 - x1)), like, B, N).sum(1, keepdim=True)
     adj_sqnorm0 = g_loss
     tmp0 = 2*net0 + 2*x0 - 2*x1
     tmp1 = adj_sqnorm0*tmp0
@@ -71,11 +70,9 @@ def lsd_t1_loss_backward(like, B, N, net1, net1_d0, net2, s, t, g_loss):
     s = s.reshape(B, 1)
     t = t.reshape(B, 1)
     g_loss = g_loss.reshape(B, 1)
-    tmp0 = net1_d0*(-s + t)
-    tmp1 = net1 - net2 + tmp0
-    sqnorm1 = _full((tmp1*tmp1), like, B, N).sum(1, keepdim=True)
     adj_sqnorm1 = g_loss
+    tmp0 = net1_d0*(-s + t)
     grad_net1 = _full(adj_sqnorm1*(2*net1 - 2*net2 + 2*tmp0), like, B, N)
-    grad_net1_d0 = _full(adj_sqnorm1*tmp1*(-2*s + 2*t), like, B, N)
+    grad_net1_d0 = _full(adj_sqnorm1*(-2*s + 2*t)*(net1 - net2 + tmp0), like, B, N)
     grad_net2 = _full(0.0, like, B, N)
     return (grad_net1, grad_net1_d0, grad_net2,)

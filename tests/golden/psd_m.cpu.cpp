@@ -349,9 +349,7 @@ FLOWCORE_HD inline void psd_m_t1_loss_backward_sample(int64_t b, int64_t N, cons
     const acc_t net1 = fc_load<acc_t>(net1_row, j);
     const acc_t net2 = fc_load<acc_t>(net2_row, j);
     const acc_t net3 = fc_load<acc_t>(net3_row, j);
-    const acc_t tmp0 = gamma_*net2;
-    const acc_t tmp1 = net3*(acc_t(1) - gamma_);
-    fc_store<scalar_t, acc_t>(grad_net1_row, j, adj_sqnorm1*(acc_t(2)*net1 - acc_t(2)*tmp0 - acc_t(2)*tmp1));
+    fc_store<scalar_t, acc_t>(grad_net1_row, j, adj_sqnorm1*(-acc_t(2)*gamma_*net2 + acc_t(2)*net1 - acc_t(2)*net3*(acc_t(1) - gamma_)));
     fc_store<scalar_t, acc_t>(grad_net2_row, j, acc_t(0));
     fc_store<scalar_t, acc_t>(grad_net3_row, j, acc_t(0));
   }

@@ -45,7 +45,6 @@ def psd_m_t0_level0_backward(like, B, N, x0, x1, g_net0_x, t):
 
 def psd_m_t0_loss_backward(like, B, N, net0, x0, x1, g_loss):
     g_loss = g_loss.reshape(B, 1)
-    sqnorm0 = _full(((net0 + x0 - x1)*(net0 + x0 - x1)), like, B, N).sum(1, keepdim=True)
     adj_sqnorm0 = g_loss
     tmp0 = 2*net0 + 2*x0 - 2*x1
     tmp1 = adj_sqnorm0*tmp0
@@ -72,11 +71,8 @@ def psd_m_t1_level1_backward(like, B, N, x0, x1, net2, g_net3_x, s, u):
 def psd_m_t1_loss_backward(like, B, N, net1, net2, net3, gamma, g_loss):
     gamma = gamma.reshape(B, 1)
     g_loss = g_loss.reshape(B, 1)
-    tmp0 = gamma*net2
-    tmp1 = net3*(1 - gamma)
-    sqnorm1 = _full(((net1 - tmp0 - tmp1)*(net1 - tmp0 - tmp1)), like, B, N).sum(1, keepdim=True)
     adj_sqnorm1 = g_loss
-    grad_net1 = _full(adj_sqnorm1*(2*net1 - 2*tmp0 - 2*tmp1), like, B, N)
+    grad_net1 = _full(adj_sqnorm1*(-2*gamma*net2 + 2*net1 - 2*net3*(1 - gamma)), like, B, N)
     grad_net2 = _full(0.0, like, B, N)
     grad_net3 = _full(0.0, like, B, N)
     return (grad_net1, grad_net2, grad_net3,)
