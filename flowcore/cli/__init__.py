@@ -14,7 +14,7 @@ import sys
 import warnings
 
 # Modules that contribute subcommands, in the order `flowcore --help` lists them.
-COMMAND_MODULES = ["objectives"]
+COMMAND_MODULES = ["objectives", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,22 +1,42 @@
-"""The paper's 2-D flow-map network: ``v̂_{s,t}(x) = σ·MLP(x/σ; s, t)`` (MATH.md §4)."""
+"""The paper's 2-D flow-map network: ``v̂_{s,t}(x) = σ·MLP(x/σ; s, t)`` (MATH.md §4), with a fused
+JVP whose backward runs THROUGH the tangent (LSD trains ``∂_t X̂``; MATH.md §2, §6).
+
+``forward`` is the plain ``nn.Sequential`` (what the reference interpreter and ``torch.func.jvp``
+see). ``jvp`` / ``jvp_many`` push one primal and k tangents through each layer together: the rows
+``[h; ḣ_1; …; ḣ_k]`` are stacked, so a layer is ONE GEMM over ``(k+1)·B`` rows (bias on the primal
+rows only, added inside the activation) and ONE fused elementwise op ``a = σ(y)``, ``ȧ_j = σ'(y)ẏ_j``
+(flowcore.nn.fused). Their backward is stacked GEMMs again plus one fused op for
+``g_y = σ'g_a + σ''Σ ẏ_j g_ȧj``, ``g_ẏj = σ'g_ȧj``. Under ``torch.no_grad()`` (sg'd JVPs) nothing is
+saved for backward.
+"""
 from __future__ import annotations
 
 import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
+
+from .embeddings import time_embedding as _time_embedding
+from .fused import act_jvp
 
 ACTIVATIONS = {"gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
+
+Tangent = tuple  # (ṡ, ṫ, ẋ); None = zero
 
 
 class FlowMapMLP(nn.Module):
     """An MLP velocity ``net(s, t, x)`` on ``(B, dim)`` points; the flow map is ``x + (t − s)·net``.
 
-    The input is ``(s, t, x/σ)`` (raw times, as in the paper's 2-D experiments); `depth` hidden
-    layers of `width` units (the paper: 5 × 512, GELU).
+    The input is ``(e(s, t), x/σ)``: `depth` hidden layers of `width` units (the paper: 5 × 512,
+    GELU, raw times). ``time_embedding``: ``"raw"`` (the times themselves), ``"sinusoidal"``
+    (sinusoidal embeddings of s and t − s, flowcore.nn.embeddings) or an embedding module.
+    ``fused``: None uses the extension's fused kernels where they load (else the equivalent torch
+    ops, warning once), False always the torch ops, True requires the kernels.
     """
 
-    def __init__(self, dim: int = 2, width: int = 512, depth: int = 5, activation: str = "gelu", sigma: float = 1.0):
+    def __init__(self, dim: int = 2, width: int = 512, depth: int = 5, activation: str = "gelu", sigma: float = 1.0,
+                 *, time_embedding: str | nn.Module = "raw", fused: bool | None = None):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
@@ -24,23 +44,82 @@ class FlowMapMLP(nn.Module):
             raise ValueError(f"dim, width and depth must be positive, got {dim}, {width}, {depth}")
         if not sigma > 0:
             raise ValueError(f"sigma must be positive, got {sigma}")
-        self.dim, self.sigma = dim, float(sigma)
+        self.dim, self.sigma, self.activation, self.fused = dim, float(sigma), activation, fused
+        self.embedding = _time_embedding(time_embedding)
         layers: list[nn.Module] = []
-        features = dim + 2
+        features = self.embedding.channels + dim
         for _ in range(depth):
             layers += [nn.Linear(features, width), ACTIVATIONS[activation]()]
             features = width
         layers.append(nn.Linear(features, dim))
         self.body = nn.Sequential(*layers)
 
+    # -- inputs -------------------------------------------------------------------------------------
+    def _check_x(self, x: torch.Tensor, name: str = "x") -> None:
+        if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != self.dim:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"FlowMapMLP expects {name} shaped (B, {self.dim}), got {shape}")
+
+    @staticmethod
+    def _time(tau, x: torch.Tensor, name: str) -> torch.Tensor:
+        """A per-sample time (B,) in x's dtype; a scalar is broadcast, None is zero."""
+        if tau is None:
+            return x.new_zeros(x.shape[0])
+        tau = tau.to(x.dtype) if isinstance(tau, torch.Tensor) else torch.tensor(tau, dtype=x.dtype, device=x.device)
+        if tau.ndim == 0:
+            return tau.expand(x.shape[0])
+        if tau.shape != (x.shape[0],):
+            raise ValueError(f"FlowMapMLP expects {name} shaped ({x.shape[0]},) (one per sample) or a scalar, "
+                             f"got {tuple(tau.shape)}")
+        return tau
+
+    def _input(self, s, t, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.embedding(s, t), x / self.sigma], dim=1)
+
+    # -- evaluation ---------------------------------------------------------------------------------
     def forward(self, s: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"FlowMapMLP expects points shaped (B, {self.dim}), got {tuple(x.shape)}")
-        h = torch.cat([s[:, None].to(x.dtype), t[:, None].to(x.dtype), x / self.sigma], dim=1)
-        return self.sigma * self.body(h)
+        self._check_x(x)
+        s, t = self._time(s, x, "s"), self._time(t, x, "t")
+        return self.sigma * self.body(self._input(s, t, x))
+
+    def jvp(self, s, t, x, ds=None, dt=None, dx=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(v, v̇)``: the velocity and its derivative along the tangent ``(ṡ, ṫ, ẋ)`` (None = 0)."""
+        v, (v_dot,) = self.jvp_many(s, t, x, [(ds, dt, dx)])
+        return v, v_dot
+
+    def jvp_many(self, s, t, x, tangents: list[Tangent]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(v, [v̇_1, …, v̇_k])`` for k tangents ``(ṡ, ṫ, ẋ)`` sharing one primal pass: each layer is
+        one GEMM over the ``(k+1)·B`` stacked rows and one fused activation."""
+        self._check_x(x)
+        if len(tangents) == 0:
+            raise ValueError("jvp_many needs at least one tangent (ds, dt, dx)")
+        s, t = self._time(s, x, "s"), self._time(t, x, "t")
+        dots = []
+        for k, tangent in enumerate(tangents):
+            if len(tangent) != 3:
+                raise ValueError(f"tangent {k} must be a triple (ds, dt, dx), got {len(tangent)} entries")
+            ds, dt, dx = tangent
+            if dx is None:
+                dx = torch.zeros_like(x)
+            else:
+                self._check_x(dx, f"the tangent dx (tangent {k})")
+            dots.append((self._time(ds, x, "ds"), self._time(dt, x, "dt"), dx.to(x.dtype)))
+        e, e_dots = self.embedding.jvp(s, t, [(ds, dt) for ds, dt, _ in dots])
+        rows = [torch.cat([e, x / self.sigma], dim=1)]
+        rows += [torch.cat([e_dot, dx / self.sigma], dim=1) for e_dot, (_, _, dx) in zip(e_dots, dots)]
+        h = torch.stack(rows)  # (T, B, F), T = k + 1
+        T, B = h.shape[0], h.shape[1]
+        linears = list(self.body)[0::2]
+        for layer in linears[:-1]:
+            y = F.linear(h.reshape(T * B, -1), layer.weight).view(T, B, -1)  # one GEMM, no bias
+            h = act_jvp(y, layer.bias, self.activation, self.fused)
+        last = linears[-1]
+        out = F.linear(h.reshape(T * B, -1), last.weight).view(T, B, -1)
+        return self.sigma * (out[0] + last.bias), [self.sigma * out[j] for j in range(1, T)]
 
     def extra_repr(self) -> str:
-        return f"sigma={self.sigma:g}"
+        fused = "" if self.fused is None else f", fused={self.fused}"
+        return f"sigma={self.sigma:g}, activation={self.activation!r}{fused}"
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -53,15 +53,23 @@ def _function(fn: str, models: dict) -> Callable:
 
 
 def _jets(fn: str, f: Callable, primals: tuple, directions: list[tuple], outputs: tuple, net) -> dict:
+    """The call's outputs by jet pattern. First order: the network's native ``jvp_many`` when several
+    directions share the primal (one pass, tangents stacked through each layer), else its ``jvp``,
+    else ``torch.func.jvp``. Second order: nested ``torch.func.jvp``."""
     results: dict = {}
     native = fn == NET and callable(getattr(net, "jvp", None))
-    for pattern in outputs:
-        if len(pattern) == 1:
-            tangent = directions[pattern[0]]
-            if native:
-                results[()], results[pattern] = net.jvp(*primals, *tangent)
-            else:
-                results[()], results[pattern] = torch.func.jvp(f, primals, tangent)
+    first_order = [pattern for pattern in outputs if len(pattern) == 1]
+    if native and len(first_order) > 1 and callable(getattr(net, "jvp_many", None)):
+        # several directions at one primal: one pass, k tangents stacked through each layer
+        results[()], dots = net.jvp_many(*primals, [directions[pattern[0]] for pattern in first_order])
+        results.update(zip(first_order, dots))
+        first_order = []
+    for pattern in first_order:
+        tangent = directions[pattern[0]]
+        if native:
+            results[()], results[pattern] = net.jvp(*primals, *tangent)
+        else:
+            results[()], results[pattern] = torch.func.jvp(f, primals, tangent)
     for pattern in outputs:
         if len(pattern) == 2:
             first, second = directions[pattern[0]], directions[pattern[1]]

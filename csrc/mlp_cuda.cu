@@ -1,0 +1,155 @@
+// The fused activation of flowcore's flow-map MLP: CUDA kernels (MATH.md §4, §6).
+//
+// Same ops as the CPU ones (schemas in mlp_ops.cpp, semantics in mlp_act.h). One thread per
+// (row, column) of the primal block: it reads y_0 and the bias once, evaluates σ, σ', σ'' once and
+// serves every stacked tangent row block, so an unfused layer's ~10 memory-bound elementwise
+// passes become one. float32/float64, and float16/bfloat16 with float math (at::opmath_type).
+// Launched on the current stream of y's device. Compiled only when torch has CUDA and nvcc exists.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "mlp_act.h"
+
+namespace flowcore {
+namespace mlp {
+namespace {
+
+__device__ __forceinline__ float dev_exp(float x) { return expf(x); }
+__device__ __forceinline__ double dev_exp(double x) { return exp(x); }
+__device__ __forceinline__ float dev_erfc(float x) { return erfcf(x); }
+__device__ __forceinline__ double dev_erfc(double x) { return erfc(x); }
+__device__ __forceinline__ float dev_tanh(float x) { return tanhf(x); }
+__device__ __forceinline__ double dev_tanh(double x) { return tanh(x); }
+
+// σ(z), σ'(z), σ''(z); the same formulas as the CPU kernels (mlp_ops.cpp), with CUDA's libm.
+template <typename A, int ACT>
+__device__ __forceinline__ void activation(A z, A& a, A& d1, A& d2) {
+  if constexpr (ACT == kGelu) {
+    const A e = dev_erfc((z < A(0) ? -z : z) * A(0.70710678118654752440));
+    const A cdf = z < A(0) ? A(0.5) * e : A(1) - A(0.5) * e;
+    const A pdf = dev_exp(A(-0.5) * z * z) * A(0.39894228040143267794);
+    a = z * cdf;
+    d1 = cdf + z * pdf;
+    d2 = pdf * (A(2) - z * z);
+  } else if constexpr (ACT == kSilu) {
+    const A e = dev_exp(z < A(0) ? z : -z);
+    const A u = A(1) / (A(1) + e), w = e * u;
+    const A p = z < A(0) ? w : u, pm = z < A(0) ? u : w;
+    const A q = u * w;
+    a = z * p;
+    d1 = p + z * q;
+    d2 = q * (A(2) + z * (pm - p));
+  } else {
+    const A th = dev_tanh(z);
+    const A e = dev_exp(A(-2) * (z < A(0) ? -z : z));
+    const A r = A(1) / (A(1) + e);
+    a = th;
+    d1 = A(4) * e * r * r;
+    d2 = A(-2) * th * d1;
+  }
+}
+
+template <typename scalar_t, int ACT>
+__global__ void fwd_kernel(int64_t T, int64_t BN, int64_t N, const scalar_t* __restrict__ y,
+                           const scalar_t* __restrict__ bias, scalar_t* __restrict__ out) {
+  using A = at::opmath_type<scalar_t>;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < BN; i += stride) {
+    A a, d1, d2;
+    activation<A, ACT>(static_cast<A>(y[i]) + static_cast<A>(bias[i % N]), a, d1, d2);
+    out[i] = static_cast<scalar_t>(a);
+    for (int64_t j = 1; j < T; ++j) out[j * BN + i] = static_cast<scalar_t>(d1 * static_cast<A>(y[j * BN + i]));
+  }
+}
+
+template <typename scalar_t, int ACT>
+__global__ void bwd_kernel(int64_t T, int64_t BN, int64_t N, const scalar_t* __restrict__ y,
+                           const scalar_t* __restrict__ bias, const scalar_t* __restrict__ g,
+                           scalar_t* __restrict__ gy) {
+  using A = at::opmath_type<scalar_t>;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < BN; i += stride) {
+    A a, d1, d2;
+    activation<A, ACT>(static_cast<A>(y[i]) + static_cast<A>(bias[i % N]), a, d1, d2);
+    A acc = d1 * static_cast<A>(g[i]);
+    for (int64_t j = 1; j < T; ++j) {
+      const A gj = static_cast<A>(g[j * BN + i]);
+      acc += d2 * static_cast<A>(y[j * BN + i]) * gj;
+      gy[j * BN + i] = static_cast<scalar_t>(d1 * gj);
+    }
+    gy[i] = static_cast<scalar_t>(acc);
+  }
+}
+
+constexpr int kThreads = 256;
+
+inline unsigned blocks_for(int64_t n) {
+  return static_cast<unsigned>(std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t{1} << 16));
+}
+
+at::Tensor act_fwd_cuda(const at::Tensor& y_in, const at::Tensor& bias_in, c10::string_view activation) {
+  const int act = parse_activation(std::string_view(activation.data(), activation.size()));
+  const int64_t T = check_args("flowcore::mlp_act_fwd", y_in, bias_in, nullptr);
+  TORCH_CHECK(y_in.is_cuda(), "flowcore::mlp_act_fwd (CUDA): y is on ", y_in.device());
+  const c10::cuda::CUDAGuard guard(y_in.device());
+  const at::Tensor y = y_in.contiguous(), bias = bias_in.contiguous();
+  at::Tensor out = at::empty_like(y, at::MemoryFormat::Contiguous);
+  const int64_t N = y.size(2), BN = y.size(1) * N;
+  if (out.numel() == 0) return out;
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream(y.device().index()).stream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "flowcore::mlp_act_fwd", [&] {
+    const auto* yp = y.const_data_ptr<scalar_t>();
+    const auto* bp = bias.const_data_ptr<scalar_t>();
+    auto* op = out.data_ptr<scalar_t>();
+    switch (act) {
+      case kGelu: fwd_kernel<scalar_t, kGelu><<<blocks_for(BN), kThreads, 0, stream>>>(T, BN, N, yp, bp, op); break;
+      case kSilu: fwd_kernel<scalar_t, kSilu><<<blocks_for(BN), kThreads, 0, stream>>>(T, BN, N, yp, bp, op); break;
+      default: fwd_kernel<scalar_t, kTanh><<<blocks_for(BN), kThreads, 0, stream>>>(T, BN, N, yp, bp, op); break;
+    }
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+}
+
+at::Tensor act_bwd_cuda(const at::Tensor& y_in, const at::Tensor& bias_in, const at::Tensor& grad_in,
+                        c10::string_view activation) {
+  const int act = parse_activation(std::string_view(activation.data(), activation.size()));
+  const int64_t T = check_args("flowcore::mlp_act_bwd", y_in, bias_in, &grad_in);
+  TORCH_CHECK(y_in.is_cuda(), "flowcore::mlp_act_bwd (CUDA): y is on ", y_in.device());
+  const c10::cuda::CUDAGuard guard(y_in.device());
+  const at::Tensor y = y_in.contiguous(), bias = bias_in.contiguous(), grad = grad_in.contiguous();
+  at::Tensor gy = at::empty_like(y, at::MemoryFormat::Contiguous);
+  const int64_t N = y.size(2), BN = y.size(1) * N;
+  if (gy.numel() == 0) return gy;
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream(y.device().index()).stream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "flowcore::mlp_act_bwd", [&] {
+    const auto* yp = y.const_data_ptr<scalar_t>();
+    const auto* bp = bias.const_data_ptr<scalar_t>();
+    const auto* gp = grad.const_data_ptr<scalar_t>();
+    auto* op = gy.data_ptr<scalar_t>();
+    switch (act) {
+      case kGelu: bwd_kernel<scalar_t, kGelu><<<blocks_for(BN), kThreads, 0, stream>>>(T, BN, N, yp, bp, gp, op); break;
+      case kSilu: bwd_kernel<scalar_t, kSilu><<<blocks_for(BN), kThreads, 0, stream>>>(T, BN, N, yp, bp, gp, op); break;
+      default: bwd_kernel<scalar_t, kTanh><<<blocks_for(BN), kThreads, 0, stream>>>(T, BN, N, yp, bp, gp, op); break;
+    }
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return gy;
+}
+
+}  // namespace
+}  // namespace mlp
+}  // namespace flowcore
+
+TORCH_LIBRARY_IMPL(flowcore, CUDA, m) {
+  m.impl("mlp_act_fwd", &flowcore::mlp::act_fwd_cuda);
+  m.impl("mlp_act_bwd", &flowcore::mlp::act_bwd_cuda);
+}

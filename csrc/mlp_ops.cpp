@@ -1,0 +1,321 @@
+// The fused activation of flowcore's flow-map MLP: op schemas and the CPU kernels (MATH.md §4, §6).
+//
+// Semantics and shapes: mlp_act.h. One pass over the stacked rows replaces the ~10 elementwise
+// torch ops (bias add, σ, σ', products, sums) of an unfused JVP layer and of its backward.
+//
+// CPU: rows of B split over torch's thread pool with at::parallel_for (no second OpenMP runtime);
+// each row is processed in column blocks whose loops are plain, branch-free arithmetic the compiler
+// vectorizes. float32 uses exp/erfc/tanh approximations written for that (errors ≈ 1e-7, like
+// ATen's own vectorized float math); float64 uses the C library's functions. On x86-64 the
+// row functions are also compiled for x86-64-v3 (AVX2 + FMA) and picked at load time
+// (target_clones), so a build for baseline x86-64 still runs 8-wide where it can. The CUDA kernels
+// are in mlp_cuda.cu; fake (meta) kernels are registered from Python (flowcore.nn.fused).
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty_like.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "mlp_act.h"
+
+// target_clones needs ifunc (glibc). "arch=x86-64-v3" is resolved by CPU features (AVX2, FMA, ...);
+// "arch=haswell" would be resolved by CPU model and never picked on e.g. AMD EPYC.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__) && __GNUC__ >= 12
+#define FLOWCORE_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#elif defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__)
+#define FLOWCORE_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define FLOWCORE_CLONES
+#endif
+
+#if defined(__GNUC__)
+#define FLOWCORE_INLINE inline __attribute__((always_inline))
+#else
+#define FLOWCORE_INLINE inline
+#endif
+
+// The clamps and selects below are if-converted into vector min/max/blend only when comparisons
+// may be assumed not to trap (flowcore never unmasks floating-point exceptions).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("no-trapping-math")
+#endif
+
+namespace flowcore {
+namespace mlp {
+namespace {
+
+constexpr int64_t kBlock = 256;  // columns per block: the σ', σ'' buffers stay in L1
+
+// ---- scalar math, inlined into the vectorized loops ------------------------------------------------
+template <typename S>
+struct Math;
+
+template <>
+struct Math<double> {
+  static FLOWCORE_INLINE double exp(double x) { return std::exp(x); }
+  // erfc(x), x >= 0; `exp_mx2` = exp(−x²) is what the float version needs (unused here)
+  static FLOWCORE_INLINE double erfc(double x, double /*exp_mx2*/) { return std::erfc(x); }
+  static FLOWCORE_INLINE double tanh(double x) { return std::tanh(x); }
+};
+
+template <>
+struct Math<float> {
+  // Cephes expf: x = n·ln2 + r (Cody–Waite), e^r by a degree-7 polynomial, 2^n from the bits.
+  static FLOWCORE_INLINE float exp(float x) {
+    x = x < -87.3f ? -87.3f : x;
+    x = x > 88.3f ? 88.3f : x;
+    float n = x * 1.44269504088896341f + 12582912.0f;  // round to nearest by the 1.5·2^23 trick
+    n -= 12582912.0f;
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+    float scale;
+    std::memcpy(&scale, &bits, sizeof(scale));
+    return p * scale;
+  }
+  // erfc(x) = t·P(t)·exp(−x²), t = 1/(1 + p·x), x >= 0 (Abramowitz & Stegun 7.1.26: |error| < 1.5e-7,
+  // the approximation ATen's vectorized float erf uses); exp(−x²) is shared with the GELU's density.
+  static FLOWCORE_INLINE float erfc(float x, float exp_mx2) {
+    const float t = 1.0f / (1.0f + 0.3275911f * x);
+    float p = 1.061405429f;
+    p = p * t - 1.453152027f;
+    p = p * t + 1.421413741f;
+    p = p * t - 0.284496736f;
+    p = p * t + 0.254829592f;
+    return t * p * exp_mx2;
+  }
+  // Eigen's rational tanh (odd degree 13 / even degree 6), a few ulp on the clamped range.
+  static FLOWCORE_INLINE float tanh(float x) {
+    x = x < -7.90531110763549805f ? -7.90531110763549805f : x;
+    x = x > 7.90531110763549805f ? 7.90531110763549805f : x;
+    const float x2 = x * x;
+    float p = -2.76076847742355e-16f;
+    p = p * x2 + 2.00018790482477e-13f;
+    p = p * x2 - 8.60467152213735e-11f;
+    p = p * x2 + 5.12229709037114e-08f;
+    p = p * x2 + 1.48572235717979e-05f;
+    p = p * x2 + 6.37261928875436e-04f;
+    p = p * x2 + 4.89352455891786e-03f;
+    float q = 1.19825839466702e-06f;
+    q = q * x2 + 1.18534705686654e-04f;
+    q = q * x2 + 2.26843463243900e-03f;
+    q = q * x2 + 4.89352518554385e-03f;
+    return x * p / q;
+  }
+};
+
+// σ(z), σ'(z), σ''(z). Unused results are dead code after inlining (float path).
+template <typename S, int ACT>
+FLOWCORE_INLINE void activation(S z, S& a, S& d1, S& d2) {
+  using M = Math<S>;
+  if constexpr (ACT == kGelu) {
+    // Φ(z) = erfc(−z/√2)/2, computed from |z| (no cancellation in the left tail)
+    const S g = M::exp(S(-0.5) * z * z);  // exp(−x²) for x = z/√2
+    const S e = M::erfc((z < S(0) ? -z : z) * S(0.70710678118654752440), g);
+    const S cdf = z < S(0) ? S(0.5) * e : S(1) - S(0.5) * e;
+    const S pdf = g * S(0.39894228040143267794);
+    a = z * cdf;
+    d1 = cdf + z * pdf;
+    d2 = pdf * (S(2) - z * z);
+  } else if constexpr (ACT == kSilu) {
+    // p = sigmoid(z) and 1 − p from e = exp(−|z|), both without cancellation
+    const S e = M::exp(z < S(0) ? z : -z);
+    const S u = S(1) / (S(1) + e), w = e * u;
+    const S p = z < S(0) ? w : u, pm = z < S(0) ? u : w;
+    const S q = u * w;  // p(1 − p)
+    a = z * p;
+    d1 = p + z * q;
+    d2 = q * (S(2) + z * (pm - p));
+  } else {
+    // sech² from e = exp(−2|z|), not 1 − tanh² (which cancels for large |z|)
+    const S th = M::tanh(z);
+    const S e = M::exp(S(-2) * (z < S(0) ? -z : z));
+    const S r = S(1) / (S(1) + e);
+    a = th;
+    d1 = S(4) * e * r * r;
+    d2 = S(-2) * th * d1;
+  }
+}
+
+// rows [begin, end) of the forward: out_0 = σ(y_0 + b), out_j = σ'(y_0 + b)·y_j
+template <typename S, int ACT>
+FLOWCORE_INLINE void fwd_rows(int64_t T, int64_t B, int64_t N, const S* __restrict y, const S* __restrict b,
+                     S* __restrict out, int64_t begin, int64_t end) {
+  alignas(64) S d1buf[kBlock];
+  for (int64_t i = begin; i < end; ++i) {
+    for (int64_t c0 = 0; c0 < N; c0 += kBlock) {
+      const int64_t n = std::min(kBlock, N - c0);
+      const S* __restrict y0 = y + i * N + c0;
+      const S* __restrict bb = b + c0;
+      S* __restrict o0 = out + i * N + c0;
+      if (T == 1) {
+        for (int64_t c = 0; c < n; ++c) {
+          S a, d1, d2;
+          activation<S, ACT>(y0[c] + bb[c], a, d1, d2);
+          o0[c] = a;
+        }
+        continue;
+      }
+      for (int64_t c = 0; c < n; ++c) {
+        S a, d1, d2;
+        activation<S, ACT>(y0[c] + bb[c], a, d1, d2);
+        o0[c] = a;
+        d1buf[c] = d1;
+      }
+      for (int64_t j = 1; j < T; ++j) {
+        const S* __restrict yj = y + (j * B + i) * N + c0;
+        S* __restrict oj = out + (j * B + i) * N + c0;
+        for (int64_t c = 0; c < n; ++c) oj[c] = d1buf[c] * yj[c];
+      }
+    }
+  }
+}
+
+// rows [begin, end) of the backward: gy_0 = σ'·g_0 + σ''·Σ_j y_j·g_j, gy_j = σ'·g_j
+template <typename S, int ACT>
+FLOWCORE_INLINE void bwd_rows(int64_t T, int64_t B, int64_t N, const S* __restrict y, const S* __restrict b,
+                     const S* __restrict g, S* __restrict gy, int64_t begin, int64_t end) {
+  alignas(64) S d1buf[kBlock];
+  alignas(64) S d2buf[kBlock];
+  for (int64_t i = begin; i < end; ++i) {
+    for (int64_t c0 = 0; c0 < N; c0 += kBlock) {
+      const int64_t n = std::min(kBlock, N - c0);
+      const S* __restrict y0 = y + i * N + c0;
+      const S* __restrict bb = b + c0;
+      const S* __restrict g0 = g + i * N + c0;
+      S* __restrict gy0 = gy + i * N + c0;
+      if (T == 1) {
+        for (int64_t c = 0; c < n; ++c) {
+          S a, d1, d2;
+          activation<S, ACT>(y0[c] + bb[c], a, d1, d2);
+          gy0[c] = d1 * g0[c];
+        }
+        continue;
+      }
+      for (int64_t c = 0; c < n; ++c) {
+        S a, d1, d2;
+        activation<S, ACT>(y0[c] + bb[c], a, d1, d2);
+        d1buf[c] = d1;
+        d2buf[c] = d2;
+        gy0[c] = d1 * g0[c];
+      }
+      for (int64_t j = 1; j < T; ++j) {
+        const S* __restrict yj = y + (j * B + i) * N + c0;
+        const S* __restrict gj = g + (j * B + i) * N + c0;
+        S* __restrict gyj = gy + (j * B + i) * N + c0;
+        for (int64_t c = 0; c < n; ++c) {
+          gy0[c] += d2buf[c] * yj[c] * gj[c];
+          gyj[c] = d1buf[c] * gj[c];
+        }
+      }
+    }
+  }
+}
+
+#define FLOWCORE_BY_ACTIVATION(FN, S, ...)      \
+  switch (act) {                                \
+    case kGelu: FN<S, kGelu>(__VA_ARGS__); break; \
+    case kSilu: FN<S, kSilu>(__VA_ARGS__); break; \
+    default: FN<S, kTanh>(__VA_ARGS__); break;    \
+  }
+
+FLOWCORE_CLONES void fwd_f32(int act, int64_t T, int64_t B, int64_t N, const float* y, const float* b, float* out,
+                             int64_t begin, int64_t end) {
+  FLOWCORE_BY_ACTIVATION(fwd_rows, float, T, B, N, y, b, out, begin, end)
+}
+
+FLOWCORE_CLONES void bwd_f32(int act, int64_t T, int64_t B, int64_t N, const float* y, const float* b,
+                             const float* g, float* gy, int64_t begin, int64_t end) {
+  FLOWCORE_BY_ACTIVATION(bwd_rows, float, T, B, N, y, b, g, gy, begin, end)
+}
+
+void fwd_f64(int act, int64_t T, int64_t B, int64_t N, const double* y, const double* b, double* out,
+             int64_t begin, int64_t end) {
+  FLOWCORE_BY_ACTIVATION(fwd_rows, double, T, B, N, y, b, out, begin, end)
+}
+
+void bwd_f64(int act, int64_t T, int64_t B, int64_t N, const double* y, const double* b, const double* g,
+             double* gy, int64_t begin, int64_t end) {
+  FLOWCORE_BY_ACTIVATION(bwd_rows, double, T, B, N, y, b, g, gy, begin, end)
+}
+
+#undef FLOWCORE_BY_ACTIVATION
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+
+// about 32k elements per task (ATen's GRAIN_SIZE) to amortize the thread hand-off
+inline int64_t grain(int64_t T, int64_t N) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(T * N, 1)); }
+
+inline void check_cpu(const char* op, const at::Tensor& y) {
+  TORCH_CHECK(y.device().is_cpu(), op, " (CPU): y is on ", y.device());
+  TORCH_CHECK(y.scalar_type() == at::kFloat || y.scalar_type() == at::kDouble, op,
+              " (CPU): supports float32 and float64, got ", y.scalar_type());
+}
+
+at::Tensor act_fwd_cpu(const at::Tensor& y_in, const at::Tensor& bias_in, c10::string_view activation) {
+  const int act = parse_activation(std::string_view(activation.data(), activation.size()));
+  const int64_t T = check_args("flowcore::mlp_act_fwd", y_in, bias_in, nullptr);
+  check_cpu("flowcore::mlp_act_fwd", y_in);
+  const at::Tensor y = y_in.contiguous(), bias = bias_in.contiguous();
+  at::Tensor out = at::empty_like(y, at::MemoryFormat::Contiguous);
+  const int64_t B = y.size(1), N = y.size(2);
+  if (out.numel() == 0) return out;
+  at::parallel_for(0, B, grain(T, N), [&](int64_t begin, int64_t end) {
+    if (y.scalar_type() == at::kFloat) {
+      fwd_f32(act, T, B, N, y.const_data_ptr<float>(), bias.const_data_ptr<float>(), out.data_ptr<float>(), begin,
+              end);
+    } else {
+      fwd_f64(act, T, B, N, y.const_data_ptr<double>(), bias.const_data_ptr<double>(), out.data_ptr<double>(),
+              begin, end);
+    }
+  });
+  return out;
+}
+
+at::Tensor act_bwd_cpu(const at::Tensor& y_in, const at::Tensor& bias_in, const at::Tensor& grad_in,
+                       c10::string_view activation) {
+  const int act = parse_activation(std::string_view(activation.data(), activation.size()));
+  const int64_t T = check_args("flowcore::mlp_act_bwd", y_in, bias_in, &grad_in);
+  check_cpu("flowcore::mlp_act_bwd", y_in);
+  const at::Tensor y = y_in.contiguous(), bias = bias_in.contiguous(), grad = grad_in.contiguous();
+  at::Tensor gy = at::empty_like(y, at::MemoryFormat::Contiguous);
+  const int64_t B = y.size(1), N = y.size(2);
+  if (gy.numel() == 0) return gy;
+  at::parallel_for(0, B, grain(T, N), [&](int64_t begin, int64_t end) {
+    if (y.scalar_type() == at::kFloat) {
+      bwd_f32(act, T, B, N, y.const_data_ptr<float>(), bias.const_data_ptr<float>(), grad.const_data_ptr<float>(),
+              gy.data_ptr<float>(), begin, end);
+    } else {
+      bwd_f64(act, T, B, N, y.const_data_ptr<double>(), bias.const_data_ptr<double>(),
+              grad.const_data_ptr<double>(), gy.data_ptr<double>(), begin, end);
+    }
+  });
+  return gy;
+}
+
+}  // namespace
+}  // namespace mlp
+}  // namespace flowcore
+
+TORCH_LIBRARY_FRAGMENT(flowcore, m) {
+  m.def("mlp_act_fwd(Tensor y, Tensor bias, str activation) -> Tensor");
+  m.def("mlp_act_bwd(Tensor y, Tensor bias, Tensor grad, str activation) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(flowcore, CPU, m) {
+  m.impl("mlp_act_fwd", &flowcore::mlp::act_fwd_cpu);
+  m.impl("mlp_act_bwd", &flowcore::mlp::act_bwd_cpu);
+}

@@ -1,0 +1,33 @@
+"""flowcore's benchmark suite: training-step time of compiled objectives vs the reference and torch.compile.
+
+``flowcore bench`` (flowcore.cli.bench) and the scripts in ``benchmarks/`` drive it; from Python::
+
+    from flowcore.bench import BenchConfig, run_suite, render
+    result = run_suite(BenchConfig(objectives=["lsd"], nets=["small"], batches=[1024], devices=["cpu"]))
+    print(render(result))
+
+`flops` counts a step's GEMM FLOPs from the objective's plan, `measure` times steps, GEMMs and
+memory, `suite` runs the rows, `report` prints tables and writes the JSON file.
+"""
+from .flops import Gemm, count_flops, mlp_layers, net_layers, plan_gemms, step_gemms, stream_units
+from .report import render, write_json
+from .suite import NETS, QUICK_NETS, SCHEMA, BenchConfig, NetSpec, fresh_objective, run_suite
+
+__all__ = [
+           "NETS",
+           "QUICK_NETS",
+           "SCHEMA",
+           "BenchConfig",
+           "Gemm",
+           "NetSpec",
+           "count_flops",
+           "fresh_objective",
+           "mlp_layers",
+           "net_layers",
+           "plan_gemms",
+           "render",
+           "run_suite",
+           "step_gemms",
+           "stream_units",
+           "write_json",
+]

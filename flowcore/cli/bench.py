@@ -1,0 +1,84 @@
+"""`flowcore bench`: training-step benchmark of compiled objectives (flowcore.bench; benchmarks/README.md)."""
+from __future__ import annotations
+
+import argparse
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def config_from_args(args: argparse.Namespace):
+    from ..bench import BenchConfig
+
+    return BenchConfig(objectives=args.objective, nets=args.net, batches=args.batch, devices=args.device,
+                       repeats=args.repeats, warmup=args.warmup, quick=args.quick, torch_compile=args.torch_compile,
+                       torch_compile_backend=args.torch_compile_backend, profile=args.profile,
+                       compile_times=args.compile_times, threads=args.threads, seed=args.seed, dtype=args.dtype)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ..bench import render, run_suite, write_json
+
+    config = config_from_args(args).resolved()  # bad values raise ValueError before anything runs
+    if args.json:
+        from pathlib import Path
+
+        folder = Path(args.json).parent
+        if not folder.is_dir():
+            raise FileNotFoundError(f"--json {args.json}: the folder {folder} does not exist")
+    on_row = (lambda result: write_json(result, args.json)) if args.json else None
+    result = run_suite(config, on_row=on_row)
+    print(render(result))
+    if args.json:
+        print(f"\nwrote {write_json(result, args.json)}")
+    failed = [row for row in result["rows"] if "error" in row or "error" in row["variants"].get("flowcore", {})]
+    return 1 if failed else 0
+
+
+def register(commands) -> None:
+    """Add `flowcore bench` to the `flowcore` parser."""
+    bench = commands.add_parser(
+        "bench", help="benchmark training steps: compiled vs reference vs torch.compile",
+        description="Median training-step time (forward + backward + RAdam) of flowcore's compiled objectives, "
+                    "the reference interpreter and torch.compile of it, against a GEMM bound measured in the same "
+                    "run; peak memory; cold/warm compile time of a new objective. See benchmarks/README.md.")
+    bench.add_argument("--objective", nargs="+", metavar="NAME",
+                       help="built-in names or .py files (default: fm lsd esd psd_m meanflow)")
+    bench.add_argument("--net", nargs="+", choices=["paper", "small"],
+                       help="paper = MLP 5x512 GELU, small = 4x256 GELU (default: both)")
+    bench.add_argument("--batch", nargs="+", type=_positive, metavar="B", help="batch sizes (default: 1024 4096 16384)")
+    bench.add_argument("--device", nargs="+", choices=["cpu", "cuda"], help="default: cpu, and cuda when available")
+    bench.add_argument("--repeats", type=_positive, help="timed steps per variant (default 10; quick 1)")
+    bench.add_argument("--warmup", type=_count, help="untimed steps first (default 3; quick 1)")
+    bench.add_argument("--json", metavar="FILE", help="also write every row and the machine info to FILE")
+    bench.add_argument("--quick", action="store_true",
+                       help="smoke mode: tiny nets, batch 64, 1 repeat, no torch.compile, with profiles")
+    bench.add_argument("--torch-compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="time torch.compile of the reference (default: on, off with --quick)")
+    bench.add_argument("--torch-compile-backend", default="inductor", metavar="NAME",
+                       help="torch.compile backend (default inductor; aot_eager compiles fast)")
+    bench.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
+                       help="profile one step per variant: GEMM / fused / other ops / overhead (default: quick only)")
+    bench.add_argument("--compile-times", action=argparse.BooleanOptionalAction, default=True,
+                       help="cold and warm compile time of a new objective (default: on)")
+    bench.add_argument("--threads", type=_positive, help="torch.set_num_threads (default: torch's)")
+    bench.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    bench.add_argument("--seed", type=int, default=0)
+    bench.set_defaults(func=cmd_bench)

@@ -1,0 +1,209 @@
+"""`flowcore bench`: the quick mode end to end, the GEMM FLOP count, the CLI and its errors. No timing is asserted."""
+import json
+
+import pytest
+import torch
+
+import flowcore
+from flowcore.bench import BenchConfig, count_flops, mlp_layers, net_layers, step_gemms, stream_units
+from flowcore.bench.suite import _Builds, bench_row
+from flowcore.cli import build_parser, main
+from flowcore.nn import FlowMapMLP
+
+VARIANT_KEYS = {"median_ms", "min_ms", "max_ms", "samples_ms", "first_step_ms", "first_loss", "last_loss",
+                "peak_memory_bytes", "efficiency", "breakdown"}
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """One `flowcore bench --quick --json` run, shared by the tests that read it."""
+    path = tmp_path_factory.mktemp("bench") / "quick.json"
+    code = main(["bench", "--quick", "--json", str(path)])
+    return code, json.loads(path.read_text())
+
+
+def test_quick_mode_runs_and_writes_every_row(quick):
+    code, result = quick
+    assert code == 0
+    assert result["schema"] == "flowcore-bench/1"
+    assert {"date", "platform", "cpu_model", "torch", "threads", "device_name", "cuda_available"} <= set(result["machine"])
+    config = result["config"]
+    assert config["quick"] and config["batches"] == [64] and config["repeats"] == 1 and not config["torch_compile"]
+    rows = result["rows"]
+    expected = {(o, n) for o in ("fm", "lsd", "esd", "psd_m", "meanflow") for n in ("paper", "small")}
+    assert {(r["objective"], r["net"]) for r in rows} == expected and len(rows) == len(expected)
+    for row in rows:
+        assert "error" not in row, row
+        assert row["batch"] == 64 and row["device"] == "cpu" and row["width"] <= 32  # tiny nets
+        assert row["gemm_flops"] > 0 and row["bound_ms"] > 0
+        assert set(row["variants"]) == {"flowcore", "reference", "torch_compile"}
+        assert row["variants"]["torch_compile"].get("skipped")
+        for variant in ("flowcore", "reference"):
+            measured = row["variants"][variant]
+            assert "error" not in measured, measured
+            assert VARIANT_KEYS <= set(measured), set(measured)
+            assert len(measured["samples_ms"]) == 1
+            assert set(measured["breakdown"]) == {"wall_ms", "gemm_ms", "fused_ms", "other_ms", "overhead_ms"}
+        assert row["variants"]["flowcore"]["backend"] in ("cpu", "torch")
+        assert row["first_loss_rel_diff"] < 1e-4  # same weights, same draws: same first loss
+        assert {"reference/flowcore", "torch_compile/flowcore", "objective/fm", "objective/fm flops"} <= set(row["ratios"])
+        assert row["ratios"]["torch_compile/flowcore"] is None
+        assert row["fm_flowcore_ms"] > 0 and row["ratios"]["objective/fm"] > 0  # fm timed within every row
+        assert row["ratios"]["objective/fm flops"] == row["gemm_flops"] / row["fm_gemm_flops"]
+    fm = [r for r in rows if r["objective"] == "fm"]
+    assert all(r["ratios"]["objective/fm"] == 1.0 for r in fm)
+    backends = {entry["backend"] for entry in result["compile"]}
+    assert backends == {"cpu", "torch"}
+    for entry in result["compile"]:
+        assert "error" not in entry, entry
+        assert entry["cold"]["cache_hit"] is False and entry["cold"]["compile_s"] > 0
+        assert entry["warm"]["compile_s"] > 0
+    assert next(e for e in result["compile"] if e["backend"] == "cpu")["warm"]["cache_hit"] is True
+
+
+def test_quick_mode_tables_render_from_the_json(quick):
+    from flowcore.bench import render
+
+    text = render(quick[1])
+    for heading in ("flowcore ms", "reference ms", "bound ms", "eff fc", "peak MiB fc", "overhead",
+                    "cold compile s"):
+        assert heading in text
+
+
+# ------------------------------------------------------------------------------------------------
+# FLOP counting
+
+
+def test_flops_of_a_tiny_net_match_a_hand_count():
+    # FlowMapMLP(2, width 4, depth 2): layers 4→4, 4→4, 4→2: 2·(16 + 16 + 8) = 80 FLOPs per row forward.
+    layers = mlp_layers(2, 4, 2)
+    assert layers == [(4, 4), (4, 4), (4, 2)] == net_layers(FlowMapMLP(2, 4, 2))
+    # FM, batch 8: forward 8·80; weight grads 8·80; input grads of layers 2 and 3 only: 2·8·(16 + 8).
+    assert count_flops(flowcore.objective("fm"), 8, layers) == 640 + 640 + 384 == 1664
+    # LSD, batch 8 → 6 on the diagonal (as FM: 6·80 + 6·80 + 2·6·24 = 1248) and 2 off it:
+    #   the JVP call, primal + tangent stacked on 4 rows: forward 4·80, weight grads 4·80, input grads 2·4·24;
+    #   the sg'd teacher V(t, t, sg(X)): forward only, 2·80.
+    assert count_flops(flowcore.objective("lsd"), 8, layers) == 1248 + (320 + 320 + 192) + 160 == 2240
+    gemms = step_gemms(flowcore.objective("lsd"), 8, layers)
+    jvp = [g for g in gemms if g.call == "net1"]
+    assert {(g.kind, g.m) for g in jvp if g.layer == 1} == {("fwd", 4), ("dgrad", 4), ("wgrad", 4)}
+    assert all(g.kind == "fwd" for g in gemms if g.call == "net2")
+
+
+def test_stream_units_follow_the_cost_model():
+    # MATH.md §6: FM 3 units per sample, LSD off-diagonal 7; η = 0.75 → LSD ≈ 4/3 FM.
+    assert stream_units(flowcore.objective("fm"), 1024) == {"fm": 3.0, "mean": 3.0}
+    lsd = stream_units(flowcore.objective("lsd"), 1024)
+    assert lsd["lsd"] == 7.0 and lsd["mean"] == pytest.approx(4.0)
+    assert stream_units(flowcore.objective("esd"), 1024)["esd"] == 9.0
+    assert stream_units(flowcore.objective("psd_m"), 1024)["psd_m"] == 5.0
+    assert stream_units(flowcore.objective("meanflow"), 1024)["meanflow"] == 4.0  # the sg'd tangent has no backward
+    wide = mlp_layers(2, 512, 5)
+    ratio = count_flops(flowcore.objective("lsd"), 4096, wide) / count_flops(flowcore.objective("fm"), 4096, wide)
+    assert ratio == pytest.approx(4 / 3, rel=1e-3)
+
+
+def test_a_frozen_teacher_has_no_backward_unless_its_input_is_live():
+    layers = mlp_layers(2, 8, 2)
+    gemms = step_gemms(flowcore.objective("lmd", eta=0.0), 16, layers, layers)
+    teacher = [g for g in gemms if g.call.startswith("teacher")]
+    assert teacher and not any(g.kind == "wgrad" for g in teacher)
+    assert not any(g.kind == "dgrad" for g in teacher)  # LMD's teacher input is sg(X̂): no gradient
+    diagonal = step_gemms(flowcore.objective("emd"), 16, layers, layers)
+    assert all(g.kind == "fwd" for g in diagonal if g.call.startswith("teacher"))
+
+
+# ------------------------------------------------------------------------------------------------
+# Paths the quick run does not take: torch.compile, its failure, the torch-backend fallback
+
+
+def _tiny_row(objective="fm", **options):
+    config = BenchConfig(objectives=[objective], nets=["small"], batches=[16], quick=True, repeats=1, warmup=1,
+                         profile=False, **options).resolved()
+    return bench_row(objective, config.net("small"), 16, "cpu", config, _Builds())
+
+
+def test_torch_compile_variant_runs_with_a_fast_backend():
+    row = _tiny_row(torch_compile=True, torch_compile_backend="aot_eager")
+    measured = row["variants"]["torch_compile"]
+    assert "error" not in measured, measured.get("traceback")
+    assert measured["median_ms"] > 0 and measured["compile_s"] >= 0 and measured["backend"] == "aot_eager"
+    assert row["ratios"]["torch_compile/flowcore"] is not None
+    assert abs(measured["first_loss"] - row["variants"]["reference"]["first_loss"]) < 1e-4
+
+
+def test_a_failing_torch_compile_is_recorded_and_the_row_goes_on():
+    row = _tiny_row(torch_compile=True, torch_compile_backend="no_such_backend")
+    assert "no_such_backend" in row["variants"]["torch_compile"]["error"]
+    assert row["variants"]["flowcore"]["median_ms"] > 0 and row["variants"]["reference"]["median_ms"] > 0
+    assert row["ratios"]["torch_compile/flowcore"] is None
+
+
+def test_an_unbuildable_backend_falls_back_to_torch_with_a_note(monkeypatch):
+    real = flowcore.compile
+
+    def broken(objective, backend="torch", **kw):
+        if backend != "torch":
+            raise RuntimeError("no compiler here")
+        return real(objective, backend=backend, **kw)
+
+    monkeypatch.setattr(flowcore, "compile", broken)
+    config = BenchConfig(objectives=["fm"], nets=["small"], batches=[16], quick=True, profile=False).resolved()
+    row = bench_row("fm", config.net("small"), 16, "cpu", config, _Builds(), variants=("flowcore",))
+    assert row["variants"]["flowcore"]["backend"] == "torch"
+    assert any("fell back to the torch backend" in note and "no compiler here" in note for note in row["notes"])
+
+
+# ------------------------------------------------------------------------------------------------
+# The command line
+
+
+def test_cli_parses_every_option():
+    args = build_parser().parse_args(
+        ["bench", "--objective", "fm", "lsd", "--net", "small", "paper", "--batch", "1024", "4096", "--device", "cpu",
+         "--repeats", "5", "--warmup", "0", "--json", "out.json", "--quick", "--torch-compile", "--profile",
+         "--no-compile-times", "--threads", "1"])
+    from flowcore.cli.bench import config_from_args
+
+    config = config_from_args(args).resolved()
+    assert config.objectives == ["fm", "lsd"] and config.nets == ["small", "paper"]
+    assert config.batches == [1024, 4096] and config.devices == ["cpu"]
+    assert (config.repeats, config.warmup, config.quick, config.torch_compile, config.profile) == (5, 0, True, True, True)
+    assert not config.compile_times and config.threads == 1 and args.json == "out.json"
+    defaults = config_from_args(build_parser().parse_args(["bench"])).resolved()
+    assert defaults.objectives == ["fm", "lsd", "esd", "psd_m", "meanflow"] and defaults.batches == [1024, 4096, 16384]
+    assert defaults.torch_compile and not defaults.profile and defaults.repeats == 10
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batch", "0"], "expected a positive integer, got 0"),
+    (["--batch", "lots"], "expected a positive integer, got 'lots'"),
+    (["--repeats", "-2"], "expected a positive integer, got -2"),
+    (["--warmup", "-1"], "expected an integer >= 0, got -1"),
+    (["--net", "huge"], "invalid choice: 'huge'"),
+    (["--device", "tpu"], "invalid choice: 'tpu'"),
+])
+def test_bad_arguments_are_usage_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--objective", "lsdd"], "unknown objective 'lsdd'"),
+    (["--objective", "lsd:eta=2"], "eta must lie in [0, 1)"),
+    (["--objective", "lsd:nonsense"], "options are written name:key=value"),
+    (["--objective", "missing.py"], "no objective file at missing.py"),
+    (["--json", "/no/such/folder/out.json"], "does not exist"),
+])
+def test_bad_values_are_clear_errors_before_anything_runs(argv, message, capsys):
+    assert main(["bench", "--quick", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("flowcore bench: ") and message in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_asking_for_cuda_without_one_is_a_clear_error(capsys):
+    assert main(["bench", "--quick", "--device", "cuda"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
