@@ -112,10 +112,10 @@ class FlowMapMLP(nn.Module):
         linears = list(self.body)[0::2]
         for layer in linears[:-1]:
             y = F.linear(h.reshape(T * B, -1), layer.weight).view(T, B, -1)  # one GEMM, no bias
-            h = act_jvp(y, layer.bias, self.activation, self.fused)
+            h = act_jvp(y, layer.bias.to(y.dtype), self.activation, self.fused)  # dtype: autocast
         last = linears[-1]
         out = F.linear(h.reshape(T * B, -1), last.weight).view(T, B, -1)
-        return self.sigma * (out[0] + last.bias), [self.sigma * out[j] for j in range(1, T)]
+        return self.sigma * (out[0] + last.bias.to(out.dtype)), [self.sigma * out[j] for j in range(1, T)]
 
     def extra_repr(self) -> str:
         fused = "" if self.fused is None else f", fused={self.fused}"
