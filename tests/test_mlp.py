@@ -155,6 +155,28 @@ def test_jvp_and_gradients_through_the_tangent_match_plain_autograd(paths, cfg, 
 
 
 @settings(max_examples=6)
+@given(cfg=configs, live=st.lists(st.booleans(), min_size=1, max_size=3))
+def test_jvp_many_with_dead_tangents_equals_detaching_them(paths, cfg, live):
+    """``live=False`` tangents (needed only under sg) equal the all-live values and carry no graph;
+    gradients through the rest are unchanged."""
+    (s, t, x), tangents = inputs(cfg, k=len(live), requires_grad=True)
+    for path in paths:
+        net = make_net(cfg, path)
+        v, dots = net.jvp_many(s, t, x, tangents, live=live)
+        v_all, dots_all = net.jvp_many(s, t, x, tangents)
+        assert rel(v, v_all) <= RTOL and all(rel(d, d1) <= RTOL for d, d1 in zip(dots, dots_all))
+        assert all(d.requires_grad == keep for d, keep in zip(dots, live))
+        weights, params = [torch.randn(v.shape, dtype=F64) for _ in live], list(net.parameters()) + [s, t, x]
+        got = torch.autograd.grad(v.sum() + sum((d * w).sum() for d, w, keep in zip(dots, weights, live) if keep),
+                                  params, allow_unused=True)
+        want = torch.autograd.grad(v_all.sum() + sum((d * w).sum() for d, w, keep in zip(dots_all, weights, live)
+                                                     if keep), params, allow_unused=True)
+        assert all((g is None and w is None) or rel(g, w) <= RTOL for g, w in zip(got, want))
+    with pytest.raises(ValueError, match="2 live flags for 1 tangents"):
+        net.jvp_many(s, t, x, tangents[:1], live=[True, False])
+
+
+@settings(max_examples=6)
 @given(cfg=configs, k=st.integers(2, 3))
 def test_jvp_many_equals_separate_jvps_and_fused_equals_fallback(paths, cfg, k):
     (s, t, x), tangents = inputs(cfg, k=k, requires_grad=True)
@@ -327,9 +349,10 @@ def program(name: str, backend: str):
 class CountingMLP(FlowMapMLP):
     """Records how many tangents each native JVP call carried."""
 
-    def jvp_many(self, s, t, x, tangents):
+    def jvp_many(self, s, t, x, tangents, live=None):
         self.__dict__.setdefault("calls", []).append(len(tangents))
-        return super().jvp_many(s, t, x, tangents)
+        self.__dict__.setdefault("live", []).append(None if live is None else tuple(live))
+        return super().jvp_many(s, t, x, tangents, live=live)
 
 
 @pytest.mark.parametrize("backend", [b for b in available() if b.values[0] in ("torch", "cpu")])
@@ -349,6 +372,9 @@ def test_compiled_objectives_with_the_fused_mlp_match_the_reference(name, backen
         assert calls, "the compiled objective used the network's native jvp"
     if name == "two_directions":
         assert 3 in calls, "three directions at one primal go through one jvp_many call"
+    if name == "esd" and min(compiled.objective.split(len(batch["x1"]))) > 0:
+        # ∂_s X̂ (live) and the sg'd ∇X̂·v̂ share one primal pass; only ∂_s X̂ keeps a graph
+        assert sorted(net.__dict__["live"][0]) == [False, True], net.__dict__["live"]
 
 
 # -- CUDA ---------------------------------------------------------------------------------------------

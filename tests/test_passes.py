@@ -85,6 +85,22 @@ def test_plan_merges_jvps_at_one_primal_and_runs_sg_calls_without_grad():
     assert plan.levels == 2
 
 
+def test_plan_merges_jets_at_one_primal_across_levels_keeping_liveness_per_output():
+    """ESD: ∂_s X̂ (live) and the sg'd ∇X̂·v̂ (which must wait for v̂) share one call at level 1."""
+    plan = compile_program(objectives.get("esd"), trace=True).trace["plan_calls"]
+    calls = plan.terms[1].calls
+    flow = next(call for call in calls if len(call.outputs) == 3)
+    assert flow.level == 1 and sorted(flow.live) == [False, True, True] and flow.grad
+    assert len([call for call in calls if call.fn == "net"]) == 2  # the flow map's call and v̂(s, s)
+
+
+def test_plan_splits_a_primal_whose_jet_needs_that_primal():
+    """``∇v(x)·v(x)``: the direction is the primal's own output, so the two cannot share a call."""
+    loss = fc.sqnorm(fc.Dx(fc.V(s, t, x), x, along=fc.V(s, t, x))).bind(x=fc.I(s))
+    plan = plan_calls([bind_values(eliminate_derivatives(expand(loss, fc.linear())))])
+    assert sorted(call.level for call in plan.terms[0].calls) == [0, 1]
+
+
 def test_plan_deduplicates_identical_calls():
     loss = fc.sqnorm(fc.V(s, t, x0) + fc.V(s, t, x0)) + fc.dot(fc.V(s, t, x0), x1)
     plan = plan_calls([eliminate_derivatives(expand(loss, fc.linear()))])

@@ -34,8 +34,9 @@ benchmark shows.
 Sanity check against MATH.md §6: FM is 1 forward + 2 backward = 3 units per row; LSD's
 off-diagonal row is a JVP forward (2) + the sg'd teacher forward (1) + backward through primal and
 tangent (4) = 7 units; with η = 0.75 LSD/FM = (0.75·3 + 0.25·7)/3 = 4/3 ≈ 1.33 (exactly so up to
-the first layer's missing dgrad). ESD's off-diagonal row is 6 + 1 (V(s, s)) + 2 (spatial JVP,
-no grad) = 9 units; PSD-M 3 + 1 + 1 = 5; MeanFlow 2 + 2 = 4.
+the first layer's missing dgrad). ESD's off-diagonal row is one call with both tangents (3
+forward streams: primal, ∂_s, the sg'd spatial JVP) + backward through primal and ∂_s (4) + 1
+(V(s, s)) = 8 units; PSD-M 3 + 1 + 1 = 5; MeanFlow 2 + 2 = 4.
 """
 from __future__ import annotations
 

@@ -1,11 +1,15 @@
 """Pass `plan`: which network calls to make, in what order, with or without autograd.
 
 - deduplicate: identical jets are one node (structural hashing), so one computation;
-- merge: all jets at one primal ``f(a, b, x)`` form one `Call` — a primal pass and its tangents;
+- merge: all jets at one primal ``f(a, b, x)`` form one `Call` — a primal pass and its tangents —
+  even when one of them must wait for an earlier call (ESD's ``∇X·v̂`` waits for ``v̂``, and its
+  ``∂_s X`` waits with it: both tangents then share one primal pass). Only where a jet at a primal
+  depends on another jet at the same primal (``∇v(x)·v(x)``) do the levels split them;
 - order: a call's level is one more than the deepest call its inputs use;
-- batch: calls of one level with the same function, derivative signature and autograd mode, across
+- batch: calls of one level with the same function, derivative signature and liveness, across
   terms, run as one network call on the concatenated batch;
-- grad: a call none of whose outputs is reachable from the loss outside ``sg`` runs under no_grad.
+- live: an output reachable from the loss outside ``sg`` keeps a graph; the others are computed
+  without one, and a call with no live output runs under no_grad.
 """
 from __future__ import annotations
 
@@ -32,11 +36,16 @@ class Call:
     outputs: tuple  # per output: tuple of direction indices; () is the primal
     jets: tuple[Jet, ...]  # the jet each output is
     level: int
-    grad: bool
+    live: tuple[bool, ...]  # per output: reachable from the loss outside sg (it needs a graph)
+
+    @property
+    def grad(self) -> bool:
+        """Whether the call runs with autograd at all."""
+        return any(self.live)
 
     @property
     def signature(self) -> tuple:
-        return (self.fn, self.grad, len(self.directions), self.outputs,
+        return (self.fn, self.live, len(self.directions), self.outputs,
                 tuple(dx is None for _, _, dx in self.directions), self.x is None)
 
     def inputs(self) -> list[n.Expr]:
@@ -83,23 +92,53 @@ def _inputs(jet: Jet) -> list[n.Expr]:
     return ([] if jet.x is None else [jet.x]) + [dx for _, _, dx in jet.directions if dx is not None]
 
 
+class _Cycle(Exception):
+    """A jet at some primal needs another jet at the same primal first."""
+
+
+def _levels(deps: dict) -> dict:
+    """Each node's level: one more than the deepest of its dependencies; raises _Cycle."""
+    levels: dict = {}
+    visiting: set = set()
+
+    def visit(node) -> int:
+        if node not in levels:
+            if node in visiting:
+                raise _Cycle
+            visiting.add(node)
+            levels[node] = 1 + max((visit(dep) for dep in deps[node]), default=-1)
+            visiting.discard(node)
+        return levels[node]
+
+    for node in deps:
+        visit(node)
+    return levels
+
+
+def _group_jets(jets: list[Jet]) -> dict[tuple, list[Jet]]:
+    """Jets by call: one call per primal ``(fn, a, b, x)`` at the level its latest input allows; if
+    that would make a call wait for itself (``∇v(x)·v(x)``), one call per primal and jet level."""
+    needs = {jet: {inner for expr in _inputs(jet) for inner in _jets(expr)} for jet in jets}
+    primal = {jet: (jet.fn, jet.a, jet.b, jet.x) for jet in jets}
+    try:
+        group_needs: dict[tuple, set] = {}
+        for jet in jets:
+            group_needs.setdefault(primal[jet], set()).update(primal[dep] for dep in needs[jet])
+        levels = _levels(group_needs)
+        key = {jet: primal[jet] + (levels[primal[jet]],) for jet in jets}
+    except _Cycle:
+        levels = _levels(needs)
+        key = {jet: primal[jet] + (levels[jet],) for jet in jets}
+    groups: dict[tuple, list[Jet]] = {}
+    for jet in jets:
+        groups.setdefault(key[jet], []).append(jet)
+    return groups
+
+
 def plan_term(index: int, loss: n.Expr, counter) -> TermPlan:
     live = _live_jets(loss)
-    levels: dict[Jet, int] = {}
-
-    def level(jet: Jet) -> int:
-        """One more than the deepest jet among its inputs. A jet whose direction uses its own primal
-        (``∇v(x)·v(x)``) is a level above that primal: the two cannot share one call."""
-        if jet not in levels:
-            deps = {inner for expr in _inputs(jet) for inner in _jets(expr)}
-            levels[jet] = 1 + max((level(dep) for dep in deps), default=-1)
-        return levels[jet]
-
-    groups: dict[tuple, list[Jet]] = {}
-    for jet in dict.fromkeys(_jets(loss)):
-        groups.setdefault((jet.fn, jet.a, jet.b, jet.x, level(jet)), []).append(jet)
     calls = []
-    for (fn, a, b, x, lvl), jets in groups.items():
+    for (fn, a, b, x, lvl), jets in _group_jets(list(dict.fromkeys(_jets(loss)))).items():
         jets = sorted(jets, key=lambda j: (j.order, repr(j)))
         directions: list = []
         for jet in jets:
@@ -108,7 +147,7 @@ def plan_term(index: int, loss: n.Expr, counter) -> TermPlan:
                     directions.append(direction)
         outputs = tuple(tuple(directions.index(d) for d in jet.directions) for jet in jets)
         calls.append(Call(f"{fn}{next(counter)}", index, fn, a, b, x, tuple(directions), outputs, tuple(jets), lvl,
-                          any(jet in live for jet in jets)))
+                          tuple(jet in live for jet in jets)))
     calls.sort(key=lambda call: call.level)
     return TermPlan(loss, tuple(calls))
 

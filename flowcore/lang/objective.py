@@ -7,6 +7,7 @@ declaration when built, so a malformed objective never reaches the interpreter o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from . import analysis
 from . import nodes as n
@@ -116,11 +117,11 @@ class Objective:
             seen.extend(d for d in term.derivatives if d not in seen)
         return tuple(seen)
 
-    @property
+    @cached_property  # walked on every call of a compiled objective; declarations are immutable
     def needs_teacher(self) -> bool:
         return any(analysis.uses(term.loss, n.TeacherCall) for term in self.terms)
 
-    @property
+    @cached_property
     def needs_weight_net(self) -> bool:
         return any(analysis.uses(term.loss, n.LogVar) for term in self.terms)
 

@@ -259,15 +259,39 @@ class ActJvpBackward(Function):
         return torch.cat([first[None], d2 * dz * gj + d1 * dgj])
 
 
-def _recording() -> bool:
-    """Whether a call must go through autograd: grad mode, forward AD or a torch.func transform."""
-    return (torch.is_grad_enabled() or torch.autograd.forward_ad._current_level >= 0
-            or torch._C._are_functorch_transforms_active())
+class _ActJvpReverse(Function):
+    """`ActJvp` for plain reverse mode, the common case (a compiled objective's training step).
+
+    A ``setup_context``-style Function costs an ``inspect.signature`` per call; this old-style twin
+    does not. torch.func and forward AD need the other one. A plain backward (no ``create_graph``)
+    calls the backward op directly; a differentiable one goes through `ActJvpBackward`.
+    """
+
+    @staticmethod
+    def forward(ctx, y, bias, activation, fused):
+        ctx.activation, ctx.fused = activation, fused
+        ctx.save_for_backward(y, bias)
+        return act_fwd(y, bias, activation, fused)
+
+    @staticmethod
+    def backward(ctx, grad):
+        y, bias = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            gy = ActJvpBackward.apply(y, bias, grad, ctx.activation, ctx.fused)
+        else:
+            gy = act_bwd(y, bias, grad, ctx.activation, ctx.fused)
+        return gy, (gy[0].sum(0) if ctx.needs_input_grad[1] else None), None, None
+
+
+def _transforms_active() -> bool:
+    return torch.autograd.forward_ad._current_level >= 0 or torch._C._are_functorch_transforms_active()
 
 
 def act_jvp(y: torch.Tensor, bias: torch.Tensor, activation: str, fused: bool | None = None) -> torch.Tensor:
     """The fused activation of stacked JVP rows; differentiable, or a bare op call (nothing saved)
     under ``torch.no_grad()``."""
-    if not _recording():
-        return act_fwd(y, bias, activation, fused)
-    return ActJvp.apply(y, bias, activation, fused)
+    if _transforms_active():
+        return ActJvp.apply(y, bias, activation, fused)
+    if torch.is_grad_enabled():
+        return _ActJvpReverse.apply(y, bias, activation, fused)
+    return act_fwd(y, bias, activation, fused)

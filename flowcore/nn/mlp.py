@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .embeddings import time_embedding as _time_embedding
-from .fused import act_jvp
+from .fused import act_fwd, act_jvp
 
 ACTIVATIONS = {"gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
@@ -87,12 +87,20 @@ class FlowMapMLP(nn.Module):
         v, (v_dot,) = self.jvp_many(s, t, x, [(ds, dt, dx)])
         return v, v_dot
 
-    def jvp_many(self, s, t, x, tangents: list[Tangent]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def jvp_many(self, s, t, x, tangents: list[Tangent], live: list[bool] | None = None
+                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``(v, [v̇_1, …, v̇_k])`` for k tangents ``(ṡ, ṫ, ẋ)`` sharing one primal pass: each layer is
-        one GEMM over the ``(k+1)·B`` stacked rows and one fused activation."""
+        one GEMM over the stacked rows and one fused activation.
+
+        ``live[j] = False`` marks a tangent needed only under stop-gradient (ESD's ``∇X̂·v̂``,
+        MeanFlow's ``dv̂/ds``): its rows run beside the graph, without one, so the backward's
+        GEMMs cover only the primal and the live tangents."""
         self._check_x(x)
         if len(tangents) == 0:
             raise ValueError("jvp_many needs at least one tangent (ds, dt, dx)")
+        live = [True] * len(tangents) if live is None else [bool(flag) for flag in live]
+        if len(live) != len(tangents):
+            raise ValueError(f"jvp_many: {len(live)} live flags for {len(tangents)} tangents")
         s, t = self._time(s, x, "s"), self._time(t, x, "t")
         dots = []
         for k, tangent in enumerate(tangents):
@@ -105,17 +113,34 @@ class FlowMapMLP(nn.Module):
                 self._check_x(dx, f"the tangent dx (tangent {k})")
             dots.append((self._time(ds, x, "ds"), self._time(dt, x, "dt"), dx.to(x.dtype)))
         e, e_dots = self.embedding.jvp(s, t, [(ds, dt) for ds, dt, _ in dots])
-        rows = [torch.cat([e, x / self.sigma], dim=1)]
-        rows += [torch.cat([e_dot, dx / self.sigma], dim=1) for e_dot, (_, _, dx) in zip(e_dots, dots)]
-        h = torch.stack(rows)  # (T, B, F), T = k + 1
-        T, B = h.shape[0], h.shape[1]
+        rows = [torch.cat([e_dot, dx / self.sigma], dim=1) for e_dot, (_, _, dx) in zip(e_dots, dots)]
+        h = torch.stack([torch.cat([e, x / self.sigma], dim=1)] + [r for r, keep in zip(rows, live) if keep])
+        h_dead = torch.stack([r.detach() for r, keep in zip(rows, live) if not keep]) if not all(live) else None
         linears = list(self.body)[0::2]
         for layer in linears[:-1]:
-            y = F.linear(h.reshape(T * B, -1), layer.weight).view(T, B, -1)  # one GEMM, no bias
-            h = act_jvp(y, layer.bias.to(y.dtype), self.activation, self.fused)  # dtype: autocast
+            y = self._stacked_linear(h, layer.weight)  # one GEMM, no bias
+            bias = layer.bias.to(y.dtype)  # dtype: autocast
+            if h_dead is not None:
+                with torch.no_grad():  # σ'(z) of the primal, outside the graph
+                    y_dead = self._stacked_linear(h_dead, layer.weight)
+                    h_dead = act_fwd(torch.cat([y[:1], y_dead]), bias, self.activation, self.fused)[1:]
+            h = act_jvp(y, bias, self.activation, self.fused)
         last = linears[-1]
-        out = F.linear(h.reshape(T * B, -1), last.weight).view(T, B, -1)
-        return self.sigma * (out[0] + last.bias.to(out.dtype)), [self.sigma * out[j] for j in range(1, T)]
+        out = self._stacked_linear(h, last.weight)
+        live_dots = iter(self.sigma * out[j] for j in range(1, out.shape[0]))
+        if h_dead is not None:
+            with torch.no_grad():
+                dead_dots = iter(self.sigma * o for o in self._stacked_linear(h_dead, last.weight))
+        else:
+            dead_dots = iter(())
+        v = self.sigma * (out[0] + last.bias.to(out.dtype))
+        return v, [next(live_dots) if keep else next(dead_dots) for keep in live]
+
+    @staticmethod
+    def _stacked_linear(h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``(T, B, F) @ Wᵀ`` as one GEMM over the T·B rows."""
+        T, B = h.shape[0], h.shape[1]
+        return F.linear(h.reshape(T * B, -1), weight).view(T, B, -1)
 
     def extra_repr(self) -> str:
         fused = "" if self.fused is None else f", fused={self.fused}"

@@ -2,7 +2,9 @@
 
 Calls of one batch are concatenated along the batch axis and evaluated once. A network with a
 native ``jvp(s, t, x, ṡ, ṫ, ẋ) -> (v, v̇)`` (flowcore.nn's fused MLP) is used for first-order
-jets; anything else goes through ``torch.func.jvp``. Second order nests two JVPs.
+jets — and its ``jvp_many(s, t, x, tangents, live=None)``, when it has one, for several tangents at
+one primal or a tangent needed only under sg; anything else goes through ``torch.func.jvp``.
+Second order nests two JVPs.
 """
 from __future__ import annotations
 
@@ -52,29 +54,39 @@ def _function(fn: str, models: dict) -> Callable:
     return lambda a, b: models["weight_net"](a, b).reshape(a.shape)
 
 
-def _jets(fn: str, f: Callable, primals: tuple, directions: list[tuple], outputs: tuple, net) -> dict:
-    """The call's outputs by jet pattern. First order: the network's native ``jvp_many`` when several
-    directions share the primal (one pass, tangents stacked through each layer), else its ``jvp``,
-    else ``torch.func.jvp``. Second order: nested ``torch.func.jvp``."""
+def _jets(fn: str, f: Callable, primals: tuple, directions: list[tuple], outputs: tuple, live: tuple,
+          net) -> dict:
+    """The call's outputs by jet pattern; an output that is not live (used only under sg) is
+    computed without a graph. First order: the network's native ``jvp_many`` when several
+    directions share the primal, or one is not live (one pass, tangents stacked through each
+    layer, the dead ones outside the graph), else its ``jvp``, else ``torch.func.jvp``. Second
+    order: nested ``torch.func.jvp``."""
     results: dict = {}
+    grad = torch.is_grad_enabled()
+    is_live = dict(zip(outputs, live))
     native = fn == NET and callable(getattr(net, "jvp", None))
     first_order = [pattern for pattern in outputs if len(pattern) == 1]
-    if native and len(first_order) > 1 and callable(getattr(net, "jvp_many", None)):
-        # several directions at one primal: one pass, k tangents stacked through each layer
-        results[()], dots = net.jvp_many(*primals, [directions[pattern[0]] for pattern in first_order])
+    dead = [not is_live[pattern] for pattern in first_order]
+    if (native and callable(getattr(net, "jvp_many", None))
+            and (len(first_order) > 1 or (first_order and any(dead)))):
+        tangents = [directions[pattern[0]] for pattern in first_order]
+        options = {"live": [not d for d in dead]} if any(dead) else {}
+        results[()], dots = net.jvp_many(*primals, tangents, **options)
         results.update(zip(first_order, dots))
         first_order = []
     for pattern in first_order:
         tangent = directions[pattern[0]]
-        if native:
-            results[()], results[pattern] = net.jvp(*primals, *tangent)
-        else:
-            results[()], results[pattern] = torch.func.jvp(f, primals, tangent)
+        with torch.set_grad_enabled(grad and is_live[pattern]):
+            value, results[pattern] = (net.jvp(*primals, *tangent) if native
+                                       else torch.func.jvp(f, primals, tangent))
+        if () not in results and (is_live[pattern] or not is_live.get((), False)):
+            results[()] = value  # a live primal must come from a pass with a graph
     for pattern in outputs:
         if len(pattern) == 2:
             first, second = directions[pattern[0]], directions[pattern[1]]
             inner = lambda *p: torch.func.jvp(f, p, first)[1]  # noqa: E731
-            results[pattern] = torch.func.jvp(inner, primals, second)[1]
+            with torch.set_grad_enabled(grad and is_live[pattern]):
+                results[pattern] = torch.func.jvp(inner, primals, second)[1]
         elif len(pattern) > 2:
             raise NotImplementedError(f"jets of order {len(pattern)}: flowcore supports derivatives up to 2nd order")
     if () in outputs and () not in results:
@@ -105,7 +117,7 @@ def run_calls(batch: tuple[Call, ...], states: list[TermState], models: dict) ->
     primals = (cat(a), cat(b)) + ((cat(x),) if x else ())
     tangents = [tuple(cat([d[k] for d in direction]) for k in range(len(primals))) for direction in directions]
     with torch.set_grad_enabled(first.grad and torch.is_grad_enabled()):
-        results = _jets(first.fn, f, primals, tangents, first.outputs, models.get("net"))
+        results = _jets(first.fn, f, primals, tangents, first.outputs, first.live, models.get("net"))
     start = 0
     for call in batch:
         state = states[call.term]

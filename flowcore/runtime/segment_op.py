@@ -61,7 +61,12 @@ class KernelFunction(torch.autograd.Function):
         cotangents = [g if g is not None else ctx.like.new_zeros((B, N) if i < n_elem_out else (B,))
                       for i, g in enumerate(grads)]
         g_elem, g_samp = cotangents[:n_elem_out], cotangents[n_elem_out:]
-        results = KernelFunction.apply(ctx.compiled.backward, ctx.like, B, N, *elem_in, *g_elem, *samp_in, *g_samp)
+        backward_kernel = ctx.compiled.backward
+        args = (*elem_in, *g_elem, *samp_in, *g_samp)
+        if torch.is_grad_enabled():  # create_graph: the backward must itself be differentiable
+            results = KernelFunction.apply(backward_kernel, ctx.like, B, N, *args)
+        else:  # a plain backward: no autograd node to build for it
+            results = backward_kernel.fn(ctx.like, B, N, *args)
         by_symbol = dict(zip(kernel.differentiable_inputs, results))
         input_grads = [by_symbol.get(symbol) for symbol in kernel.element_inputs + kernel.sample_inputs]
         return (None, None, None, None, *input_grads)

@@ -4,14 +4,14 @@
 // `K_sample<scalar_t, acc_t>` computing in acc_t, plus thin entry points:
 //   esd_t0_level0(x0, x1; t) -> net0_x
 //   esd_t0_loss(net0, x0, x1) -> loss
-//   esd_t1_level0(x0, x1; s) -> net1_x, net2_x
-//   esd_t1_level1(x0, x1; s) -> net3_x
-//   esd_t1_loss(net1, net1_d0, net2, net3_d0; s, t) -> loss
+//   esd_t1_level0(x0, x1; s) -> net2_x
+//   esd_t1_level1(x0, x1; s) -> net1_x
+//   esd_t1_loss(net1, net1_d1, net2, net1_d0; s, t) -> loss
 //   esd_t0_level0_backward(x0, x1, g_net0_x; t) -> grad_x0, grad_x1
 //   esd_t0_loss_backward(net0, x0, x1; g_loss) -> grad_net0, grad_x0, grad_x1
-//   esd_t1_level0_backward(x0, x1, g_net1_x, g_net2_x; s) -> grad_x0, grad_x1
-//   esd_t1_level1_backward(x0, x1, g_net3_x; s) -> grad_x0, grad_x1
-//   esd_t1_loss_backward(net1, net1_d0, net2, net3_d0; s, t, g_loss) -> grad_net1, grad_net1_d0, grad_net2, grad_net3_d0
+//   esd_t1_level0_backward(x0, x1, g_net2_x; s) -> grad_x0, grad_x1
+//   esd_t1_level1_backward(x0, x1, g_net1_x; s) -> grad_x0, grad_x1
+//   esd_t1_loss_backward(net1, net1_d1, net2, net1_d0; s, t, g_loss) -> grad_net1, grad_net1_d1, grad_net2, grad_net1_d0
 #include <cmath>
 #include <cstdint>
 
@@ -80,10 +80,10 @@ FLOWCORE_EXPORT void esd_t0_loss_f64(int64_t begin, int64_t end, int64_t N, cons
   fc_cpu_run<double, 3, 0, 0, 1>(esd_t0_loss_sample<double, double>, begin, end, N, ein, sin, eout, sout);
 }
 
-// ---- esd_t1_level0(x0, x1; s) -> net1_x, net2_x
+// ---- esd_t1_level0(x0, x1; s) -> net2_x
 // element inputs : ein[0] = x0, ein[1] = x1
 // sample inputs  : sin[0] = s
-// element outputs: eout[0] = net1_x, eout[1] = net2_x
+// element outputs: eout[0] = net2_x
 template <typename scalar_t, typename acc_t>
 FLOWCORE_HD inline void esd_t1_level0_sample(int64_t b, int64_t N, const scalar_t* const* ein, const scalar_t* const* sin,
                                              scalar_t* const* eout, scalar_t* const* sout) {
@@ -93,31 +93,28 @@ FLOWCORE_HD inline void esd_t1_level0_sample(int64_t b, int64_t N, const scalar_
   // this sample's rows of the element inputs and outputs
   const scalar_t* const x0_row = ein[0] + b * N;
   const scalar_t* const x1_row = ein[1] + b * N;
-  scalar_t* const net1_x_row = eout[0] + b * N;
-  scalar_t* const net2_x_row = eout[1] + b * N;
-  // loop 1 over the sample's elements: element outputs net1_x, net2_x
+  scalar_t* const net2_x_row = eout[0] + b * N;
+  // loop 1 over the sample's elements: element outputs net2_x
   for (int64_t j = 0; j < N; ++j) {
     const acc_t x0 = fc_load<acc_t>(x0_row, j);
     const acc_t x1 = fc_load<acc_t>(x1_row, j);
-    const acc_t tmp0 = x0*(acc_t(1) - s) + x1*s;
-    fc_store<scalar_t, acc_t>(net1_x_row, j, tmp0);
-    fc_store<scalar_t, acc_t>(net2_x_row, j, tmp0);
+    fc_store<scalar_t, acc_t>(net2_x_row, j, x0*(acc_t(1) - s) + x1*s);
   }
 }
 
 FLOWCORE_EXPORT void esd_t1_level0_f32(int64_t begin, int64_t end, int64_t N, const void* const* ein, const void* const* sin,
                                        void* const* eout, void* const* sout) {
-  fc_cpu_run<float, 2, 1, 2, 0>(esd_t1_level0_sample<float, float>, begin, end, N, ein, sin, eout, sout);
+  fc_cpu_run<float, 2, 1, 1, 0>(esd_t1_level0_sample<float, float>, begin, end, N, ein, sin, eout, sout);
 }
 FLOWCORE_EXPORT void esd_t1_level0_f64(int64_t begin, int64_t end, int64_t N, const void* const* ein, const void* const* sin,
                                        void* const* eout, void* const* sout) {
-  fc_cpu_run<double, 2, 1, 2, 0>(esd_t1_level0_sample<double, double>, begin, end, N, ein, sin, eout, sout);
+  fc_cpu_run<double, 2, 1, 1, 0>(esd_t1_level0_sample<double, double>, begin, end, N, ein, sin, eout, sout);
 }
 
-// ---- esd_t1_level1(x0, x1; s) -> net3_x
+// ---- esd_t1_level1(x0, x1; s) -> net1_x
 // element inputs : ein[0] = x0, ein[1] = x1
 // sample inputs  : sin[0] = s
-// element outputs: eout[0] = net3_x
+// element outputs: eout[0] = net1_x
 template <typename scalar_t, typename acc_t>
 FLOWCORE_HD inline void esd_t1_level1_sample(int64_t b, int64_t N, const scalar_t* const* ein, const scalar_t* const* sin,
                                              scalar_t* const* eout, scalar_t* const* sout) {
@@ -127,12 +124,12 @@ FLOWCORE_HD inline void esd_t1_level1_sample(int64_t b, int64_t N, const scalar_
   // this sample's rows of the element inputs and outputs
   const scalar_t* const x0_row = ein[0] + b * N;
   const scalar_t* const x1_row = ein[1] + b * N;
-  scalar_t* const net3_x_row = eout[0] + b * N;
-  // loop 1 over the sample's elements: element outputs net3_x
+  scalar_t* const net1_x_row = eout[0] + b * N;
+  // loop 1 over the sample's elements: element outputs net1_x
   for (int64_t j = 0; j < N; ++j) {
     const acc_t x0 = fc_load<acc_t>(x0_row, j);
     const acc_t x1 = fc_load<acc_t>(x1_row, j);
-    fc_store<scalar_t, acc_t>(net3_x_row, j, x0*(acc_t(1) - s) + x1*s);
+    fc_store<scalar_t, acc_t>(net1_x_row, j, x0*(acc_t(1) - s) + x1*s);
   }
 }
 
@@ -145,8 +142,8 @@ FLOWCORE_EXPORT void esd_t1_level1_f64(int64_t begin, int64_t end, int64_t N, co
   fc_cpu_run<double, 2, 1, 1, 0>(esd_t1_level1_sample<double, double>, begin, end, N, ein, sin, eout, sout);
 }
 
-// ---- esd_t1_loss(net1, net1_d0, net2, net3_d0; s, t) -> loss
-// element inputs : ein[0] = net1, ein[1] = net1_d0, ein[2] = net2, ein[3] = net3_d0
+// ---- esd_t1_loss(net1, net1_d1, net2, net1_d0; s, t) -> loss
+// element inputs : ein[0] = net1, ein[1] = net1_d1, ein[2] = net2, ein[3] = net1_d0
 // sample inputs  : sin[0] = s, sin[1] = t
 // sample outputs : sout[0] = loss
 template <typename scalar_t, typename acc_t>
@@ -158,19 +155,19 @@ FLOWCORE_HD inline void esd_t1_loss_sample(int64_t b, int64_t N, const scalar_t*
   const acc_t t = fc_load<acc_t>(sin[1], b);
   // this sample's rows of the element inputs and outputs
   const scalar_t* const net1_row = ein[0] + b * N;
-  const scalar_t* const net1_d0_row = ein[1] + b * N;
+  const scalar_t* const net1_d1_row = ein[1] + b * N;
   const scalar_t* const net2_row = ein[2] + b * N;
-  const scalar_t* const net3_d0_row = ein[3] + b * N;
+  const scalar_t* const net1_d0_row = ein[3] + b * N;
   // per-sample values
   const acc_t tmp0 = -s + t;
-  // loop 1 over the sample's elements: reductions sqnorm1 = sum_j (-net1 + net1_d0*tmp0 + net2 + net3_d0*tmp0)^2
+  // loop 1 over the sample's elements: reductions sqnorm1 = sum_j (-net1 + net1_d0*tmp0 + net1_d1*tmp0 + net2)^2
   acc_t sqnorm1 = acc_t(0);
   for (int64_t j = 0; j < N; ++j) {
     const acc_t net1 = fc_load<acc_t>(net1_row, j);
-    const acc_t net1_d0 = fc_load<acc_t>(net1_d0_row, j);
+    const acc_t net1_d1 = fc_load<acc_t>(net1_d1_row, j);
     const acc_t net2 = fc_load<acc_t>(net2_row, j);
-    const acc_t net3_d0 = fc_load<acc_t>(net3_d0_row, j);
-    sqnorm1 += ((-net1 + net1_d0*tmp0 + net2 + net3_d0*tmp0)*(-net1 + net1_d0*tmp0 + net2 + net3_d0*tmp0));
+    const acc_t net1_d0 = fc_load<acc_t>(net1_d0_row, j);
+    sqnorm1 += ((-net1 + net1_d0*tmp0 + net1_d1*tmp0 + net2)*(-net1 + net1_d0*tmp0 + net1_d1*tmp0 + net2));
   }
   // sample outputs
   fc_store<scalar_t, acc_t>(sout[0], b, sqnorm1);
@@ -257,8 +254,8 @@ FLOWCORE_EXPORT void esd_t0_loss_backward_f64(int64_t begin, int64_t end, int64_
   fc_cpu_run<double, 3, 1, 3, 0>(esd_t0_loss_backward_sample<double, double>, begin, end, N, ein, sin, eout, sout);
 }
 
-// ---- esd_t1_level0_backward(x0, x1, g_net1_x, g_net2_x; s) -> grad_x0, grad_x1
-// element inputs : ein[0] = x0, ein[1] = x1, ein[2] = g_net1_x, ein[3] = g_net2_x
+// ---- esd_t1_level0_backward(x0, x1, g_net2_x; s) -> grad_x0, grad_x1
+// element inputs : ein[0] = x0, ein[1] = x1, ein[2] = g_net2_x
 // sample inputs  : sin[0] = s
 // element outputs: eout[0] = grad_x0, eout[1] = grad_x1
 template <typename scalar_t, typename acc_t>
@@ -268,32 +265,28 @@ FLOWCORE_HD inline void esd_t1_level0_backward_sample(int64_t b, int64_t N, cons
   // sample inputs
   const acc_t s = fc_load<acc_t>(sin[0], b);
   // this sample's rows of the element inputs and outputs
-  const scalar_t* const g_net1_x_row = ein[2] + b * N;
-  const scalar_t* const g_net2_x_row = ein[3] + b * N;
+  const scalar_t* const g_net2_x_row = ein[2] + b * N;
   scalar_t* const grad_x0_row = eout[0] + b * N;
   scalar_t* const grad_x1_row = eout[1] + b * N;
-  // per-sample values
-  const acc_t tmp0 = acc_t(1) - s;
   // loop 1 over the sample's elements: element outputs grad_x0, grad_x1
   for (int64_t j = 0; j < N; ++j) {
-    const acc_t g_net1_x = fc_load<acc_t>(g_net1_x_row, j);
     const acc_t g_net2_x = fc_load<acc_t>(g_net2_x_row, j);
-    fc_store<scalar_t, acc_t>(grad_x0_row, j, g_net1_x*tmp0 + g_net2_x*tmp0);
-    fc_store<scalar_t, acc_t>(grad_x1_row, j, g_net1_x*s + g_net2_x*s);
+    fc_store<scalar_t, acc_t>(grad_x0_row, j, g_net2_x*(acc_t(1) - s));
+    fc_store<scalar_t, acc_t>(grad_x1_row, j, g_net2_x*s);
   }
 }
 
 FLOWCORE_EXPORT void esd_t1_level0_backward_f32(int64_t begin, int64_t end, int64_t N, const void* const* ein, const void* const* sin,
                                                 void* const* eout, void* const* sout) {
-  fc_cpu_run<float, 4, 1, 2, 0>(esd_t1_level0_backward_sample<float, float>, begin, end, N, ein, sin, eout, sout);
+  fc_cpu_run<float, 3, 1, 2, 0>(esd_t1_level0_backward_sample<float, float>, begin, end, N, ein, sin, eout, sout);
 }
 FLOWCORE_EXPORT void esd_t1_level0_backward_f64(int64_t begin, int64_t end, int64_t N, const void* const* ein, const void* const* sin,
                                                 void* const* eout, void* const* sout) {
-  fc_cpu_run<double, 4, 1, 2, 0>(esd_t1_level0_backward_sample<double, double>, begin, end, N, ein, sin, eout, sout);
+  fc_cpu_run<double, 3, 1, 2, 0>(esd_t1_level0_backward_sample<double, double>, begin, end, N, ein, sin, eout, sout);
 }
 
-// ---- esd_t1_level1_backward(x0, x1, g_net3_x; s) -> grad_x0, grad_x1
-// element inputs : ein[0] = x0, ein[1] = x1, ein[2] = g_net3_x
+// ---- esd_t1_level1_backward(x0, x1, g_net1_x; s) -> grad_x0, grad_x1
+// element inputs : ein[0] = x0, ein[1] = x1, ein[2] = g_net1_x
 // sample inputs  : sin[0] = s
 // element outputs: eout[0] = grad_x0, eout[1] = grad_x1
 template <typename scalar_t, typename acc_t>
@@ -303,14 +296,14 @@ FLOWCORE_HD inline void esd_t1_level1_backward_sample(int64_t b, int64_t N, cons
   // sample inputs
   const acc_t s = fc_load<acc_t>(sin[0], b);
   // this sample's rows of the element inputs and outputs
-  const scalar_t* const g_net3_x_row = ein[2] + b * N;
+  const scalar_t* const g_net1_x_row = ein[2] + b * N;
   scalar_t* const grad_x0_row = eout[0] + b * N;
   scalar_t* const grad_x1_row = eout[1] + b * N;
   // loop 1 over the sample's elements: element outputs grad_x0, grad_x1
   for (int64_t j = 0; j < N; ++j) {
-    const acc_t g_net3_x = fc_load<acc_t>(g_net3_x_row, j);
-    fc_store<scalar_t, acc_t>(grad_x0_row, j, g_net3_x*(acc_t(1) - s));
-    fc_store<scalar_t, acc_t>(grad_x1_row, j, g_net3_x*s);
+    const acc_t g_net1_x = fc_load<acc_t>(g_net1_x_row, j);
+    fc_store<scalar_t, acc_t>(grad_x0_row, j, g_net1_x*(acc_t(1) - s));
+    fc_store<scalar_t, acc_t>(grad_x1_row, j, g_net1_x*s);
   }
 }
 
@@ -323,10 +316,10 @@ FLOWCORE_EXPORT void esd_t1_level1_backward_f64(int64_t begin, int64_t end, int6
   fc_cpu_run<double, 3, 1, 2, 0>(esd_t1_level1_backward_sample<double, double>, begin, end, N, ein, sin, eout, sout);
 }
 
-// ---- esd_t1_loss_backward(net1, net1_d0, net2, net3_d0; s, t, g_loss) -> grad_net1, grad_net1_d0, grad_net2, grad_net3_d0
-// element inputs : ein[0] = net1, ein[1] = net1_d0, ein[2] = net2, ein[3] = net3_d0
+// ---- esd_t1_loss_backward(net1, net1_d1, net2, net1_d0; s, t, g_loss) -> grad_net1, grad_net1_d1, grad_net2, grad_net1_d0
+// element inputs : ein[0] = net1, ein[1] = net1_d1, ein[2] = net2, ein[3] = net1_d0
 // sample inputs  : sin[0] = s, sin[1] = t, sin[2] = g_loss
-// element outputs: eout[0] = grad_net1, eout[1] = grad_net1_d0, eout[2] = grad_net2, eout[3] = grad_net3_d0
+// element outputs: eout[0] = grad_net1, eout[1] = grad_net1_d1, eout[2] = grad_net2, eout[3] = grad_net1_d0
 template <typename scalar_t, typename acc_t>
 FLOWCORE_HD inline void esd_t1_loss_backward_sample(int64_t b, int64_t N, const scalar_t* const* ein, const scalar_t* const* sin,
                                                     scalar_t* const* eout, scalar_t* const* sout) {
@@ -337,28 +330,28 @@ FLOWCORE_HD inline void esd_t1_loss_backward_sample(int64_t b, int64_t N, const 
   const acc_t g_loss = fc_load<acc_t>(sin[2], b);
   // this sample's rows of the element inputs and outputs
   const scalar_t* const net1_row = ein[0] + b * N;
-  const scalar_t* const net1_d0_row = ein[1] + b * N;
+  const scalar_t* const net1_d1_row = ein[1] + b * N;
   const scalar_t* const net2_row = ein[2] + b * N;
-  const scalar_t* const net3_d0_row = ein[3] + b * N;
+  const scalar_t* const net1_d0_row = ein[3] + b * N;
   scalar_t* const grad_net1_row = eout[0] + b * N;
-  scalar_t* const grad_net1_d0_row = eout[1] + b * N;
+  scalar_t* const grad_net1_d1_row = eout[1] + b * N;
   scalar_t* const grad_net2_row = eout[2] + b * N;
-  scalar_t* const grad_net3_d0_row = eout[3] + b * N;
+  scalar_t* const grad_net1_d0_row = eout[3] + b * N;
   // per-sample values
   const acc_t adj_sqnorm1 = g_loss;
   const acc_t tmp0 = -s + t;
-  // loop 1 over the sample's elements: element outputs grad_net1, grad_net1_d0, grad_net2, grad_net3_d0
+  // loop 1 over the sample's elements: element outputs grad_net1, grad_net1_d1, grad_net2, grad_net1_d0
   for (int64_t j = 0; j < N; ++j) {
     const acc_t net1 = fc_load<acc_t>(net1_row, j);
-    const acc_t net1_d0 = fc_load<acc_t>(net1_d0_row, j);
+    const acc_t net1_d1 = fc_load<acc_t>(net1_d1_row, j);
     const acc_t net2 = fc_load<acc_t>(net2_row, j);
-    const acc_t net3_d0 = fc_load<acc_t>(net3_d0_row, j);
+    const acc_t net1_d0 = fc_load<acc_t>(net1_d0_row, j);
     const acc_t tmp1 = net1_d0*tmp0;
-    const acc_t tmp2 = net3_d0*tmp0;
+    const acc_t tmp2 = net1_d1*tmp0;
     fc_store<scalar_t, acc_t>(grad_net1_row, j, adj_sqnorm1*(acc_t(2)*net1 - acc_t(2)*net2 - acc_t(2)*tmp1 - acc_t(2)*tmp2));
-    fc_store<scalar_t, acc_t>(grad_net1_d0_row, j, adj_sqnorm1*(-acc_t(2)*s + acc_t(2)*t)*(-net1 + net2 + tmp1 + tmp2));
+    fc_store<scalar_t, acc_t>(grad_net1_d1_row, j, adj_sqnorm1*(-acc_t(2)*s + acc_t(2)*t)*(-net1 + net2 + tmp1 + tmp2));
     fc_store<scalar_t, acc_t>(grad_net2_row, j, acc_t(0));
-    fc_store<scalar_t, acc_t>(grad_net3_d0_row, j, acc_t(0));
+    fc_store<scalar_t, acc_t>(grad_net1_d0_row, j, acc_t(0));
   }
 }
 

@@ -4,14 +4,14 @@
 // `K_sample<scalar_t, acc_t>` computing in acc_t, plus thin entry points:
 //   esd_t0_level0(x0, x1; t) -> net0_x
 //   esd_t0_loss(net0, x0, x1) -> loss
-//   esd_t1_level0(x0, x1; s) -> net1_x, net2_x
-//   esd_t1_level1(x0, x1; s) -> net3_x
-//   esd_t1_loss(net1, net1_d0, net2, net3_d0; s, t) -> loss
+//   esd_t1_level0(x0, x1; s) -> net2_x
+//   esd_t1_level1(x0, x1; s) -> net1_x
+//   esd_t1_loss(net1, net1_d1, net2, net1_d0; s, t) -> loss
 //   esd_t0_level0_backward(x0, x1, g_net0_x; t) -> grad_x0, grad_x1
 //   esd_t0_loss_backward(net0, x0, x1; g_loss) -> grad_net0, grad_x0, grad_x1
-//   esd_t1_level0_backward(x0, x1, g_net1_x, g_net2_x; s) -> grad_x0, grad_x1
-//   esd_t1_level1_backward(x0, x1, g_net3_x; s) -> grad_x0, grad_x1
-//   esd_t1_loss_backward(net1, net1_d0, net2, net3_d0; s, t, g_loss) -> grad_net1, grad_net1_d0, grad_net2, grad_net3_d0
+//   esd_t1_level0_backward(x0, x1, g_net2_x; s) -> grad_x0, grad_x1
+//   esd_t1_level1_backward(x0, x1, g_net1_x; s) -> grad_x0, grad_x1
+//   esd_t1_loss_backward(net1, net1_d1, net2, net1_d0; s, t, g_loss) -> grad_net1, grad_net1_d1, grad_net2, grad_net1_d0
 #include <cmath>
 #include <cstdint>
 
@@ -108,10 +108,10 @@ FLOWCORE_EXPORT int esd_t0_loss_cuda_bf16(int64_t B, int64_t N, const void* cons
   return fc_cuda_launch<__nv_bfloat16, 3, 0, 0, 1>(esd_t0_loss_kernel<__nv_bfloat16, float>, B, N, ein, sin, eout, sout, stream);
 }
 
-// ---- esd_t1_level0(x0, x1; s) -> net1_x, net2_x
+// ---- esd_t1_level0(x0, x1; s) -> net2_x
 // element inputs : ein[0] = x0, ein[1] = x1
 // sample inputs  : sin[0] = s
-// element outputs: eout[0] = net1_x, eout[1] = net2_x
+// element outputs: eout[0] = net2_x
 template <typename scalar_t, typename acc_t>
 FLOWCORE_HD inline void esd_t1_level0_sample(int64_t b, int64_t N, const scalar_t* const* ein, const scalar_t* const* sin,
                                              scalar_t* const* eout, scalar_t* const* sout) {
@@ -121,45 +121,42 @@ FLOWCORE_HD inline void esd_t1_level0_sample(int64_t b, int64_t N, const scalar_
   // this sample's rows of the element inputs and outputs
   const scalar_t* const x0_row = ein[0] + b * N;
   const scalar_t* const x1_row = ein[1] + b * N;
-  scalar_t* const net1_x_row = eout[0] + b * N;
-  scalar_t* const net2_x_row = eout[1] + b * N;
-  // loop 1 over the sample's elements: element outputs net1_x, net2_x
+  scalar_t* const net2_x_row = eout[0] + b * N;
+  // loop 1 over the sample's elements: element outputs net2_x
   for (int64_t j = 0; j < N; ++j) {
     const acc_t x0 = fc_load<acc_t>(x0_row, j);
     const acc_t x1 = fc_load<acc_t>(x1_row, j);
-    const acc_t tmp0 = x0*(acc_t(1) - s) + x1*s;
-    fc_store<scalar_t, acc_t>(net1_x_row, j, tmp0);
-    fc_store<scalar_t, acc_t>(net2_x_row, j, tmp0);
+    fc_store<scalar_t, acc_t>(net2_x_row, j, x0*(acc_t(1) - s) + x1*s);
   }
 }
 
 template <typename scalar_t, typename acc_t>
 __global__ void esd_t1_level0_kernel(int64_t B, int64_t N, fc_pointers<const scalar_t*, 2> ein, fc_pointers<const scalar_t*, 1> sin,
-                                     fc_pointers<scalar_t*, 2> eout, fc_pointers<scalar_t*, 0> sout) {
+                                     fc_pointers<scalar_t*, 1> eout, fc_pointers<scalar_t*, 0> sout) {
   for (int64_t b = fc_first_sample(); b < B; b += fc_sample_stride())
     esd_t1_level0_sample<scalar_t, acc_t>(b, N, ein.p, sin.p, eout.p, sout.p);
 }
 FLOWCORE_EXPORT int esd_t1_level0_cuda_f32(int64_t B, int64_t N, const void* const* ein, const void* const* sin,
                                            void* const* eout, void* const* sout, void* stream) {
-  return fc_cuda_launch<float, 2, 1, 2, 0>(esd_t1_level0_kernel<float, float>, B, N, ein, sin, eout, sout, stream);
+  return fc_cuda_launch<float, 2, 1, 1, 0>(esd_t1_level0_kernel<float, float>, B, N, ein, sin, eout, sout, stream);
 }
 FLOWCORE_EXPORT int esd_t1_level0_cuda_f64(int64_t B, int64_t N, const void* const* ein, const void* const* sin,
                                            void* const* eout, void* const* sout, void* stream) {
-  return fc_cuda_launch<double, 2, 1, 2, 0>(esd_t1_level0_kernel<double, double>, B, N, ein, sin, eout, sout, stream);
+  return fc_cuda_launch<double, 2, 1, 1, 0>(esd_t1_level0_kernel<double, double>, B, N, ein, sin, eout, sout, stream);
 }
 FLOWCORE_EXPORT int esd_t1_level0_cuda_f16(int64_t B, int64_t N, const void* const* ein, const void* const* sin,
                                            void* const* eout, void* const* sout, void* stream) {
-  return fc_cuda_launch<__half, 2, 1, 2, 0>(esd_t1_level0_kernel<__half, float>, B, N, ein, sin, eout, sout, stream);
+  return fc_cuda_launch<__half, 2, 1, 1, 0>(esd_t1_level0_kernel<__half, float>, B, N, ein, sin, eout, sout, stream);
 }
 FLOWCORE_EXPORT int esd_t1_level0_cuda_bf16(int64_t B, int64_t N, const void* const* ein, const void* const* sin,
                                             void* const* eout, void* const* sout, void* stream) {
-  return fc_cuda_launch<__nv_bfloat16, 2, 1, 2, 0>(esd_t1_level0_kernel<__nv_bfloat16, float>, B, N, ein, sin, eout, sout, stream);
+  return fc_cuda_launch<__nv_bfloat16, 2, 1, 1, 0>(esd_t1_level0_kernel<__nv_bfloat16, float>, B, N, ein, sin, eout, sout, stream);
 }
 
-// ---- esd_t1_level1(x0, x1; s) -> net3_x
+// ---- esd_t1_level1(x0, x1; s) -> net1_x
 // element inputs : ein[0] = x0, ein[1] = x1
 // sample inputs  : sin[0] = s
-// element outputs: eout[0] = net3_x
+// element outputs: eout[0] = net1_x
 template <typename scalar_t, typename acc_t>
 FLOWCORE_HD inline void esd_t1_level1_sample(int64_t b, int64_t N, const scalar_t* const* ein, const scalar_t* const* sin,
                                              scalar_t* const* eout, scalar_t* const* sout) {
@@ -169,12 +166,12 @@ FLOWCORE_HD inline void esd_t1_level1_sample(int64_t b, int64_t N, const scalar_
   // this sample's rows of the element inputs and outputs
   const scalar_t* const x0_row = ein[0] + b * N;
   const scalar_t* const x1_row = ein[1] + b * N;
-  scalar_t* const net3_x_row = eout[0] + b * N;
-  // loop 1 over the sample's elements: element outputs net3_x
+  scalar_t* const net1_x_row = eout[0] + b * N;
+  // loop 1 over the sample's elements: element outputs net1_x
   for (int64_t j = 0; j < N; ++j) {
     const acc_t x0 = fc_load<acc_t>(x0_row, j);
     const acc_t x1 = fc_load<acc_t>(x1_row, j);
-    fc_store<scalar_t, acc_t>(net3_x_row, j, x0*(acc_t(1) - s) + x1*s);
+    fc_store<scalar_t, acc_t>(net1_x_row, j, x0*(acc_t(1) - s) + x1*s);
   }
 }
 
@@ -201,8 +198,8 @@ FLOWCORE_EXPORT int esd_t1_level1_cuda_bf16(int64_t B, int64_t N, const void* co
   return fc_cuda_launch<__nv_bfloat16, 2, 1, 1, 0>(esd_t1_level1_kernel<__nv_bfloat16, float>, B, N, ein, sin, eout, sout, stream);
 }
 
-// ---- esd_t1_loss(net1, net1_d0, net2, net3_d0; s, t) -> loss
-// element inputs : ein[0] = net1, ein[1] = net1_d0, ein[2] = net2, ein[3] = net3_d0
+// ---- esd_t1_loss(net1, net1_d1, net2, net1_d0; s, t) -> loss
+// element inputs : ein[0] = net1, ein[1] = net1_d1, ein[2] = net2, ein[3] = net1_d0
 // sample inputs  : sin[0] = s, sin[1] = t
 // sample outputs : sout[0] = loss
 template <typename scalar_t, typename acc_t>
@@ -214,19 +211,19 @@ FLOWCORE_HD inline void esd_t1_loss_sample(int64_t b, int64_t N, const scalar_t*
   const acc_t t = fc_load<acc_t>(sin[1], b);
   // this sample's rows of the element inputs and outputs
   const scalar_t* const net1_row = ein[0] + b * N;
-  const scalar_t* const net1_d0_row = ein[1] + b * N;
+  const scalar_t* const net1_d1_row = ein[1] + b * N;
   const scalar_t* const net2_row = ein[2] + b * N;
-  const scalar_t* const net3_d0_row = ein[3] + b * N;
+  const scalar_t* const net1_d0_row = ein[3] + b * N;
   // per-sample values
   const acc_t tmp0 = -s + t;
-  // loop 1 over the sample's elements: reductions sqnorm1 = sum_j (-net1 + net1_d0*tmp0 + net2 + net3_d0*tmp0)^2
+  // loop 1 over the sample's elements: reductions sqnorm1 = sum_j (-net1 + net1_d0*tmp0 + net1_d1*tmp0 + net2)^2
   acc_t sqnorm1 = acc_t(0);
   for (int64_t j = 0; j < N; ++j) {
     const acc_t net1 = fc_load<acc_t>(net1_row, j);
-    const acc_t net1_d0 = fc_load<acc_t>(net1_d0_row, j);
+    const acc_t net1_d1 = fc_load<acc_t>(net1_d1_row, j);
     const acc_t net2 = fc_load<acc_t>(net2_row, j);
-    const acc_t net3_d0 = fc_load<acc_t>(net3_d0_row, j);
-    sqnorm1 += ((-net1 + net1_d0*tmp0 + net2 + net3_d0*tmp0)*(-net1 + net1_d0*tmp0 + net2 + net3_d0*tmp0));
+    const acc_t net1_d0 = fc_load<acc_t>(net1_d0_row, j);
+    sqnorm1 += ((-net1 + net1_d0*tmp0 + net1_d1*tmp0 + net2)*(-net1 + net1_d0*tmp0 + net1_d1*tmp0 + net2));
   }
   // sample outputs
   fc_store<scalar_t, acc_t>(sout[0], b, sqnorm1);
@@ -355,8 +352,8 @@ FLOWCORE_EXPORT int esd_t0_loss_backward_cuda_bf16(int64_t B, int64_t N, const v
   return fc_cuda_launch<__nv_bfloat16, 3, 1, 3, 0>(esd_t0_loss_backward_kernel<__nv_bfloat16, float>, B, N, ein, sin, eout, sout, stream);
 }
 
-// ---- esd_t1_level0_backward(x0, x1, g_net1_x, g_net2_x; s) -> grad_x0, grad_x1
-// element inputs : ein[0] = x0, ein[1] = x1, ein[2] = g_net1_x, ein[3] = g_net2_x
+// ---- esd_t1_level0_backward(x0, x1, g_net2_x; s) -> grad_x0, grad_x1
+// element inputs : ein[0] = x0, ein[1] = x1, ein[2] = g_net2_x
 // sample inputs  : sin[0] = s
 // element outputs: eout[0] = grad_x0, eout[1] = grad_x1
 template <typename scalar_t, typename acc_t>
@@ -366,46 +363,42 @@ FLOWCORE_HD inline void esd_t1_level0_backward_sample(int64_t b, int64_t N, cons
   // sample inputs
   const acc_t s = fc_load<acc_t>(sin[0], b);
   // this sample's rows of the element inputs and outputs
-  const scalar_t* const g_net1_x_row = ein[2] + b * N;
-  const scalar_t* const g_net2_x_row = ein[3] + b * N;
+  const scalar_t* const g_net2_x_row = ein[2] + b * N;
   scalar_t* const grad_x0_row = eout[0] + b * N;
   scalar_t* const grad_x1_row = eout[1] + b * N;
-  // per-sample values
-  const acc_t tmp0 = acc_t(1) - s;
   // loop 1 over the sample's elements: element outputs grad_x0, grad_x1
   for (int64_t j = 0; j < N; ++j) {
-    const acc_t g_net1_x = fc_load<acc_t>(g_net1_x_row, j);
     const acc_t g_net2_x = fc_load<acc_t>(g_net2_x_row, j);
-    fc_store<scalar_t, acc_t>(grad_x0_row, j, g_net1_x*tmp0 + g_net2_x*tmp0);
-    fc_store<scalar_t, acc_t>(grad_x1_row, j, g_net1_x*s + g_net2_x*s);
+    fc_store<scalar_t, acc_t>(grad_x0_row, j, g_net2_x*(acc_t(1) - s));
+    fc_store<scalar_t, acc_t>(grad_x1_row, j, g_net2_x*s);
   }
 }
 
 template <typename scalar_t, typename acc_t>
-__global__ void esd_t1_level0_backward_kernel(int64_t B, int64_t N, fc_pointers<const scalar_t*, 4> ein, fc_pointers<const scalar_t*, 1> sin,
+__global__ void esd_t1_level0_backward_kernel(int64_t B, int64_t N, fc_pointers<const scalar_t*, 3> ein, fc_pointers<const scalar_t*, 1> sin,
                                               fc_pointers<scalar_t*, 2> eout, fc_pointers<scalar_t*, 0> sout) {
   for (int64_t b = fc_first_sample(); b < B; b += fc_sample_stride())
     esd_t1_level0_backward_sample<scalar_t, acc_t>(b, N, ein.p, sin.p, eout.p, sout.p);
 }
 FLOWCORE_EXPORT int esd_t1_level0_backward_cuda_f32(int64_t B, int64_t N, const void* const* ein, const void* const* sin,
                                                     void* const* eout, void* const* sout, void* stream) {
-  return fc_cuda_launch<float, 4, 1, 2, 0>(esd_t1_level0_backward_kernel<float, float>, B, N, ein, sin, eout, sout, stream);
+  return fc_cuda_launch<float, 3, 1, 2, 0>(esd_t1_level0_backward_kernel<float, float>, B, N, ein, sin, eout, sout, stream);
 }
 FLOWCORE_EXPORT int esd_t1_level0_backward_cuda_f64(int64_t B, int64_t N, const void* const* ein, const void* const* sin,
                                                     void* const* eout, void* const* sout, void* stream) {
-  return fc_cuda_launch<double, 4, 1, 2, 0>(esd_t1_level0_backward_kernel<double, double>, B, N, ein, sin, eout, sout, stream);
+  return fc_cuda_launch<double, 3, 1, 2, 0>(esd_t1_level0_backward_kernel<double, double>, B, N, ein, sin, eout, sout, stream);
 }
 FLOWCORE_EXPORT int esd_t1_level0_backward_cuda_f16(int64_t B, int64_t N, const void* const* ein, const void* const* sin,
                                                     void* const* eout, void* const* sout, void* stream) {
-  return fc_cuda_launch<__half, 4, 1, 2, 0>(esd_t1_level0_backward_kernel<__half, float>, B, N, ein, sin, eout, sout, stream);
+  return fc_cuda_launch<__half, 3, 1, 2, 0>(esd_t1_level0_backward_kernel<__half, float>, B, N, ein, sin, eout, sout, stream);
 }
 FLOWCORE_EXPORT int esd_t1_level0_backward_cuda_bf16(int64_t B, int64_t N, const void* const* ein, const void* const* sin,
                                                      void* const* eout, void* const* sout, void* stream) {
-  return fc_cuda_launch<__nv_bfloat16, 4, 1, 2, 0>(esd_t1_level0_backward_kernel<__nv_bfloat16, float>, B, N, ein, sin, eout, sout, stream);
+  return fc_cuda_launch<__nv_bfloat16, 3, 1, 2, 0>(esd_t1_level0_backward_kernel<__nv_bfloat16, float>, B, N, ein, sin, eout, sout, stream);
 }
 
-// ---- esd_t1_level1_backward(x0, x1, g_net3_x; s) -> grad_x0, grad_x1
-// element inputs : ein[0] = x0, ein[1] = x1, ein[2] = g_net3_x
+// ---- esd_t1_level1_backward(x0, x1, g_net1_x; s) -> grad_x0, grad_x1
+// element inputs : ein[0] = x0, ein[1] = x1, ein[2] = g_net1_x
 // sample inputs  : sin[0] = s
 // element outputs: eout[0] = grad_x0, eout[1] = grad_x1
 template <typename scalar_t, typename acc_t>
@@ -415,14 +408,14 @@ FLOWCORE_HD inline void esd_t1_level1_backward_sample(int64_t b, int64_t N, cons
   // sample inputs
   const acc_t s = fc_load<acc_t>(sin[0], b);
   // this sample's rows of the element inputs and outputs
-  const scalar_t* const g_net3_x_row = ein[2] + b * N;
+  const scalar_t* const g_net1_x_row = ein[2] + b * N;
   scalar_t* const grad_x0_row = eout[0] + b * N;
   scalar_t* const grad_x1_row = eout[1] + b * N;
   // loop 1 over the sample's elements: element outputs grad_x0, grad_x1
   for (int64_t j = 0; j < N; ++j) {
-    const acc_t g_net3_x = fc_load<acc_t>(g_net3_x_row, j);
-    fc_store<scalar_t, acc_t>(grad_x0_row, j, g_net3_x*(acc_t(1) - s));
-    fc_store<scalar_t, acc_t>(grad_x1_row, j, g_net3_x*s);
+    const acc_t g_net1_x = fc_load<acc_t>(g_net1_x_row, j);
+    fc_store<scalar_t, acc_t>(grad_x0_row, j, g_net1_x*(acc_t(1) - s));
+    fc_store<scalar_t, acc_t>(grad_x1_row, j, g_net1_x*s);
   }
 }
 
@@ -449,10 +442,10 @@ FLOWCORE_EXPORT int esd_t1_level1_backward_cuda_bf16(int64_t B, int64_t N, const
   return fc_cuda_launch<__nv_bfloat16, 3, 1, 2, 0>(esd_t1_level1_backward_kernel<__nv_bfloat16, float>, B, N, ein, sin, eout, sout, stream);
 }
 
-// ---- esd_t1_loss_backward(net1, net1_d0, net2, net3_d0; s, t, g_loss) -> grad_net1, grad_net1_d0, grad_net2, grad_net3_d0
-// element inputs : ein[0] = net1, ein[1] = net1_d0, ein[2] = net2, ein[3] = net3_d0
+// ---- esd_t1_loss_backward(net1, net1_d1, net2, net1_d0; s, t, g_loss) -> grad_net1, grad_net1_d1, grad_net2, grad_net1_d0
+// element inputs : ein[0] = net1, ein[1] = net1_d1, ein[2] = net2, ein[3] = net1_d0
 // sample inputs  : sin[0] = s, sin[1] = t, sin[2] = g_loss
-// element outputs: eout[0] = grad_net1, eout[1] = grad_net1_d0, eout[2] = grad_net2, eout[3] = grad_net3_d0
+// element outputs: eout[0] = grad_net1, eout[1] = grad_net1_d1, eout[2] = grad_net2, eout[3] = grad_net1_d0
 template <typename scalar_t, typename acc_t>
 FLOWCORE_HD inline void esd_t1_loss_backward_sample(int64_t b, int64_t N, const scalar_t* const* ein, const scalar_t* const* sin,
                                                     scalar_t* const* eout, scalar_t* const* sout) {
@@ -463,28 +456,28 @@ FLOWCORE_HD inline void esd_t1_loss_backward_sample(int64_t b, int64_t N, const 
   const acc_t g_loss = fc_load<acc_t>(sin[2], b);
   // this sample's rows of the element inputs and outputs
   const scalar_t* const net1_row = ein[0] + b * N;
-  const scalar_t* const net1_d0_row = ein[1] + b * N;
+  const scalar_t* const net1_d1_row = ein[1] + b * N;
   const scalar_t* const net2_row = ein[2] + b * N;
-  const scalar_t* const net3_d0_row = ein[3] + b * N;
+  const scalar_t* const net1_d0_row = ein[3] + b * N;
   scalar_t* const grad_net1_row = eout[0] + b * N;
-  scalar_t* const grad_net1_d0_row = eout[1] + b * N;
+  scalar_t* const grad_net1_d1_row = eout[1] + b * N;
   scalar_t* const grad_net2_row = eout[2] + b * N;
-  scalar_t* const grad_net3_d0_row = eout[3] + b * N;
+  scalar_t* const grad_net1_d0_row = eout[3] + b * N;
   // per-sample values
   const acc_t adj_sqnorm1 = g_loss;
   const acc_t tmp0 = -s + t;
-  // loop 1 over the sample's elements: element outputs grad_net1, grad_net1_d0, grad_net2, grad_net3_d0
+  // loop 1 over the sample's elements: element outputs grad_net1, grad_net1_d1, grad_net2, grad_net1_d0
   for (int64_t j = 0; j < N; ++j) {
     const acc_t net1 = fc_load<acc_t>(net1_row, j);
-    const acc_t net1_d0 = fc_load<acc_t>(net1_d0_row, j);
+    const acc_t net1_d1 = fc_load<acc_t>(net1_d1_row, j);
     const acc_t net2 = fc_load<acc_t>(net2_row, j);
-    const acc_t net3_d0 = fc_load<acc_t>(net3_d0_row, j);
+    const acc_t net1_d0 = fc_load<acc_t>(net1_d0_row, j);
     const acc_t tmp1 = net1_d0*tmp0;
-    const acc_t tmp2 = net3_d0*tmp0;
+    const acc_t tmp2 = net1_d1*tmp0;
     fc_store<scalar_t, acc_t>(grad_net1_row, j, adj_sqnorm1*(acc_t(2)*net1 - acc_t(2)*net2 - acc_t(2)*tmp1 - acc_t(2)*tmp2));
-    fc_store<scalar_t, acc_t>(grad_net1_d0_row, j, adj_sqnorm1*(-acc_t(2)*s + acc_t(2)*t)*(-net1 + net2 + tmp1 + tmp2));
+    fc_store<scalar_t, acc_t>(grad_net1_d1_row, j, adj_sqnorm1*(-acc_t(2)*s + acc_t(2)*t)*(-net1 + net2 + tmp1 + tmp2));
     fc_store<scalar_t, acc_t>(grad_net2_row, j, acc_t(0));
-    fc_store<scalar_t, acc_t>(grad_net3_d0_row, j, acc_t(0));
+    fc_store<scalar_t, acc_t>(grad_net1_d0_row, j, acc_t(0));
   }
 }
 

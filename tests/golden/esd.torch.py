@@ -20,21 +20,19 @@ def esd_t0_loss(like, B, N, net0, x0, x1):
 
 def esd_t1_level0(like, B, N, x0, x1, s):
     s = s.reshape(B, 1)
-    tmp0 = x0*(1 - s) + x1*s
-    net1_x = _full(tmp0, like, B, N)
-    net2_x = _full(tmp0, like, B, N)
-    return (net1_x, net2_x,)
+    net2_x = _full(x0*(1 - s) + x1*s, like, B, N)
+    return (net2_x,)
 
 def esd_t1_level1(like, B, N, x0, x1, s):
     s = s.reshape(B, 1)
-    net3_x = _full(x0*(1 - s) + x1*s, like, B, N)
-    return (net3_x,)
+    net1_x = _full(x0*(1 - s) + x1*s, like, B, N)
+    return (net1_x,)
 
-def esd_t1_loss(like, B, N, net1, net1_d0, net2, net3_d0, s, t):
+def esd_t1_loss(like, B, N, net1, net1_d1, net2, net1_d0, s, t):
     s = s.reshape(B, 1)
     t = t.reshape(B, 1)
     tmp0 = -s + t
-    sqnorm1 = _full(((-net1 + net1_d0*tmp0 + net2 + net3_d0*tmp0)*(-net1 + net1_d0*tmp0 + net2 + net3_d0*tmp0)), like, B, N).sum(1, keepdim=True)
+    sqnorm1 = _full(((-net1 + net1_d0*tmp0 + net1_d1*tmp0 + net2)*(-net1 + net1_d0*tmp0 + net1_d1*tmp0 + net2)), like, B, N).sum(1, keepdim=True)
     loss = _full(sqnorm1, like, B, 1).reshape(B)
     return (loss,)
 
@@ -54,29 +52,28 @@ def esd_t0_loss_backward(like, B, N, net0, x0, x1, g_loss):
     grad_x1 = _full(-adj_sqnorm0*tmp0, like, B, N)
     return (grad_net0, grad_x0, grad_x1,)
 
-def esd_t1_level0_backward(like, B, N, x0, x1, g_net1_x, g_net2_x, s):
+def esd_t1_level0_backward(like, B, N, x0, x1, g_net2_x, s):
     s = s.reshape(B, 1)
-    tmp0 = 1 - s
-    grad_x0 = _full(g_net1_x*tmp0 + g_net2_x*tmp0, like, B, N)
-    grad_x1 = _full(g_net1_x*s + g_net2_x*s, like, B, N)
+    grad_x0 = _full(g_net2_x*(1 - s), like, B, N)
+    grad_x1 = _full(g_net2_x*s, like, B, N)
     return (grad_x0, grad_x1,)
 
-def esd_t1_level1_backward(like, B, N, x0, x1, g_net3_x, s):
+def esd_t1_level1_backward(like, B, N, x0, x1, g_net1_x, s):
     s = s.reshape(B, 1)
-    grad_x0 = _full(g_net3_x*(1 - s), like, B, N)
-    grad_x1 = _full(g_net3_x*s, like, B, N)
+    grad_x0 = _full(g_net1_x*(1 - s), like, B, N)
+    grad_x1 = _full(g_net1_x*s, like, B, N)
     return (grad_x0, grad_x1,)
 
-def esd_t1_loss_backward(like, B, N, net1, net1_d0, net2, net3_d0, s, t, g_loss):
+def esd_t1_loss_backward(like, B, N, net1, net1_d1, net2, net1_d0, s, t, g_loss):
     s = s.reshape(B, 1)
     t = t.reshape(B, 1)
     g_loss = g_loss.reshape(B, 1)
     adj_sqnorm1 = g_loss
     tmp0 = -s + t
     tmp1 = net1_d0*tmp0
-    tmp2 = net3_d0*tmp0
+    tmp2 = net1_d1*tmp0
     grad_net1 = _full(adj_sqnorm1*(2*net1 - 2*net2 - 2*tmp1 - 2*tmp2), like, B, N)
-    grad_net1_d0 = _full(adj_sqnorm1*(-2*s + 2*t)*(-net1 + net2 + tmp1 + tmp2), like, B, N)
+    grad_net1_d1 = _full(adj_sqnorm1*(-2*s + 2*t)*(-net1 + net2 + tmp1 + tmp2), like, B, N)
     grad_net2 = _full(0.0, like, B, N)
-    grad_net3_d0 = _full(0.0, like, B, N)
-    return (grad_net1, grad_net1_d0, grad_net2, grad_net3_d0,)
+    grad_net1_d0 = _full(0.0, like, B, N)
+    return (grad_net1, grad_net1_d1, grad_net2, grad_net1_d0,)
