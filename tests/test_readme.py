@@ -66,7 +66,7 @@ def test_quickstart_commands_are_two_and_ci_reads_the_second():
     text = README.read_text()
     run = _block("quickstart-run", "bash").strip().splitlines()
     test = _block("quickstart-test", "bash").strip().splitlines()
-    assert len(run) == 1 and "flowcore run" in run[0]
+    assert len(run) == 1 and run[0].endswith("flowcore train")  # the quick checkerboard run
     assert len(test) == 1 and "pytest" in test[0]
     ci = (README.parent / ".ci" / "run").read_text()
     assert "quickstart-test" in ci and "quickstart-test" in text

@@ -4,7 +4,11 @@
     flowcore show NAME|FILE.py          one declaration in readable math
     flowcore compile NAME|FILE.py       build its kernels (--backend torch|cpu|cuda, --emit DIR)
     flowcore check NAME|FILE.py         the property test compiled-vs-reference on it
-    flowcore run                        the main job on its default (the checkerboard)
+    flowcore run                        every built-in evaluated once on a checkerboard batch
+    flowcore bench                      training-step time: compiled vs eager vs torch.compile
+    flowcore train [CONFIG.toml]        train a flow map (none: the quick checkerboard LSD run)
+    flowcore sample | eval CKPT         k-step samples / KL, energy, sliced-W2 of a checkpoint
+    flowcore reproduce checkerboard     the paper's checkerboard table, retrained
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import sys
 import warnings
 
 # Modules that contribute subcommands, in the order `flowcore --help` lists them.
-COMMAND_MODULES = ["objectives", "bench"]
+COMMAND_MODULES = ["objectives", "bench", "train"]
 
 
 def build_parser() -> argparse.ArgumentParser:

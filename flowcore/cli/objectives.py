@@ -130,7 +130,8 @@ def register(commands) -> None:
     check.add_argument("--examples", type=int, default=20)
     check.add_argument("--seed", type=int, default=0)
     check.set_defaults(func=cmd_check)
-    run = commands.add_parser("run", help="the main job: evaluate the built-ins on the checkerboard")
+    run = commands.add_parser("run",
+                              help="evaluate every built-in once on a checkerboard batch (losses, gradient norms)")
     run.add_argument("--batch", type=int, default=1024)
     run.add_argument("--width", type=int, default=512)
     run.add_argument("--depth", type=int, default=5)

@@ -1,0 +1,200 @@
+"""Subcommands that train, sample and evaluate flow maps, and reproduce the paper's checkerboard.
+
+    flowcore train [CONFIG.toml] [--set k=v ...] [--out DIR] [--resume]
+    flowcore sample CKPT --steps 1 2 4 8 16 --n N --out DIR
+    flowcore eval CKPT --steps 1 2 4 8 16 [--json FILE]
+    flowcore reproduce checkerboard --budget small|paper [--out DIR]
+
+With no CONFIG, `train` runs the built-in quick checkerboard LSD run (a few minutes on a CPU).
+Data-parallel: ``torchrun --standalone --nproc_per_node=N -m flowcore.cli train CONFIG.toml``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
+DEFAULT_STEPS = [1, 2, 4, 8, 16]
+
+
+def _kl_rows(results: dict, label: str, paper: dict | None) -> str:
+    from .table import table
+
+    steps = sorted(results)
+    rows = [[label] + [f"{results[k]['kl']:.4f}" for k in steps]]
+    if paper:
+        rows.append(["paper, 150k steps of batch 100k"] + [f"{paper[k]:.4f}" if k in paper else "—" for k in steps])
+    return table(rows, ["checkerboard KL ↓ (k steps)"] + [str(k) for k in steps])
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..train import Trainer, load_config
+    from ..train.checkpoint import read, resolve
+    from ..train.config import from_dict
+    from ..train.evaluation import PAPER_CHECKERBOARD_KL, table
+
+    config = load_config(args.config, args.set)
+    out = Path(args.out or config.out)
+    if args.config is None and args.resume and (out / "checkpoints").is_dir():
+        config = from_dict(read(resolve(out))["config"], args.set)   # continue a run with its own config
+    elif args.config is None and not args.resume and (out / "checkpoints").is_dir():
+        # The built-in quick run starts over each time unless asked to resume.
+        import shutil
+
+        print(f"note: starting the quick run over in {out} (pass --resume to continue it)")
+        shutil.rmtree(out / "checkpoints")
+    trainer = Trainer(config, out=out, resume=args.resume)
+    try:
+        summary = trainer.train()
+    finally:
+        from ..train.distributed import teardown
+
+        teardown()
+    if not trainer.context.is_main:
+        return EXIT_CODES.get(summary.interrupted, 0) if summary.interrupted else 0
+    if summary.interrupted:
+        print(f"interrupted by {summary.interrupted} at step {summary.step}; checkpoint {summary.checkpoint}\n"
+              f"continue with: flowcore train {args.config or ''} --out {out} --resume".replace("  ", " "))
+        return EXIT_CODES.get(summary.interrupted, 1)
+    print(f"\ntrained {summary.step} steps in {summary.seconds:.0f} s ({summary.skipped} skipped); "
+          f"checkpoint {summary.checkpoint}")
+    if summary.results:
+        if all("kl" in row for row in summary.results.values()):
+            name = trainer.objective.name.removesuffix("_logvar")
+            paper = PAPER_CHECKERBOARD_KL.get(name) if config.data.name == "checkerboard" else None
+            print(_kl_rows(summary.results, f"this run, {summary.step} steps of batch {config.data.batch}", paper))
+            # metrics.py: E[KL] ≈ (M − 1) / 2N for N exact samples, M = 1396 bins of the 50×50 grid
+            print(f"({config.eval.samples} samples: histogram noise alone gives KL ≈ "
+                  f"{1395 / (2 * config.eval.samples):.3f}, the floor under any sampler)")
+        else:
+            print(table(summary.results))
+    if summary.samples:
+        print(f"samples: {summary.samples}")
+    if summary.losses:
+        print(f"losses: {summary.losses}")
+    return 0
+
+
+def _network(args: argparse.Namespace):
+    from ..train.build import network_from_checkpoint
+    from ..train.checkpoint import read, resolve
+
+    path = resolve(args.checkpoint)
+    state = read(path)
+    weights = "eval" if args.ema is None else args.ema
+    net, config, sigma = network_from_checkpoint(state, weights)
+    decay = config.eval.ema if weights == "eval" else float(weights)
+    return net, config, sigma, path, state["step"], (f"EMA {decay}" if decay else "raw weights")
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..data import make_source
+    from ..train.evaluation import draw
+
+    net, config, sigma, path, step, weights = _network(args)
+    dims = (net.dim,)
+    drawn = draw(net, args.steps, args.n, sigma, dims, args.seed, "cpu")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / "samples.npz", **{f"k{k}": x.numpy() for k, x in drawn.items()})
+    print(f"{path} (step {step}, {weights}): {args.n} samples for k = {', '.join(map(str, drawn))}")
+    print(f"wrote {out / 'samples.npz'} (arrays {', '.join(f'k{k}' for k in drawn)})")
+    if dims == (2,):
+        from ..plots import plot_samples
+
+        data = next(make_source(config.data.name, min(args.n, 20000), seed=args.seed + 1,
+                                key=config.data.key or None))
+        for k, x in drawn.items():
+            picture = plot_samples({k: x}, data, out / f"samples_k{k}.png",
+                                   title=f"{config.objective.name}, step {step}, {weights}")
+            print(f"wrote {picture}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ..train.evaluation import evaluate, table
+
+    net, config, sigma, path, step, weights = _network(args)
+    results = evaluate(net, args.steps, args.n, sigma, args.seed, config.data.name, config.data.key)
+    print(f"{path} (step {step}, {weights}, {config.objective.name} on {config.data.name}, {args.n} samples)")
+    print(table(results))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"checkpoint": str(path), "step": step, "weights": weights,
+                                               "samples": args.n, "data": config.data.name,
+                                               "results": {str(k): v for k, v in results.items()}}, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from ..train.reproduce import OBJECTIVES, reproduce
+
+    names = args.objectives.split(",") if args.objectives else list(OBJECTIVES)
+    try:
+        reproduce(args.budget, args.out, names, args.set)
+    except KeyboardInterrupt as error:
+        print(f"flowcore reproduce: {error.args[0] if error.args else 'interrupted'}", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _reporting_errors(command):
+    """Errors a user can act on become one line on stderr and exit status 2 (1 for a stopped run)."""
+    import functools
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        from ..train import CheckpointError, TrainingStopped
+
+        try:
+            return command(args)
+        except TrainingStopped as error:
+            print(f"flowcore {args.command}: {error}", file=sys.stderr)
+            return 1
+        except (CheckpointError, FileExistsError) as error:
+            print(f"flowcore {args.command}: {error}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def register(commands) -> None:
+    """Add this module's subcommands to the `flowcore` parser."""
+    train = commands.add_parser("train", help="train a flow map from a TOML config (none: a quick checkerboard run)")
+    train.add_argument("config", nargs="?", help="a TOML config (configs/*.toml); none: the built-in quick run")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set optim.lr=3e-4 (repeatable)")
+    train.add_argument("--out", help="output directory (default: the config's `out`)")
+    train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the output")
+    train.set_defaults(func=_reporting_errors(cmd_train))
+
+    def add_checkpoint_options(parser, n_default):
+        parser.add_argument("checkpoint", help="a checkpoint file or a run directory (its latest checkpoint)")
+        parser.add_argument("--steps", type=int, nargs="+", default=DEFAULT_STEPS, help="k of the k-step sampler")
+        parser.add_argument("--n", type=int, default=n_default, help="number of samples")
+        parser.add_argument("--ema", type=float,
+                            help="EMA decay to use (0: raw weights; default: the config's eval.ema)")
+        parser.add_argument("--seed", type=int, default=0)
+
+    sample = commands.add_parser("sample", help="draw samples from a checkpoint (.npz and a PNG per k)")
+    add_checkpoint_options(sample, 20000)
+    sample.add_argument("--out", required=True, help="output directory")
+    sample.set_defaults(func=_reporting_errors(cmd_sample))
+    evaluate = commands.add_parser("eval", help="KL / energy / sliced-W2 table of a checkpoint's k-step samplers")
+    add_checkpoint_options(evaluate, 65536)
+    evaluate.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    evaluate.set_defaults(func=_reporting_errors(cmd_eval))
+    reproduce = commands.add_parser("reproduce", help="retrain the paper's checkerboard table (LSD, ESD, PSD-U, PSD-M)")
+    reproduce.add_argument("experiment", choices=["checkerboard"])
+    reproduce.add_argument("--budget", choices=["small", "paper"], default="small",
+                           help="small: two CPU cores, < 40 min; paper: batch 100k, 150k steps (a GPU)")
+    reproduce.add_argument("--out", help="output directory (default: runs/reproduce-checkerboard-BUDGET)")
+    reproduce.add_argument("--objectives", help="comma-separated subset of lsd,esd,psd_u,psd_m")
+    reproduce.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                           help="override a budget value for every objective")
+    reproduce.set_defaults(func=_reporting_errors(cmd_reproduce))

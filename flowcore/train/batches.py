@@ -1,0 +1,97 @@
+"""The batch of one optimizer step, drawn GLOBALLY and then split into shards.
+
+Every rank draws the same global batch from the same seeded streams — data `x1` from the data
+source, noise `x0` (and `z`) and every term's times from one generator — and keeps its shard. Shard
+``j`` of ``S = world × accumulate`` takes, within each term's rows, rows ``j, j + S, j + 2S, …``;
+micro-batch ``m`` of rank ``r`` is shard ``m·world + r``. The shards partition the global batch and
+each holds exactly 1/S of every term, so with either batch reduction (MATH.md §3) the mean of the
+shards' losses IS the global batch's loss, and averaging their gradients gives the gradient of one
+process training on the whole batch: results do not depend on how many ranks or micro-batches run.
+Drawing the global batch on every rank is cheap next to a training step for 2-D data.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..lang.objective import Objective
+
+
+@dataclass
+class Batch:
+    """One step's global batch: term k owns rows ``slices[k]`` of x1, x0, z and the times ``times[k]``."""
+
+    x1: torch.Tensor
+    x0: torch.Tensor
+    z: torch.Tensor | None
+    times: list[dict]
+    slices: list[slice]
+
+
+@dataclass
+class Shard:
+    x1: torch.Tensor
+    x0: torch.Tensor
+    z: torch.Tensor | None
+    times: dict[str, dict]
+
+
+def check_split(objective: Objective, batch: int, shards: int) -> None:
+    """Each of `shards` shards must get exactly 1/shards of every term (see the module docstring)."""
+    if _splits_evenly(objective, batch, shards):
+        return
+    counts = objective.split(batch)
+    detail = ", ".join(f"{term.name} {count}" for term, count in zip(objective.terms, counts))
+    better = next(b for b in range(max(batch, shards), batch + 1000 * shards + 1)
+                  if _splits_evenly(objective, b, shards))
+    raise ValueError(f"data.batch = {batch} cannot be split into {shards} equal shards (world size × accumulate): "
+                     f"the terms get {detail} samples, and each must be a multiple of {shards} whose split "
+                     f"matches the objective's shares; try data.batch = {better}")
+
+
+def _splits_evenly(objective: Objective, batch: int, shards: int) -> bool:
+    if batch % shards:
+        return False
+    counts = objective.split(batch)
+    return (all(c % shards == 0 for c in counts)
+            and objective.split(batch // shards) == tuple(c // shards for c in counts))
+
+
+class BatchStream:
+    """Global batches: data from `source` (a flowcore.data.DataSource), the rest from `generator`."""
+
+    def __init__(self, objective: Objective, source, sigma: float, generator: torch.Generator, device: torch.device,
+                 shards: int = 1):
+        check_split(objective, source.batch_size, shards)
+        self.objective, self.source, self.sigma = objective, source, float(sigma)
+        self.generator, self.device, self.shards = generator, torch.device(device), shards
+        self.stochastic = objective.interpolant.stochastic
+
+    def _normal(self, like: torch.Tensor) -> torch.Tensor:
+        where = self.generator.device
+        return torch.randn(like.shape, generator=self.generator, dtype=like.dtype, device=where).to(like.device)
+
+    def next(self) -> Batch:
+        x1 = next(self.source).to(self.device)
+        x0 = self.sigma * self._normal(x1)
+        z = self._normal(x1) if self.stochastic else None
+        times, slices, start = [], [], 0
+        for term, count in zip(self.objective.terms, self.objective.split(x1.shape[0])):
+            drawn = term.sampler.sample(count, self.generator, x1.dtype, self.generator.device)
+            times.append({symbol: value.to(self.device) for symbol, value in drawn.items()})
+            slices.append(slice(start, start + count))
+            start += count
+        return Batch(x1, x0, z, times, slices)
+
+    def shard(self, batch: Batch, index: int) -> Shard:
+        """Shard `index` of `self.shards`: rows index::shards of every term, terms in order."""
+        if self.shards == 1:
+            return Shard(batch.x1, batch.x0, batch.z, {term.name: drawn for term, drawn in
+                                                       zip(self.objective.terms, batch.times)})
+        rows = torch.cat([torch.arange(part.start + index, part.stop, self.shards) for part in batch.slices])
+        rows = rows.to(self.device)
+        times = {term.name: {symbol: value[index::self.shards] for symbol, value in drawn.items()}
+                 for term, drawn in zip(self.objective.terms, batch.times)}
+        pick = lambda x: None if x is None else x.index_select(0, rows)
+        return Shard(pick(batch.x1), pick(batch.x0), pick(batch.z), times)

@@ -1,0 +1,122 @@
+"""From a config to the things a run trains: the objective, its compiled form, the networks.
+
+* The objective is a built-in (or a user's .py file) built with the diagonal share η, then given
+  the configured interpolant, σ and batch reduction; with ``learned_weight`` every term's loss ℓ
+  becomes ``exp(−w)·ℓ + w`` (EDM2's learned log-variance, MATH.md §3), w from a `LogVarHead` at the
+  term's own times (``w(s, t)``; ``w(t, t)`` for a term that only draws t).
+* The network is the paper's MLP ``v̂ = σ·net(x/σ; s, t)`` (MATH.md §4).
+* Distillation objectives get their frozen teacher velocity from a flowcore checkpoint.
+"""
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+from .. import objectives as builtins
+from ..catalog import load
+from ..lang import DeclarationError, Term, learned_logvar, s, t
+from ..lang.interpolants import linear, trig
+from ..lang.objective import Objective
+from ..nn import FlowMapMLP
+from ..runtime.compiled import CompiledObjective, compile
+from .config import ObjectiveConfig, TrainConfig
+
+INTERPOLANTS = {"linear": linear, "trig": trig}
+
+
+def _accepts_eta(name: str) -> bool:
+    key = name.strip().lower().replace("-", "_")
+    builder = builtins.BUILTINS.get(key)
+    if builder is None:
+        return False
+    return "eta" in inspect.signature(builder).parameters
+
+
+def _load_file(path: str, eta: float) -> Objective:
+    """A user's objective file: its ``build(eta=...)`` if it takes η, else the declaration as it is."""
+    try:
+        return load(path, eta=eta)
+    except (TypeError, DeclarationError):
+        if eta != ObjectiveConfig.eta:
+            raise ValueError(f"objective.eta = {eta}: the objective in {path} takes no eta option "
+                             "(declare a build(eta=...) function, or leave objective.eta at its default)") from None
+        return load(path)
+
+
+def build_objective(config: ObjectiveConfig, sigma: float) -> Objective:
+    if config.name.endswith(".py"):
+        objective = _load_file(config.name, config.eta)
+    else:
+        objective = load(config.name, **({"eta": config.eta} if _accepts_eta(config.name) else {}))
+    objective = objective.with_options(interpolant=INTERPOLANTS[config.interpolant](), sigma=float(sigma),
+                                       reduction=config.reduction)
+    if config.learned_weight:
+        objective = with_learned_weight(objective)
+    return objective
+
+
+def with_learned_weight(objective: Objective) -> Objective:
+    terms = []
+    for term in objective.terms:
+        produced = set(term.sampler.produces)
+        a, b = (s, t) if {s, t} <= produced else (t, t) if t in produced else (term.sampler.produces[0],) * 2
+        terms.append(Term(term.name, learned_logvar(term.loss, a, b), term.sampler, term.share))
+    return objective.with_options(terms=tuple(terms), name=f"{objective.name}_logvar")
+
+
+def pick_backend(choice: str, device: torch.device) -> str:
+    """"auto": the CUDA kernels on a GPU; on the CPU the emitted-torch backend (no compiler needed;
+    as fast as the C++ one for the small 2-D nets, whose steps are GEMM- or overhead-bound)."""
+    if choice != "auto":
+        if choice == "cuda" and device.type != "cuda":
+            raise ValueError("backend = 'cuda' needs device = 'cuda'")
+        return choice
+    return "cuda" if device.type == "cuda" else "torch"
+
+
+def compile_objective(objective: Objective, backend: str) -> CompiledObjective:
+    return compile(objective, backend=backend)
+
+
+def build_network(config: TrainConfig, dims: tuple[int, ...], sigma: float) -> FlowMapMLP:
+    if len(dims) != 1:
+        raise ValueError(f"the flow-map MLP trains on flat points; data {config.data.name!r} has samples shaped "
+                         f"{dims} (flatten them to (N, {int(torch.tensor(dims).prod())}))")
+    dim = dims[0]
+    if config.network.dim and config.network.dim != dim:
+        raise ValueError(f"network.dim = {config.network.dim}, but data {config.data.name!r} has dimension {dim}")
+    n = config.network
+    return FlowMapMLP(dim, n.width, n.depth, n.activation, sigma)
+
+
+def network_from_checkpoint(state: dict, weights: float | str = "eval") -> tuple[FlowMapMLP, TrainConfig, float]:
+    """The network of a checkpoint with the EMA weights of decay `weights` ("eval": the config's
+    eval.ema; 0: the raw weights), frozen, in eval mode, on the CPU; also its config and σ."""
+    from .config import from_dict
+
+    config = from_dict(state["config"])
+    sigma = float(state["sigma"])
+    net = build_network(config, tuple(state["dims"]), sigma)
+    decay = config.eval.ema if weights == "eval" else float(weights)
+    if decay:
+        shadows = state["ema"]["shadows"]
+        if repr(float(decay)) not in shadows:
+            raise ValueError(f"the checkpoint has no EMA with decay {decay}; it has {', '.join(shadows)} "
+                             "(or 0 for the raw weights)")
+        with torch.no_grad():
+            for p, value in zip(net.parameters(), shadows[repr(float(decay))]):
+                p.copy_(value)
+    else:
+        net.load_state_dict(state["model"])
+    return net.requires_grad_(False).eval(), config, sigma
+
+
+def load_teacher(path: str, device: torch.device) -> tuple[nn.Module, callable]:
+    """The frozen velocity ``b̂_τ(x) = v̂_{τ,τ}(x)`` of a trained flowcore checkpoint."""
+    from .checkpoint import read, resolve
+
+    net, _, _ = network_from_checkpoint(read(resolve(path)))
+    net = net.to(device)
+    return net, (lambda tau, x: net(tau, tau, x))

@@ -1,0 +1,333 @@
+"""The trainer: one flow map, one objective, the paper's recipe (MATH.md §3). Read top to bottom.
+
+    trainer = Trainer(load_config("configs/checkerboard-lsd.toml"))
+    summary = trainer.train()        # checkpoints, metrics.csv, TensorBoard, samples.png under config.out
+
+A step: draw the global batch (``batches.py``), run this rank's micro-batches through the compiled
+objective and backpropagate, average gradients over the ranks (``distributed.py``), clip their
+global norm, and — unless the loss or the gradient is not finite — take a RAdam step at the
+scheduled learning rate and update the EMAs. The teacher of self-distillation is the network
+itself with its CURRENT weights (it is inside the objective); samples and evaluations use an EMA.
+A run stopped by SIGINT/SIGTERM writes a checkpoint first; ``resume=True`` continues from the
+latest checkpoint bit for bit.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..data import make_source
+from . import checkpoint as ckpt
+from . import distributed, evaluation
+from .batches import BatchStream
+from .build import build_network, build_objective, compile_objective, load_teacher, pick_backend
+from .config import TrainConfig, from_dict
+from .ema import EMA
+from .precision import autocast_dtype, wrap
+from .progress import Progress
+from .schedule import learning_rate
+
+
+class TrainingStopped(RuntimeError):
+    """Training cannot go on (e.g. too many consecutive non-finite steps); the message says why."""
+
+
+@dataclass
+class Summary:
+    """What a finished (or interrupted) run produced."""
+
+    out: Path
+    step: int
+    skipped: int
+    seconds: float
+    interrupted: str | None = None          # "SIGINT" / "SIGTERM" when a signal stopped it
+    checkpoint: Path | None = None
+    results: dict = field(default_factory=dict)    # {k: {"kl": …, …}} of the final evaluation
+    samples: Path | None = None                    # samples.png
+    losses: Path | None = None                     # losses.png
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, *, out: str | Path | None = None, resume: bool = False,
+                 context: distributed.Context | None = None):
+        self.config = config
+        self.out = Path(out if out is not None else config.out)
+        self.context = context or distributed.setup(config.device)
+        self.device = self.context.device
+        c = config
+
+        # Data: every rank reads the same global stream and keeps its shard (batches.py).
+        self.data = make_source(c.data.name, c.data.batch, seed=c.seed, key=c.data.key or None)
+        self.sigma = self.data.std if c.network.sigma == "data" else float(c.network.sigma)
+
+        # The objective, compiled once; its options carry η, the interpolant and the reduction.
+        self.objective = build_objective(c.objective, self.sigma)
+        self.backend = pick_backend(c.backend, self.device)
+        self.compiled = compile_objective(self.objective, self.backend)
+        self.term_names = [term.name for term in self.objective.terms]
+
+        # Networks: the same seed on every rank gives the same initial weights.
+        torch.manual_seed(c.seed)
+        self.net = build_network(c, self.data.dims, self.sigma).to(self.device)
+        self.weight_net = None
+        if self.objective.needs_weight_net:
+            from ..nn import LogVarHead
+
+            self.weight_net = LogVarHead().to(self.device)
+        self.teacher = None
+        if self.objective.needs_teacher:
+            if not c.objective.teacher:
+                raise ValueError(f"objective {c.objective.name!r} distils a teacher: set objective.teacher to a "
+                                 "flowcore checkpoint (e.g. a trained fm run)")
+            self._teacher_net, self.teacher = load_teacher(c.objective.teacher, self.device)
+        self.model = wrap(self.net, autocast_dtype(c.autocast, self.device), self.device)
+
+        self.parameters = list(self.net.parameters())
+        if self.weight_net is not None:
+            self.parameters += list(self.weight_net.parameters())
+        # foreach: one multi-tensor update, not a Python loop per tensor (torch defaults to it only on CUDA)
+        self.optimizer = torch.optim.RAdam(self.parameters, lr=c.optim.lr, betas=tuple(c.optim.betas), eps=c.optim.eps,
+                                           foreach=True)
+        self.ema = EMA(self.net, c.ema, c.ema_warmup)
+
+        # x0, z and the times come from one generator, on the device, seeded apart from the data.
+        self.generator = torch.Generator(self.device).manual_seed(c.seed + 1)
+        self.batches = BatchStream(self.objective, self.data, self.sigma, self.generator, self.device,
+                                   shards=self.context.world * c.accumulate)
+
+        self.step = 0
+        self.skipped = 0          # non-finite steps skipped in total
+        self.consecutive = 0      # ... in a row, up to now
+        self.checkpoints = ckpt.CheckpointDir(self.out / "checkpoints", c.checkpoint.keep_last)
+        self._signal: str | None = None
+        self.resumed_from: Path | None = None
+        latest = self.checkpoints.latest()
+        if resume and latest is not None:
+            self.load(latest)
+            self.resumed_from = latest
+        elif latest is not None:
+            raise FileExistsError(f"{self.out} already holds checkpoints (latest: {latest.name}); pass --resume "
+                                  "(resume=True) to continue that run, or choose another output directory")
+
+    # ------------------------------------------------------------------ one step
+
+    def train_step(self) -> dict:
+        """One optimizer step (or a skipped one); returns its numbers."""
+        c, world, rank = self.config, self.context.world, self.context.rank
+        started = time.perf_counter()
+        lr = learning_rate(c.optim, self.step, c.steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batch = self.batches.next()
+        self.optimizer.zero_grad(set_to_none=True)
+        stats = torch.zeros(2 + len(self.term_names), device=self.device)  # loss, term means, stop flag
+        for micro in range(c.accumulate):
+            shard = self.batches.shard(batch, micro * world + rank)
+            result = self.compiled(self.model, shard.x1, shard.x0, z=shard.z, times=shard.times,
+                                   teacher=self.teacher, weight_net=self.weight_net)
+            if result.loss.requires_grad:
+                (result.loss / c.accumulate).backward()
+            terms = [result.terms[name].mean.detach().float() for name in self.term_names]
+            stats[:-1] += torch.stack([result.loss.detach().float(), *terms]) / c.accumulate
+        stats[-1] = 1.0 if self._signal else 0.0
+        stats = distributed.reduce_gradients(self.parameters, stats, self.context)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, c.optim.clip or math.inf)
+        values = torch.cat([stats, grad_norm.detach().float().reshape(1).to(stats.device)]).tolist()
+        loss, terms, stop, grad_norm = values[0], values[1:-2], values[-2], values[-1]
+        finite = math.isfinite(loss) and math.isfinite(grad_norm)
+        if finite:
+            self.optimizer.step()
+            self.ema.update(self.net)
+            self.consecutive = 0
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped += 1
+            self.consecutive += 1
+        self.step += 1
+        return {"loss": loss, "terms": dict(zip(self.term_names, terms)), "grad_norm": grad_norm, "lr": lr,
+                "finite": finite, "stop": stop > 0, "seconds": time.perf_counter() - started}
+
+    # ------------------------------------------------------------------ the loop
+
+    def train(self) -> Summary:
+        c, main = self.config, self.context.is_main
+        started = time.perf_counter()
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.checkpoints.remove_temporaries()
+            (self.out / "config.toml").write_text(c.to_toml())
+        progress = Progress(self.out, self.term_names, c.steps, self.step, enabled=main, bar=c.log.progress,
+                            tensorboard=c.log.tensorboard)
+        if self.resumed_from is not None:
+            progress.message(f"resumed from {self.resumed_from} at step {self.step}")
+        where = f"{self.device}, {c.threads or torch.get_num_threads()} threads" if self.device.type == "cpu" \
+            else str(self.device)
+        progress.message(f"training {self.objective.name} on {c.data.name} ({self.context.world} process(es), "
+                         f"{where}, backend {self.backend}): {c.steps} steps of batch {c.data.batch}, "
+                         f"network {c.network.depth}x{c.network.width} {c.network.activation}; output {self.out}")
+        summary = Summary(self.out, self.step, self.skipped, 0.0)
+        previous = self._install_signal_handlers()
+        threads = torch.get_num_threads()
+        if c.threads:
+            torch.set_num_threads(c.threads)
+        try:
+            while self.step < c.steps:
+                record = self.train_step()
+                progress.step(self.step, record["loss"], record["lr"])
+                if not record["finite"]:
+                    progress.message(f"step {self.step}: non-finite loss ({record['loss']:.4g}) or gradient norm "
+                                     f"({record['grad_norm']:.4g}); skipped ({self.consecutive} in a row, "
+                                     f"{self.skipped} in all)")
+                    if self.consecutive >= c.nan_guard:
+                        raise TrainingStopped(
+                            f"stopped at step {self.step}: {self.consecutive} consecutive steps had a non-finite loss "
+                            f"or gradient (nan_guard = {c.nan_guard}); the weights are those of the last good step. "
+                            f"Lower optim.lr, keep optim.clip on, or check the data; the last checkpoint is "
+                            f"{self.checkpoints.latest() or 'none'}")
+                if self.step % c.log.every == 0 or self.step == c.steps:
+                    progress.log(self.step, record["loss"], record["terms"], record["grad_norm"], record["lr"],
+                                 record["seconds"], self.skipped)
+                if record["stop"]:
+                    summary.interrupted = self._signal or "a signal on another rank"
+                    summary.checkpoint = self.save()
+                    progress.message(f"{summary.interrupted}: stopped at step {self.step}; checkpoint "
+                                     f"{summary.checkpoint}; continue with --resume")
+                    break
+                if c.checkpoint.every and self.step % c.checkpoint.every == 0 and self.step < c.steps:
+                    self.save()
+                if c.eval.every and self.step % c.eval.every == 0 and self.step < c.steps:
+                    self.evaluate(progress)
+            else:
+                summary.checkpoint = self.save()
+                summary.results = self.evaluate(progress)
+                if main and c.log.figures:
+                    summary.samples, summary.losses = self.figures(progress)
+        finally:
+            torch.set_num_threads(threads)
+            self._restore_signal_handlers(previous)
+            progress.close()
+        summary.step, summary.skipped = self.step, self.skipped
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    # ------------------------------------------------------------------ evaluation and figures
+
+    def averaged_network(self) -> torch.nn.Module:
+        """A frozen copy of the network with the weights that sample (eval.ema; 0: the raw weights)."""
+        return self.ema.copy_of(self.net, self.config.eval.ema)
+
+    def evaluate(self, progress: Progress | None = None) -> dict:
+        """KL and friends of the k-step samplers (rank 0); also checks that the ranks agree."""
+        distributed.check_agreement(self.parameters, self.context, self.step)
+        if not self.context.is_main:
+            return {}
+        e = self.config.eval
+        results = evaluation.evaluate(self.averaged_network(), e.steps, e.samples, self.sigma, e.seed,
+                                      self.config.data.name, self.config.data.key)
+        if progress is not None:
+            weights = f"EMA {e.ema}" if e.ema else "raw weights"
+            progress.evaluation(self.step, weights, results, evaluation.table(results))
+        return results
+
+    def figures(self, progress: Progress) -> tuple[Path | None, Path | None]:
+        from ..plots import plot_losses, plot_samples
+
+        samples_path = losses_path = None
+        if len(self.data.dims) == 1 and self.data.dims[0] == 2:
+            e = self.config.eval
+            drawn = evaluation.draw(self.averaged_network(), e.steps, min(e.samples, 20000), self.sigma,
+                                    self.data.dims, e.seed, self.device)
+            reference = make_source(self.config.data.name, min(e.samples, 20000), seed=e.seed + 1,
+                                    key=self.config.data.key or None)
+            title = f"{self.objective.name}, step {self.step}, {'EMA ' + str(e.ema) if e.ema else 'raw weights'}"
+            samples_path = plot_samples(drawn, next(reference), self.out / "samples.png", title=title)
+        series = progress.loss_series()
+        if series.get("step"):
+            losses_path = plot_losses(series, self.out / "losses.png", title=f"{self.objective.name} training loss")
+        return samples_path, losses_path
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict:
+        rng = ckpt.global_rng_state()
+        rng["data"] = self.data.state_dict()
+        rng["batches"] = self.generator.get_state()
+        return {"format": ckpt.FORMAT, "step": self.step, "skipped": self.skipped, "consecutive": self.consecutive,
+                "config": self.config.to_dict(), "sigma": self.sigma, "dims": list(self.data.dims),
+                "objective": self.objective.name, "model": self.net.state_dict(),
+                "weight_net": self.weight_net.state_dict() if self.weight_net is not None else None,
+                "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": {"name": self.config.optim.schedule, "step": self.step}, "rng": rng,
+                "world": self.context.world}
+
+    def save(self) -> Path | None:
+        """Write a checkpoint of the current step (rank 0; the others wait)."""
+        path = None
+        if self.context.is_main:
+            path = self.checkpoints.save(self.state_dict(), self.step)
+        distributed.barrier(self.context)
+        return path or self.checkpoints.path_for(self.step)
+
+    def load(self, path: str | Path) -> None:
+        state = ckpt.read(path)
+        try:
+            self.net.load_state_dict(state["model"])
+            if self.weight_net is not None:
+                if state.get("weight_net") is None:
+                    raise ValueError("this run has a learned loss weight, the checkpoint none")
+                self.weight_net.load_state_dict(state["weight_net"])
+            self.ema.load_state_dict(state["ema"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.data.load_state_dict(state["rng"]["data"])
+            self.generator.set_state(state["rng"]["batches"])
+            ckpt.set_global_rng_state(state["rng"])
+        except (KeyError, ValueError, RuntimeError) as error:
+            raise ckpt.CheckpointError(f"{path}: does not fit this run's configuration: {error}") from None
+        self.step, self.skipped, self.consecutive = state["step"], state["skipped"], state["consecutive"]
+        changed = _differences(from_dict(state["config"]).to_dict(), self.config.to_dict())
+        if changed and self.context.is_main:
+            print(f"note: resuming with settings that differ from the checkpoint's: {'; '.join(changed)}", flush=True)
+
+    # ------------------------------------------------------------------ signals
+
+    def _install_signal_handlers(self) -> dict:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+
+        def handler(signum, frame):
+            self._signal = signal.Signals(signum).name
+            # A second signal of the same kind acts at once (the default behaviour).
+            signal.signal(signum, previous.get(signum, signal.SIG_DFL))
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, handler)
+        return previous
+
+    @staticmethod
+    def _restore_signal_handlers(previous: dict) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changes.append(f"{prefix}{key} {a!r} → {b!r}")
+    return changes
+
+
+def train(config: TrainConfig, **options) -> Summary:
+    """``Trainer(config, **options).train()``."""
+    return Trainer(config, **options).train()
