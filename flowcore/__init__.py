@@ -5,12 +5,16 @@ The language (``flowcore.lang``) declares objectives; ``flowcore.reference`` def
 compiled objective against the reference; ``flowcore.objectives`` holds the built-ins of Boffi,
 Albergo & Vanden-Eijnden (arXiv 2505.18825) and their relatives.
 """
-from .lang import *  # noqa: F401,F403 - the language is the public API
-from .lang import __all__ as _lang_all
-from . import nn  # noqa: F401 - flowcore.nn is part of the public API
-from .batch import Evaluation, TermResult
-from .reference import evaluate, evaluate_term
-from .runtime.compiled import CompiledObjective, compile
+from . import _source_tree
+
+_source_tree.install()  # a source checkout finds the built-ins in ../objectives (see the module)
+
+from .lang import *  # noqa: E402,F401,F403 - the language is the public API
+from .lang import __all__ as _lang_all  # noqa: E402
+from . import nn  # noqa: E402,F401 - flowcore.nn is part of the public API
+from .batch import Evaluation, TermResult  # noqa: E402
+from .reference import evaluate, evaluate_term  # noqa: E402
+from .runtime.compiled import CompiledObjective, compile  # noqa: E402
 
 __version__ = "0.1.0"
 

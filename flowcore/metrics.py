@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from .data import BOARD_CELLS, FILLED, make_source
-from .sample import DEFAULT_CHUNK, Net, flow_map_sample
+from .sample import DEFAULT_CHUNK, Net, flow_map_sample, ode_sample
 
 
 def checkerboard_bin_mass(bins: int = 50) -> torch.Tensor:
@@ -166,7 +166,7 @@ def evaluate_sampler(net: Net, steps_list: Sequence[int] = (1, 2, 4, 8, 16), n: 
                      sigma: float | None = None, generator: torch.Generator | None = None,
                      dataset: str | os.PathLike = "checkerboard", *, key: str | None = None,
                      chunk_size: int = DEFAULT_CHUNK, energy_points: int = 4096,
-                     projections: int = 128) -> dict[int, dict[str, float]]:
+                     projections: int = 128, method: str = "flow_map") -> dict[int, dict[str, float]]:
     """Metrics of the k-step flow-map sampler for each k in `steps_list` (MATH.md §5):
     ``{k: {"kl": …, "energy": …, "sw2": …}}`` — ``"kl"`` (:func:`checkerboard_kl`, 50 bins) only for
     the checkerboard; ``"energy"`` (:func:`energy_distance`, `energy_points` subsample) and ``"sw2"``
@@ -177,7 +177,11 @@ def evaluate_sampler(net: Net, steps_list: Sequence[int] = (1, 2, 4, 8, 16), n: 
     One noise batch ``x0 = σ · randn(n, *dims)`` from `generator` (default seeded 0) serves every k;
     σ defaults to the data's std (``make_source(dataset).std``). Samples are drawn with the net's
     parameter dtype and device (CPU float32 for a net without parameters); put it in eval mode first.
+    ``method``: ``"flow_map"`` (k composed flow-map steps) or ``"euler"`` / ``"heun"`` (k steps of
+    the ODE of the diagonal velocity, a check on what the flow map learned).
     """
+    if method not in ("flow_map", "euler", "heun"):
+        raise ValueError(f"unknown sampling method {method!r}; choose flow_map, euler or heun")
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     seed = int(torch.randint(2 ** 62, (), generator=generator))
     source = make_source(dataset, n, seed, key=key)
@@ -189,7 +193,8 @@ def evaluate_sampler(net: Net, steps_list: Sequence[int] = (1, 2, 4, 8, 16), n: 
     x0 = (sigma * torch.randn(n, *source.dims, generator=generator, dtype=torch.float64)).to(device, dtype)
     results: dict[int, dict[str, Any]] = {}
     for k in steps_list:
-        samples = flow_map_sample(net, x0, steps=int(k), chunk_size=chunk_size).to(torch.float64)
+        samples = (flow_map_sample(net, x0, steps=int(k), chunk_size=chunk_size) if method == "flow_map"
+                   else ode_sample(net, x0, int(k), method, chunk_size=chunk_size)).to(torch.float64)
         row: dict[str, float] = {}
         if dataset == "checkerboard":
             row["kl"] = checkerboard_kl(samples)

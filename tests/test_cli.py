@@ -1,6 +1,7 @@
 """The `flowcore` command: listing, showing, the main job, and errors that say what was wrong."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -60,6 +61,15 @@ def test_module_entry_point(tmp_path):
     result = subprocess.run([sys.executable, "-m", "flowcore.cli", "objectives"], capture_output=True, text=True,
                             cwd=tmp_path)
     assert result.returncode == 0 and "meanflow" in result.stdout, result.stderr
+
+
+def test_module_entry_point_inside_the_checkout():
+    """In the repository root `python -m` imports the checkout, whose built-ins live in ../objectives
+    (torchrun -m flowcore.cli train configs/... is run from there)."""
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-m", "flowcore.cli", "show", "esd"], capture_output=True, text=True,
+                            cwd=root)
+    assert result.returncode == 0 and "Eulerian self-distillation" in result.stdout, result.stderr
 
 
 def test_compile_reports_build_and_cache_and_emits(tmp_path, capsys):

@@ -9,7 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 import torch
 
 from flowcore.batch import Evaluation
@@ -351,6 +354,26 @@ def test_train_eval_sample_commands(tmp_path, capsys):
     with np.load(tmp_path / "samples" / "samples.npz") as arrays:
         assert sorted(arrays.files) == ["k1", "k4"] and arrays["k1"].shape == (300, 2)
     assert (tmp_path / "samples" / "samples_k4.png").is_file()
+    # a custom grid: the uniform grid written out gives the same samples as --steps
+    assert main(["sample", str(tmp_path / "run"), "--steps", "4", "--grid", "0,0.25,0.5,0.75,1", "--grid", "0,0.9,1",
+                 "--n", "300", "--out", str(tmp_path / "grid")]) == 0
+    with np.load(tmp_path / "grid" / "samples.npz") as arrays:
+        assert sorted(arrays.files) == ["grid0", "grid1", "k4"]
+        assert np.array_equal(arrays["grid0"], arrays["k4"]) and not np.allclose(arrays["grid1"], arrays["k4"])
+    assert (tmp_path / "grid" / "samples_grid1.png").is_file()
+    # the ODE of the diagonal as a check, in eval and sample
+    assert main(["eval", str(tmp_path / "run"), "--steps", "2", "--n", "512", "--method", "heun",
+                 "--json", str(tmp_path / "heun.json")]) == 0
+    heun = json.loads((tmp_path / "heun.json").read_text())
+    assert heun["method"] == "heun" and heun["results"]["2"]["kl"] != results["results"]["2"]["kl"]
+    assert main(["sample", str(tmp_path / "run"), "--steps", "2", "--n", "50", "--method", "euler",
+                 "--out", str(tmp_path / "ode")]) == 0
+    with np.load(tmp_path / "ode" / "samples.npz") as arrays:
+        assert arrays.files == ["euler_k2"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["sample", str(tmp_path / "run"), "--grid", "0,0.7,0.5,1", "--out", str(tmp_path / "bad")])
+    assert "strictly increasing" in capsys.readouterr().err
     # mistakes are one line on stderr
     assert main(["train", str(config), "--set", "optim.lrr=1"]) == 2
     assert "did you mean 'optim.lr'" in capsys.readouterr().err

@@ -1,8 +1,8 @@
 """Subcommands that train, sample and evaluate flow maps, and reproduce the paper's checkerboard.
 
     flowcore train [CONFIG.toml] [--set k=v ...] [--out DIR] [--resume]
-    flowcore sample CKPT --steps 1 2 4 8 16 --n N --out DIR
-    flowcore eval CKPT --steps 1 2 4 8 16 [--json FILE]
+    flowcore sample CKPT --steps 1 2 4 8 16 --n N --out DIR [--grid 0,0.5,1 ...] [--method heun]
+    flowcore eval CKPT --steps 1 2 4 8 16 [--json FILE] [--method flow_map|euler|heun]
     flowcore reproduce checkerboard --budget small|paper [--out DIR]
 
 With no CONFIG, `train` runs the built-in quick checkerboard LSD run (a few minutes on a CPU).
@@ -97,34 +97,54 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     net, config, sigma, path, step, weights = _network(args)
     dims = (net.dim,)
-    drawn = draw(net, args.steps, args.n, sigma, dims, args.seed, "cpu")
+    prefix = "" if args.method == "flow_map" else f"{args.method}_"  # the ODE check is named apart
+    arrays, titles = {}, {}
+    for k, x in draw(net, args.steps, args.n, sigma, dims, args.seed, "cpu", args.method).items():
+        arrays[f"{prefix}k{k}"], titles[f"{prefix}k{k}"] = (k, x), f"{k} uniform steps"
+    for i, grid in enumerate(args.grid or []):
+        ((k, x),) = draw(net, [], args.n, sigma, dims, args.seed, "cpu", args.method, grid=grid).items()
+        arrays[f"{prefix}grid{i}"], titles[f"{prefix}grid{i}"] = (k, x), f"grid {', '.join(f'{t:g}' for t in grid)}"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / "samples.npz", **{f"k{k}": x.numpy() for k, x in drawn.items()})
-    print(f"{path} (step {step}, {weights}): {args.n} samples for k = {', '.join(map(str, drawn))}")
-    print(f"wrote {out / 'samples.npz'} (arrays {', '.join(f'k{k}' for k in drawn)})")
+    np.savez(out / "samples.npz", **{name: x.numpy() for name, (_, x) in arrays.items()})
+    method = "flow map" if args.method == "flow_map" else f"{args.method} ODE of the diagonal"
+    print(f"{path} (step {step}, {weights}): {args.n} samples each, {method}: {', '.join(arrays)}")
+    print(f"wrote {out / 'samples.npz'} (arrays {', '.join(arrays)})")
     if dims == (2,):
         from ..plots import plot_samples
 
         data = next(make_source(config.data.name, min(args.n, 20000), seed=args.seed + 1,
                                 key=config.data.key or None))
-        for k, x in drawn.items():
-            picture = plot_samples({k: x}, data, out / f"samples_k{k}.png",
-                                   title=f"{config.objective.name}, step {step}, {weights}")
+        for name, (k, x) in arrays.items():
+            picture = plot_samples({k: x}, data, out / f"samples_{name}.png",
+                                   title=f"{config.objective.name}, step {step}, {weights}, {method}, "
+                                         f"{titles[name]}")
             print(f"wrote {picture}")
     return 0
+
+
+def _grid(text: str) -> list[float]:
+    """``--grid 0,0.25,1``: a time grid for the flow-map sampler (checked by flowcore.sample)."""
+    from ..sample import time_grid
+
+    try:
+        return time_grid(grid=[float(v) for v in text.split(",")])
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..train.evaluation import evaluate, table
 
     net, config, sigma, path, step, weights = _network(args)
-    results = evaluate(net, args.steps, args.n, sigma, args.seed, config.data.name, config.data.key)
-    print(f"{path} (step {step}, {weights}, {config.objective.name} on {config.data.name}, {args.n} samples)")
+    results = evaluate(net, args.steps, args.n, sigma, args.seed, config.data.name, config.data.key, args.method)
+    method = "flow map" if args.method == "flow_map" else f"{args.method} ODE of the diagonal"
+    print(f"{path} (step {step}, {weights}, {config.objective.name} on {config.data.name}, {args.n} samples, "
+          f"{method})")
     print(table(results))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"checkpoint": str(path), "step": step, "weights": weights,
+        Path(args.json).write_text(json.dumps({"checkpoint": str(path), "step": step, "weights": weights, "method": args.method,
                                                "samples": args.n, "data": config.data.name,
                                                "results": {str(k): v for k, v in results.items()}}, indent=2))
         print(f"wrote {args.json}")
@@ -180,10 +200,16 @@ def register(commands) -> None:
         parser.add_argument("--ema", type=float,
                             help="EMA decay to use (0: raw weights; default: the config's eval.ema)")
         parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--method", choices=["flow_map", "euler", "heun"], default="flow_map",
+                            help="flow_map: k composed flow-map steps; euler/heun: k steps of the diagonal's ODE "
+                                 "(a check on the learned velocity)")
 
     sample = commands.add_parser("sample", help="draw samples from a checkpoint (.npz and a PNG per k)")
     add_checkpoint_options(sample, 20000)
     sample.add_argument("--out", required=True, help="output directory")
+    sample.add_argument("--grid", type=_grid, action="append", metavar="T0,T1,...",
+                        help="also sample on this time grid (0 = noise, ..., 1 = data), e.g. 0,0.5,0.8,1 "
+                             "(repeatable)")
     sample.set_defaults(func=_reporting_errors(cmd_sample))
     evaluate = commands.add_parser("eval", help="KL / energy / sliced-W2 table of a checkpoint's k-step samplers")
     add_checkpoint_options(evaluate, 65536)

@@ -126,14 +126,13 @@ class FlowMapMLP(nn.Module):
                     h_dead = act_fwd(torch.cat([y[:1], y_dead]), bias, self.activation, self.fused)[1:]
             h = act_jvp(y, bias, self.activation, self.fused)
         last = linears[-1]
-        out = self._stacked_linear(h, last.weight)
-        live_dots = iter(self.sigma * out[j] for j in range(1, out.shape[0]))
+        out = self.sigma * self._stacked_linear(h, last.weight)
+        live_dots = iter(out[1:])
+        dead_dots = iter(())
         if h_dead is not None:
             with torch.no_grad():
-                dead_dots = iter(self.sigma * o for o in self._stacked_linear(h_dead, last.weight))
-        else:
-            dead_dots = iter(())
-        v = self.sigma * (out[0] + last.bias.to(out.dtype))
+                dead_dots = iter(self.sigma * self._stacked_linear(h_dead, last.weight))
+        v = out[0] + self.sigma * last.bias.to(out.dtype)
         return v, [next(live_dots) if keep else next(dead_dots) for keep in live]
 
     @staticmethod

@@ -24,7 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 SCHEDULES = ("paper", "constant", "cosine")
 BACKENDS = ("auto", "torch", "cpu", "cuda")

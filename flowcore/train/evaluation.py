@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..metrics import evaluate_sampler, format_table
-from ..sample import flow_map_sample
+from ..sample import flow_map_sample, ode_sample, time_grid
 
 # MATH.md §5: checkerboard KL at 1, 2, 4, 8, 16 steps (paper: batch 100k, 150k steps, one A100).
 PAPER_CHECKERBOARD_KL = {
@@ -23,20 +23,32 @@ PAPER_CHECKERBOARD_KL = {
 
 
 def evaluate(net: nn.Module, steps: Sequence[int], samples: int, sigma: float, seed: int, dataset: str,
-             key: str = "") -> dict[int, dict[str, float]]:
-    """``{k: {"kl": …, "energy": …, "sw2": …}}`` for the k-step sampler of `net` (in eval mode)."""
+             key: str = "", method: str = "flow_map") -> dict[int, dict[str, float]]:
+    """``{k: {"kl": …, "energy": …, "sw2": …}}`` for the k-step sampler of `net` (in eval mode):
+    the flow map, or (`method` euler / heun) the ODE of its diagonal as a check."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        return evaluate_sampler(net, list(steps), samples, sigma, generator, dataset, key=key or None)
+        return evaluate_sampler(net, list(steps), samples, sigma, generator, dataset, key=key or None,
+                                method=method)
 
 
 def draw(net: nn.Module, steps: Sequence[int], samples: int, sigma: float, dims: tuple[int, ...], seed: int,
-         device: torch.device) -> dict[int, torch.Tensor]:
-    """Samples of the k-step sampler for each k, all from one noise batch ``σ·N(0, I)`` seeded by `seed`."""
+         device: torch.device, method: str = "flow_map", grid: Sequence[float] | None = None
+         ) -> dict[int, torch.Tensor]:
+    """Samples of the k-step sampler for each k, all from one noise batch ``σ·N(0, I)`` seeded by
+    `seed`: the flow map on ``t_i = i/k`` (or, given a `grid`, on that grid alone, keyed by its
+    number of steps), or the ODE of the diagonal velocity (`method` euler / heun)."""
     generator = torch.Generator().manual_seed(seed)
     x0 = (sigma * torch.randn(samples, *dims, generator=generator)).to(device)
     with torch.no_grad():
-        return {int(k): flow_map_sample(net, x0, steps=int(k)).cpu() for k in steps}
+        if grid is not None:
+            times = time_grid(grid=grid)
+            if method == "flow_map":
+                return {len(times) - 1: flow_map_sample(net, x0, grid=times).cpu()}
+            return {len(times) - 1: ode_sample(net, x0, None, method, grid=times).cpu()}
+        if method == "flow_map":
+            return {int(k): flow_map_sample(net, x0, steps=int(k)).cpu() for k in steps}
+        return {int(k): ode_sample(net, x0, int(k), method).cpu() for k in steps}
 
 
 def table(results: dict[int, dict[str, float]]) -> str:
