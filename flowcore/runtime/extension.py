@@ -221,7 +221,15 @@ def _load_jit(with_cuda: bool, verbose: bool = False) -> None:
     loaded_here = {}
 
     def build(directory: Path) -> list[str]:
-        from torch.utils import cpp_extension  # imported only to build: it logs about CUDA_HOME
+        # Imported only to build. On import it warns "No CUDA runtime is found" wherever nvcc exists
+        # without a GPU; whether to build the CUDA part is cuda_wanted()'s decision, not that notice's.
+        quiet = logging.getLogger("torch.utils.cpp_extension")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            from torch.utils import cpp_extension
+        finally:
+            quiet.setLevel(level)
 
         # Copy the sources in, so the entry is self-describing and torch's build never touches
         # the (maybe read-only) install directory.
