@@ -200,6 +200,24 @@ def test_bf16_autocast_trains_on_the_cpu(tmp_path):
     assert summary.skipped == 0 and all(math.isfinite(r["kl"]) for r in summary.results.values())
 
 
+def test_autocast_wrapper_keeps_the_native_jvps():
+    """Under bf16 autocast the compiled objective still finds jvp and jvp_many (ESD's merged call)
+    and gets its outputs back in the input's dtype."""
+    from flowcore.nn import FlowMapMLP
+    from flowcore.train.precision import wrap
+
+    net = FlowMapMLP(2, 16, 2)
+    wrapped = wrap(net, torch.bfloat16, torch.device("cpu"))
+    s, t, x = torch.rand(5), torch.rand(5), torch.randn(5, 2)
+    tangents = [(torch.ones(5), None, None), (None, None, torch.randn(5, 2))]
+    v, dots = wrapped.jvp_many(s, t, x, tangents, live=[True, False])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want_v, want_dots = net.jvp_many(s, t, x, tangents, live=[True, False])
+    assert v.dtype == torch.float32 and all(d.dtype == torch.float32 for d in dots)
+    assert torch.equal(v, want_v.float()) and all(torch.equal(d, w.float()) for d, w in zip(dots, want_dots))
+    assert dots[0].requires_grad and not dots[1].requires_grad
+
+
 def test_tensorboard_and_figures(tmp_path):
     pytest.importorskip("tensorboard")
     summary = Trainer(tiny(tmp_path, "log.tensorboard=true", "log.figures=true", "steps=2")).train()

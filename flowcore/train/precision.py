@@ -2,7 +2,7 @@
 
 Only the network runs under ``torch.autocast``; its output is cast back to the input's dtype, so
 the objective's residuals, time derivatives and loss stay in fp32 (peers' numerical hygiene,
-MATH.md §3). A network's native ``jvp`` is wrapped the same way. "auto" turns bf16 on for a CUDA
+MATH.md §3). A network's native ``jvp`` and ``jvp_many`` are wrapped the same way. "auto" turns bf16 on for a CUDA
 device that supports it and leaves it off on the CPU (CPU bf16 is slower there for these nets).
 """
 from __future__ import annotations
@@ -32,6 +32,8 @@ class Autocast(nn.Module):
         self.net, self.dtype, self.device_type = net, dtype, device_type
         if callable(getattr(net, "jvp", None)):
             self.jvp = self._jvp
+        if callable(getattr(net, "jvp_many", None)):
+            self.jvp_many = self._jvp_many
 
     def forward(self, s: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device_type, dtype=self.dtype):
@@ -42,6 +44,11 @@ class Autocast(nn.Module):
         with torch.autocast(self.device_type, dtype=self.dtype):
             out, tangent = self.net.jvp(s, t, x, ds, dt, dx)
         return out.to(x.dtype), tangent.to(x.dtype)
+
+    def _jvp_many(self, s, t, x, tangents, live=None):
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            out, dots = self.net.jvp_many(s, t, x, tangents, live=live)
+        return out.to(x.dtype), [dot.to(x.dtype) for dot in dots]
 
 
 def wrap(net: nn.Module, dtype: torch.dtype | None, device: torch.device) -> nn.Module:
