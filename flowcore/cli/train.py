@@ -144,8 +144,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(table(results))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"checkpoint": str(path), "step": step, "weights": weights, "method": args.method,
-                                               "samples": args.n, "data": config.data.name,
+        Path(args.json).write_text(json.dumps({"checkpoint": str(path), "step": step, "weights": weights,
+                                               "method": args.method, "samples": args.n, "data": config.data.name,
                                                "results": {str(k): v for k, v in results.items()}}, indent=2))
         print(f"wrote {args.json}")
     return 0
