@@ -132,6 +132,28 @@ def test_torch_compile_variant_runs_with_a_fast_backend():
     assert abs(measured["first_loss"] - row["variants"]["reference"]["first_loss"]) < 1e-4
 
 
+STOCHASTIC = """
+import sympy
+from flowcore import Dt, I, Objective, Term, UpperTriangle, V, Var, X, s, sg, sqnorm, t
+from flowcore.lang.interpolants import TAU, custom
+
+x = Var("x")
+objective = Objective("stochastic_lsd", [Term(
+    "lsd", sqnorm(Dt(X(s, t, x)) - sg(V(t, t, sg(X(s, t, x))))).bind(x=I(s)), UpperTriangle(s, t), 1.0)],
+    interpolant=custom(1 - TAU, TAU, gamma=sympy.sqrt(2 * TAU * (1 - TAU))))
+"""
+
+
+def test_every_variant_sees_the_same_draws_of_a_stochastic_interpolant(tmp_path):
+    """z is drawn with x0 and the times, outside the variants (it used to come from each variant's own
+    draw, so their first losses differed by ~5e-4)."""
+    path = tmp_path / "stochastic_lsd.py"
+    path.write_text(STOCHASTIC)
+    row = _tiny_row(str(path))
+    # the same float32 loss by two evaluation orders: agreement to float32 rounding of O(10) terms
+    assert row["first_loss_rel_diff"] < 1e-5, row["first_loss_rel_diff"]
+
+
 def test_a_failing_torch_compile_is_recorded_and_the_row_goes_on():
     row = _tiny_row(torch_compile=True, torch_compile_backend="no_such_backend")
     assert "no_such_backend" in row["variants"]["torch_compile"]["error"]

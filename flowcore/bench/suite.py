@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from ..batch import complete_batch
 from .flops import net_layers, plan_gemms
 from .measure import GemmStep, breakdown, machine_info, peak_memory, summary, synchronize, time_calls
 
@@ -156,17 +157,18 @@ def _objective(spec: str):
 
 
 def _draw(objective, batch: int, generator: torch.Generator, like: torch.Tensor):
-    """x0 = σ·N(0, I) and every term's times, as the compiled objective and the interpreter would draw them.
+    """x0 = σ·N(0, I), z (stochastic interpolants) and every term's times, as the compiled objective
+    and the interpreter would draw them.
 
     Drawn outside the timed loss functions so that the three variants (torch.compile included,
     which cannot trace a Generator) see identical inputs; the draw is part of each timed step.
     """
-    x0 = objective.sigma * torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
+    x0, z = complete_batch(objective, objective.interpolant, like, None, None, generator)
     times = {}
     for term, count in zip(objective.terms, objective.split(batch)):
         drawn = term.sampler.sample(count, generator, like.dtype, like.device)
         times[term.name] = {str(symbol): value for symbol, value in drawn.items()}
-    return x0, times
+    return x0, z, times
 
 
 def _error(error: BaseException) -> str:
@@ -238,7 +240,7 @@ class _Builds:
 class TrainingStep:
     """One variant's training step on fresh copies of a row's models: draw, forward, backward, RAdam.
 
-    `make_loss(net, weight_net, teacher)` returns ``loss(x1, x0, times) -> scalar``. Every
+    `make_loss(net, weight_net, teacher)` returns ``loss(x1, x0, z, times) -> scalar``. Every
     TrainingStep of a row starts from the same weights and the same generator seed, so their first
     losses agree (the row records the fc/reference difference as a check).
     """
@@ -251,9 +253,9 @@ class TrainingStep:
         self.last_loss: torch.Tensor | None = None
 
     def __call__(self) -> None:
-        x0, times = _draw(self.objective, self.x1.shape[0], self.generator, self.x1)
+        x0, z, times = _draw(self.objective, self.x1.shape[0], self.generator, self.x1)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.x1, x0, times)
+        loss = self.loss_fn(self.x1, x0, z, times)
         loss.backward()
         self.optimizer.step()
         self.last_loss = loss.detach()
@@ -433,7 +435,7 @@ def bench_row(name: str, spec: NetSpec, batch: int, device_name: str, config: Be
 
     fc_times = times.get("flowcore", [])
     fm_times = fc_times if name == "fm" else times.get("fm", [])
-    row["fm_flowcore_ms"] = (results.get("flowcore") if name == "fm" else fm_result or {}).get("median_ms")
+    row["fm_flowcore_ms"] = ((results.get("flowcore") if name == "fm" else fm_result) or {}).get("median_ms")
     if fm_result and "error" in fm_result:
         row["notes"].append(f"flowcore fm (for obj/fm): {fm_result['error'][:200]}")
     row["ratios"] = {"reference/flowcore": _paired(times.get("reference", []), fc_times),
@@ -451,16 +453,16 @@ def _reference_loss(objective) -> Callable:
     from .. import evaluate
 
     def make(net, weight_net, teacher):
-        def loss(x1, x0, times):
-            return evaluate(objective, net, x1, x0, times=times, teacher=teacher, weight_net=weight_net).loss
+        def loss(x1, x0, z, times):
+            return evaluate(objective, net, x1, x0, z=z, times=times, teacher=teacher, weight_net=weight_net).loss
         return loss
     return make
 
 
 def _flowcore_loss(compiled) -> Callable:
     def make(net, weight_net, teacher):
-        def loss(x1, x0, times):
-            return compiled(net, x1, x0, times=times, teacher=teacher, weight_net=weight_net).loss
+        def loss(x1, x0, z, times):
+            return compiled(net, x1, x0, z=z, times=times, teacher=teacher, weight_net=weight_net).loss
         return loss
     return make
 
@@ -552,10 +554,10 @@ def _compile_once(objective, backend: str, device: torch.device, config: BenchCo
     models = _Models(objective, config.net("small"), device, getattr(torch, config.dtype), config.seed)
     net = models.net
     x1 = checkerboard(64, torch.Generator().manual_seed(0), getattr(torch, config.dtype)).to(device)
-    x0, times = _draw(objective, 64, torch.Generator(device=device).manual_seed(0), x1)
+    x0, z, times = _draw(objective, 64, torch.Generator(device=device).manual_seed(0), x1)
     synchronize(device)
     start = time.perf_counter()
-    compiled(net, x1, x0, times=times).loss.backward()
+    compiled(net, x1, x0, z=z, times=times).loss.backward()
     synchronize(device)
     out["first_call_s"] = time.perf_counter() - start
     return out
