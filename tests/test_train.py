@@ -401,6 +401,19 @@ def test_train_eval_sample_commands(tmp_path, capsys):
     assert "no such checkpoint" in capsys.readouterr().err
 
 
+def test_the_quick_run_starts_over_but_never_removes_another_run(tmp_path, capsys):
+    sets = [f"--set={o}" for o in TINY + ["steps=2"]]
+    quick = tmp_path / "quick"
+    assert main(["train", "--out", str(quick), *sets]) == 0
+    assert main(["train", "--out", str(quick), *sets]) == 0
+    assert "starting the quick run over" in capsys.readouterr().out
+    other = tmp_path / "other"  # a different run (here: another step count) in the same place
+    assert main(["train", "--out", str(other), *sets[:-1], "--set=steps=3"]) == 0
+    kept = ckpt.resolve(other)
+    assert main(["train", "--out", str(other), *sets]) == 2
+    assert "already holds checkpoints" in capsys.readouterr().err and kept.is_file()
+
+
 def test_distillation_from_a_trained_teacher(tmp_path):
     teacher = Trainer(tiny(tmp_path / "teacher", "objective.name=fm", "steps=2")).train()
     student = Trainer(tiny(tmp_path / "student", "objective.name=lmd", f"objective.teacher={teacher.out}"))
