@@ -436,3 +436,8 @@ def test_reproduce_writes_the_table_beside_the_paper(tmp_path, capsys):
     capsys.readouterr()
     assert main(args + [word for o in overrides for word in ("--set", o)]) == 0          # done: nothing retrained
     assert capsys.readouterr().out.count("already trained") == 2
+    (tmp_path / "lsd" / "result.json").write_text('{"config": {"st')  # a result cut short
+    assert main(args + [word for o in overrides for word in ("--set", o)]) == 0
+    out = capsys.readouterr().out
+    assert "result.json: unreadable" in out and out.count("already trained") == 1
+    assert json.loads((tmp_path / "lsd" / "result.json").read_text())["step"] == 2

@@ -192,20 +192,21 @@ def _arch_list() -> str:
 def _build_cpu_without_ninja(cpp_extension, sources: list[str], include: Path, output: Path, verbose: bool) -> None:
     """The CPU-only extension with one compiler call, for machines without ninja (which
     torch.utils.cpp_extension.load requires); the flags are the ones torch's build would use."""
-    import subprocess
     import sysconfig
 
-    cxx = os.environ.get("CXX", "c++")
-    command = [cxx, *CXX_FLAGS, "-std=c++20", "-fPIC", "-shared",
+    from ..codegen.cpu.build import KernelBuildError, compiler, run_compiler
+
+    command = [compiler(), *CXX_FLAGS, "-std=c++20", "-fPIC", "-shared",
                f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
                *[f"-I{p}" for p in cpp_extension.include_paths()], f"-I{sysconfig.get_paths()['include']}",
                f"-I{include}", *sources, *[f"-L{p}" for p in cpp_extension.library_paths()],
                "-lc10", "-ltorch_cpu", "-ltorch", "-o", str(output)]
     if verbose:
         log.info("flowcore: %s", " ".join(command))
-    out = subprocess.run(command, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise ExtensionBuildError(f"$ {' '.join(command)}\n{(out.stderr or out.stdout)[-6000:]}")
+    try:
+        run_compiler(command, "flowcore's extension (CPU, without ninja)", output.parent)
+    except KernelBuildError as e:
+        raise ExtensionBuildError(str(e)) from e
 
 
 def _load_jit(with_cuda: bool, verbose: bool = False) -> None:
@@ -243,15 +244,16 @@ def _load_jit(with_cuda: bool, verbose: bool = False) -> None:
         env_arch = os.environ.get("TORCH_CUDA_ARCH_LIST")
         if with_cuda and not env_arch:
             os.environ["TORCH_CUDA_ARCH_LIST"] = extra["arch"].replace(";", " ")
+        if not with_cuda and not cpp_extension.is_ninja_available():  # its errors are already ExtensionBuildError
+            _build_cpu_without_ninja(cpp_extension, paths, src_dir, directory / f"{name}.so", verbose)
+            return [f"{name}.so"]
         try:
-            if not with_cuda and not cpp_extension.is_ninja_available():
-                _build_cpu_without_ninja(cpp_extension, paths, src_dir, directory / f"{name}.so", verbose)
-                return [f"{name}.so"]
             cpp_extension.load(name=name, sources=paths, extra_cflags=CXX_FLAGS, extra_cuda_cflags=NVCC_FLAGS,
                                extra_include_paths=[str(src_dir)], build_directory=str(directory),
                                with_cuda=with_cuda, is_python_module=False, verbose=verbose)
         except Exception as e:
-            hint = "" if cpp_extension.is_ninja_available() else " (torch needs ninja to build CUDA extensions: pip install ninja)"
+            hint = ("" if cpp_extension.is_ninja_available()
+                    else " (torch needs ninja to build CUDA extensions: pip install ninja)")
             raise ExtensionBuildError(f"compiling flowcore's extension from {root} failed{hint}: {e}") from e
         finally:
             if with_cuda and not env_arch:

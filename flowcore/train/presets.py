@@ -53,7 +53,8 @@ ema = 0.999
 # Overrides of the paper recipe (TrainConfig's defaults) per reproduce budget.
 BUDGETS: dict[str, dict[str, object]] = {
     # One step of each of LSD, ESD, PSD-U, PSD-M takes ≈ 42 + 45 + 35 + 34 ms on one CPU thread
-    # (4×256 GELU, batch 1024): 10k steps ≈ 26 min of training, ≈ 28 min with the evaluations.
+    # (4×256 GELU, batch 1024): 10k steps ≈ 26 min of training, ≈ 28 min with the evaluations (32 min
+    # measured while other work shared the two cores).
     "small": {"steps": 10000, "threads": 1, "network.width": 256, "network.depth": 4, "data.batch": 1024,
               "optim.lr": 3e-3, "optim.schedule": "cosine", "eval.ema": 0.999, "checkpoint.every": 2000,
               "log.every": 100},

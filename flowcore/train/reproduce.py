@@ -43,7 +43,11 @@ def reproduce(budget: str = "small", out: str | Path | None = None, objectives=O
         config = budget_config(budget, name, out, overrides)
         result_path = out / name / "result.json"
         if result_path.is_file():
-            saved = json.loads(result_path.read_text())
+            try:
+                saved = json.loads(result_path.read_text())
+            except json.JSONDecodeError as error:
+                echo(f"{result_path}: unreadable ({error}); evaluating {name} again from its checkpoints")
+                saved = {}
             if saved.get("config") == config.to_dict():
                 echo(f"{LABELS.get(name, name)}: already trained ({result_path}); reusing its evaluation")
                 runs[name] = saved
@@ -56,7 +60,9 @@ def reproduce(budget: str = "small", out: str | Path | None = None, objectives=O
         runs[name] = {"config": config.to_dict(), "step": summary.step, "seconds": time.perf_counter() - started,
                       "results": {str(k): v for k, v in summary.results.items()},
                       "samples": str(summary.samples) if summary.samples else None}
-        result_path.write_text(json.dumps(runs[name], indent=2))
+        temporary = result_path.with_name(result_path.name + ".tmp")
+        temporary.write_text(json.dumps(runs[name], indent=2))
+        temporary.replace(result_path)  # a result.json is complete or absent
     return write_report(out, budget, runs, echo)
 
 
