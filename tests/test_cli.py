@@ -59,7 +59,7 @@ def test_run_prints_a_row_per_objective(capsys):
 def test_module_entry_point(tmp_path):
     # run outside the checkout: `python -m` puts the working directory first on sys.path
     result = subprocess.run([sys.executable, "-m", "flowcore.cli", "objectives"], capture_output=True, text=True,
-                            cwd=tmp_path)
+                            cwd=tmp_path, timeout=300)
     assert result.returncode == 0 and "meanflow" in result.stdout, result.stderr
 
 
@@ -68,7 +68,7 @@ def test_module_entry_point_inside_the_checkout():
     (torchrun -m flowcore.cli train configs/... is run from there)."""
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run([sys.executable, "-m", "flowcore.cli", "show", "esd"], capture_output=True, text=True,
-                            cwd=root)
+                            cwd=root, timeout=300)
     assert result.returncode == 0 and "Eulerian self-distillation" in result.stdout, result.stderr
 
 

@@ -31,10 +31,7 @@ def generated(name: str, backend: str) -> dict[str, str]:
 @pytest.mark.parametrize("backend", ["torch", "cpu", "cuda"])
 @pytest.mark.parametrize("name", ["fm", "lsd", "esd", "psd_m"])
 def test_generated_source_matches_golden(name, backend):
-    try:
-        files = generated(name, backend)
-    except ImportError as error:
-        pytest.skip(f"backend {backend} is not importable here: {error}")
+    files = generated(name, backend)  # emitting is text: every backend emits on any machine
     for file, text in files.items():
         path = GOLDEN / file
         if UPDATE:

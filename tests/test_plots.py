@@ -5,8 +5,6 @@ import math
 import pytest
 import torch
 
-pytest.importorskip("matplotlib", reason="flowcore.plots needs matplotlib")
-
 from flowcore.data import checkerboard
 from flowcore.plots import plot_losses, plot_samples, read_loss_csv
 

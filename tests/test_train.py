@@ -219,7 +219,6 @@ def test_autocast_wrapper_keeps_the_native_jvps():
 
 
 def test_tensorboard_and_figures(tmp_path):
-    pytest.importorskip("tensorboard")
     summary = Trainer(tiny(tmp_path, "log.tensorboard=true", "log.figures=true", "steps=2")).train()
     assert any((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert summary.samples == tmp_path / "samples.png" and summary.samples.stat().st_size > 0
@@ -334,13 +333,19 @@ def test_sigint_writes_a_checkpoint_and_exits_cleanly(tmp_path):
         + [f"--set={o}" for o in TINY + ["steps=1000000"]],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     metrics = out / "metrics.csv"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and process.poll() is None:
-        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 4:
-            break
-        time.sleep(0.1)
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=60)
+    try:
+        # until 3 steps are logged (a cold kernel build on a busy machine can take minutes)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and process.poll() is None:
+            if metrics.is_file() and len(metrics.read_text().splitlines()) >= 4:
+                break
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:  # never leave a million-step run behind
+            process.kill()
+            process.communicate()
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert "interrupted by SIGINT at step" in stdout and "--resume" in stdout

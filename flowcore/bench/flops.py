@@ -51,8 +51,6 @@ from ..compiler.ir import LOGVAR, NET
 from ..compiler.plan import Call, Plan, _live_jets
 from ..lang.objective import Objective
 
-KINDS = ("fwd", "dgrad", "wgrad")
-
 
 @dataclass(frozen=True)
 class Gemm:

@@ -73,19 +73,6 @@ def gemm_operands(kind: str, m: int, k: int, n: int, device, dtype):
     raise ValueError(f"unknown GEMM kind {kind!r}")
 
 
-def time_gemm(shape: tuple[str, int, int, int], device: torch.device, dtype: torch.dtype,
-              min_seconds: float = 0.02, min_repeats: int = 3, max_repeats: int = 50) -> float:
-    """Median seconds of ``torch.mm`` on one shape (into a preallocated output), after two warm-up calls."""
-    kind, m, k, n = shape
-    a, b = gemm_operands(kind, m, k, n, device, dtype)
-    out = torch.empty(m, n, device=device, dtype=dtype)
-    run = lambda: torch.mm(a, b, out=out)
-    times = time_calls(run, device, 1, warmup=2)
-    while len(times) < max_repeats and (len(times) < min_repeats or sum(times) < min_seconds):
-        times += time_calls(run, device, 1)
-    return statistics.median(times)
-
-
 class GemmStep:
     """Every GEMM of a training step, back to back: ``torch.mm`` on each shape and operand layout.
 

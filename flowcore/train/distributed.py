@@ -116,22 +116,6 @@ def check_agreement(parameters, context: Context, step: int) -> None:
                             f"{high.tolist()}); data-parallel training is no longer in lock-step")
 
 
-def broadcast_parameters(parameters, context: Context) -> None:
-    """Rank 0's values everywhere (for a start that did not come from one shared seed)."""
-    if context.distributed:
-        for p in parameters:
-            dist.broadcast(p.data, src=0)
-
-
-def any_rank(flag: bool, context: Context) -> bool:
-    """True on every rank when `flag` is true on any rank."""
-    if not context.distributed:
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=context.device if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
-
-
 def barrier(context: Context) -> None:
     if context.distributed:
         dist.barrier()

@@ -44,7 +44,6 @@ __all__ = [
     "CudaKernel",
     "arch_list",
     "build",
-    "compile_extension_sources",
     "compile_only",
     "find_nvcc",
     "gencode_flags",
@@ -255,14 +254,6 @@ def extension_compile_commands(archs: list[str], out_dir: Path) -> list[tuple[st
         commands.append((str(source), [nvcc, *flags, *[f"-I{p}" for p in includes], f"-I{root}", "-c", str(source),
                                        "-o", str(out)]))
     return commands
-
-
-def compile_extension_sources(archs: list[str] | None = None) -> None:
-    """Compile the extension's .cu files (no link); raise KernelBuildError on failure."""
-    archs = archs or arch_list()
-    with tempfile.TemporaryDirectory(prefix="flowcore-cu-") as tmp:
-        for source, command in extension_compile_commands(archs, Path(tmp)):
-            run_compiler(command, source, Path(tmp))
 
 
 def main(argv: list[str] | None = None) -> int:
