@@ -139,6 +139,19 @@ class CpuKernel:
         return f"<flowcore {self.backend} kernel {self.name}({ins}) -> ({outs})>"
 
 
+def bind_kernels(handle: ctypes.CDLL, kernels: list[Kernel], symbol: str, suffixes: dict[torch.dtype, str],
+                 kernel_class: type) -> dict:
+    """``{name: kernel_class(kernel, {dtype: entry address}, handle)}``; `symbol` formats each entry
+    point's name from ``name`` (the kernel's) and ``suffix`` (the dtype's, from `suffixes`)."""
+    functions = {}
+    for kernel in kernels:
+        addresses = {dtype: ctypes.cast(getattr(handle, symbol.format(name=kernel.name, suffix=suffix)),
+                                        ctypes.c_void_p).value
+                     for dtype, suffix in suffixes.items()}
+        functions[kernel.name] = kernel_class(kernel, addresses, handle)
+    return functions
+
+
 def library_name(sources: dict[str, str]) -> str:
     main = next(name for name in sources if name.endswith((".cpp", ".cu")))
     return f"lib{Path(main).stem}.so"
@@ -161,11 +174,7 @@ def build(title: str, digest: str, kernels: list[Kernel], cache: BuildCache | No
         key, lambda directory: compile_library(sources, directory, library, cxx, flags),
         describe={"backend": "cpu", "objective": title, "digest": digest, "kernels": [k.name for k in kernels]})
     handle = ctypes.CDLL(str(entry.files[library]))
-    functions = {}
-    for kernel in kernels:
-        addresses = {dtype: ctypes.cast(getattr(handle, f"{kernel.name}_{suffix}"), ctypes.c_void_p).value
-                     for dtype, suffix in DTYPE_SUFFIX.items()}
-        functions[kernel.name] = CpuKernel(kernel, addresses, handle)
+    functions = bind_kernels(handle, kernels, "{name}_{suffix}", DTYPE_SUFFIX, CpuKernel)
     assert set(DTYPE_SUFFIX.values()) == set(CPU_DTYPES)
     return KernelLibrary(
         backend="cpu", functions=functions, sources=sources, build_seconds=entry.build_seconds, cache_hit=entry.hit,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import sympy
@@ -291,13 +292,19 @@ def check_names(kernels: list[Kernel]) -> None:
         seen.add(k.name)
 
 
-def emit_cpu(title: str, digest: str, kernels: list[Kernel]) -> str:
+def emit_file(title: str, digest: str, kernels: list[Kernel], backend: str,
+              entry_points: Callable[[SampleBody], str]) -> str:
+    """One source file: the header, then per kernel its per-sample body and `backend`'s entry points."""
     check_names(kernels)
-    parts = [file_header(title, digest, "cpu", kernels)]
+    parts = [file_header(title, digest, backend, kernels)]
     for kernel in kernels:
         body = sample_body(kernel)
-        parts.append(body.text + "\n\n" + cpu_entry_points(body))
+        parts.append(body.text + "\n\n" + entry_points(body))
     return "\n\n".join(parts) + "\n"
+
+
+def emit_cpu(title: str, digest: str, kernels: list[Kernel]) -> str:
+    return emit_file(title, digest, kernels, "cpu", cpu_entry_points)
 
 
 def emit_sources(title: str, digest: str, kernels: list[Kernel]) -> dict[str, str]:

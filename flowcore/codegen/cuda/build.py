@@ -37,7 +37,7 @@ import torch
 from ...compiler.kernel import Kernel
 from ...runtime.cache import BuildCache, cache_key
 from ..base import KernelLibrary
-from ..cpu.build import CpuKernel, KernelBuildError, library_name, run_compiler
+from ..cpu.build import CpuKernel, KernelBuildError, bind_kernels, library_name, run_compiler
 from .emit import CUDA_DTYPES, emit_sources
 
 __all__ = [
@@ -207,11 +207,7 @@ def build(title: str, digest: str, kernels: list[Kernel], cache: BuildCache | No
     t0 = time.perf_counter()
     sources, library, key, entry = _build_entry(title, digest, kernels, archs, cache)
     handle = ctypes.CDLL(str(entry.files[library]))
-    functions = {}
-    for kernel in kernels:
-        addresses = {dtype: ctypes.cast(getattr(handle, f"{kernel.name}_cuda_{suffix}"), ctypes.c_void_p).value
-                     for dtype, suffix in DTYPE_SUFFIX.items()}
-        functions[kernel.name] = CudaKernel(kernel, addresses, handle)
+    functions = bind_kernels(handle, kernels, "{name}_cuda_{suffix}", DTYPE_SUFFIX, CudaKernel)
     assert set(DTYPE_SUFFIX.values()) == set(CUDA_DTYPES)
     return KernelLibrary(
         backend="cuda", functions=functions, sources=sources, build_seconds=entry.build_seconds, cache_hit=entry.hit,

@@ -12,7 +12,7 @@ returning the launch's cudaError_t (0 = success). fp16 and bf16 compute in float
 from __future__ import annotations
 
 from ...compiler.kernel import Kernel
-from ..cpu.emit import HEADER_NAME, SampleBody, check_names, file_header, file_stem, header_text, sample_body
+from ..cpu.emit import HEADER_NAME, SampleBody, emit_file, file_stem, header_text
 
 #: dtype suffix -> (storage type, accumulator type)
 CUDA_DTYPES = {"f32": ("float", "float"), "f64": ("double", "double"), "f16": ("__half", "float"),
@@ -45,12 +45,7 @@ def cuda_entry_points(body: SampleBody) -> str:
 
 
 def emit_cuda(title: str, digest: str, kernels: list[Kernel]) -> str:
-    check_names(kernels)
-    parts = [file_header(title, digest, "cuda", kernels)]
-    for kernel in kernels:
-        body = sample_body(kernel)
-        parts.append(body.text + "\n\n" + cuda_entry_points(body))
-    return "\n\n".join(parts) + "\n"
+    return emit_file(title, digest, kernels, "cuda", cuda_entry_points)
 
 
 def emit_sources(title: str, digest: str, kernels: list[Kernel]) -> dict[str, str]:
