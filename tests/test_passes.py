@@ -133,6 +133,19 @@ def test_backward_kernel_equals_sympy_gradient_of_the_forward():
     grad = backward(kernel)
     assert [sym.name for sym, _ in grad.element_outputs] == ["grad_a", "grad_b"]
     assert [sym.name for sym in grad.sample_inputs] == ["g_loss"]
+    # its values: the vector-Jacobian product of the forward, computed by torch autograd
+    from flowcore.codegen.torch import build
+
+    library = build("k", "0", [kernel, grad])
+    gen = torch.Generator().manual_seed(0)
+    A, Bv, g = (torch.randn(*shape, generator=gen, dtype=torch.float64) for shape in ((3, 4), (3, 4), (3,)))
+    A.requires_grad_(True)
+    Bv.requires_grad_(True)
+    (loss,) = library["k"](A, 3, 4, A, Bv)
+    want = torch.autograd.grad(loss, (A, Bv), g)
+    got = library[grad.name](A, 3, 4, A.detach(), Bv.detach(), g)
+    # float64, a dozen operations: agreement to a few ulps
+    assert all(torch.allclose(x, y, rtol=1e-13, atol=0) for x, y in zip(got, want))
 
 
 def test_gradcheck_and_gradgradcheck_of_segment_ops():

@@ -86,6 +86,12 @@ def test_config_errors_name_the_key(override, message):
     assert message in str(error.value)
 
 
+def test_eta_for_an_objective_without_a_diagonal_share_is_an_error():
+    assert build_objective(ObjectiveConfig(name="lsd", eta=0.5), 1.0).split(100) == (50, 50)
+    with pytest.raises(ValueError, match="objective.eta = 0.5: the built-in 'fm' has no diagonal share"):
+        build_objective(ObjectiveConfig(name="fm", eta=0.5), 1.0)
+
+
 def test_config_file_errors_name_the_file(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("steps = 10\n[optim]\nlearning_rate = 1e-3\n")
@@ -412,6 +418,12 @@ def test_the_quick_run_starts_over_but_never_removes_another_run(tmp_path, capsy
     assert main(["train", "--out", str(quick), *sets]) == 0
     assert main(["train", "--out", str(quick), *sets]) == 0
     assert "starting the quick run over" in capsys.readouterr().out
+    # logs left by a run that stopped before its first checkpoint (another objective: other columns)
+    (tmp_path / "crashed").mkdir()
+    (tmp_path / "crashed" / "metrics.csv").write_text("step,loss,loss_psd,grad_norm\n0,1.0,1.0,1.0\n")
+    assert main(["train", "--out", str(tmp_path / "crashed"), *sets]) == 0
+    rows = (tmp_path / "crashed" / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("step,loss,loss_fm,loss_lsd,") and [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
     other = tmp_path / "other"  # a different run (here: another step count) in the same place
     assert main(["train", "--out", str(other), *sets[:-1], "--set=steps=3"]) == 0
     kept = ckpt.resolve(other)

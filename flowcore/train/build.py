@@ -48,8 +48,13 @@ def _load_file(path: str, eta: float) -> Objective:
 def build_objective(config: ObjectiveConfig, sigma: float) -> Objective:
     if config.name.endswith(".py"):
         objective = _load_file(config.name, config.eta)
+    elif _accepts_eta(config.name):
+        objective = load(config.name, eta=config.eta)
+    elif config.eta != ObjectiveConfig.eta:
+        raise ValueError(f"objective.eta = {config.eta}: the built-in {config.name!r} has no diagonal share "
+                         "(leave objective.eta at its default)")
     else:
-        objective = load(config.name, **({"eta": config.eta} if _accepts_eta(config.name) else {}))
+        objective = load(config.name)
     objective = objective.with_options(interpolant=INTERPOLANTS[config.interpolant](), sigma=float(sigma),
                                        reduction=config.reduction)
     if config.learned_weight:

@@ -61,6 +61,9 @@ class Progress:
         if not enabled:
             return
         out.mkdir(parents=True, exist_ok=True)
+        if start_step == 0:  # a run starting over (the quick run) keeps nothing of the last one's logs
+            self.csv_path.unlink(missing_ok=True)
+            self.eval_path.unlink(missing_ok=True)
         _keep_rows_up_to(self.csv_path, start_step)
         _keep_evaluations_up_to(self.eval_path, start_step)
         new = not self.csv_path.is_file() or self.csv_path.stat().st_size == 0
