@@ -34,6 +34,13 @@ class RawTimes(nn.Module):
         return self(s, t), [torch.stack([ds, dt], dim=1) for ds, dt in tangents]
 
 
+def sinusoidal_frequencies(features: int, max_period: float = 1e4, scale: float = 1000.0) -> torch.Tensor:
+    """The ``features // 2`` frequencies ``scale · max_period^(−i/half)`` (float64) of a sinusoidal
+    embedding of a time in [0, 1] (its cos and sin pairs)."""
+    half = features // 2
+    return scale * torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float64) / half)
+
+
 class SinusoidalTimes(nn.Module):
     """``e(s, t) = [cos(ω s), sin(ω s), cos(ω (t − s)), sin(ω (t − s))]`` with ``features/2``
     frequencies per time; ``ė`` is the same with ``−ω sin, ω cos`` times the tangent of each time."""
@@ -44,9 +51,8 @@ class SinusoidalTimes(nn.Module):
             raise ValueError(f"features must be even and positive (cos and sin pairs), got {features}")
         if not (max_period > 0 and scale > 0):
             raise ValueError(f"max_period and scale must be positive, got {max_period}, {scale}")
-        half = features // 2
         self.features, self.max_period, self.scale = features, float(max_period), float(scale)
-        freqs = scale * torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float64) / half)
+        freqs = sinusoidal_frequencies(features, max_period, scale)
         self.register_buffer("freqs", freqs, persistent=False)  # float64; cast to the times' dtype
 
     @property

@@ -1,10 +1,10 @@
 """The learned log-variance head of the EDM2-style loss weight (MATH.md §3)."""
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
+
+from .embeddings import sinusoidal_frequencies
 
 
 class LogVarHead(nn.Module):
@@ -18,9 +18,7 @@ class LogVarHead(nn.Module):
         super().__init__()
         if features % 2:
             raise ValueError(f"features must be even (sin and cos pairs), got {features}")
-        half = features // 2
-        freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float64) / half) * 1000.0
-        self.register_buffer("freqs", freqs.float(), persistent=False)
+        self.register_buffer("freqs", sinusoidal_frequencies(features, max_period).float(), persistent=False)
         self.linear = nn.Linear(2 * features, 1)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
