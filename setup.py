@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 from setuptools import find_packages, setup
 
@@ -70,13 +71,17 @@ def extensions():
             os.environ.setdefault("CUDA_HOME", home)
             if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
                 os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0"  # arch detection needs a GPU otherwise
-    options = dict(include_dirs=[os.path.abspath("csrc")],
+    # at::parallel_for's OpenMP pragmas are compiled into the extension (flowcore.runtime.extension)
+    openmp = (["-fopenmp"] if sys.platform.startswith("linux")
+              and "parallel backend: OpenMP" in torch.__config__.parallel_info() else [])
+    options = dict(include_dirs=[os.path.abspath("csrc")], extra_link_args=openmp,
                    define_macros=[("FLOWCORE_SOURCES_HASH", _sources_digest(torch.__version__))])
     if with_cuda:
         module = cpp_extension.CUDAExtension("flowcore._C", sources + cuda_sources,
-                                             extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3"]}, **options)
+                                             extra_compile_args={"cxx": ["-O3", *openmp], "nvcc": ["-O3"]}, **options)
     else:
-        module = cpp_extension.CppExtension("flowcore._C", sources, extra_compile_args={"cxx": ["-O3"]}, **options)
+        module = cpp_extension.CppExtension("flowcore._C", sources, extra_compile_args={"cxx": ["-O3", *openmp]},
+                                            **options)
     return [module], {"build_ext": cpp_extension.BuildExtension}
 
 

@@ -113,7 +113,6 @@ BAD = [  # (call, error, message)
     (lambda: _NET.jvp(torch.rand(4, dtype=F64), _S, _X, _S, _S, _X), ValueError, r"expects s shaped \(3,\)"),
     (lambda: _NET.jvp(_S, _S, _X, _S, _S, _X[:, :1]), ValueError, r"the tangent dx \(tangent 0\) shaped \(B, 2\)"),
     (lambda: _NET.jvp(_S, _S, _X, _S[:2], _S, _X), ValueError, r"expects ds shaped \(3,\)"),
-    (lambda: _NET.jvp_many(_S, _S, _X, []), ValueError, "at least one tangent"),
     (lambda: _NET.jvp_many(_S, _S, _X, [(_S, _S)]), ValueError, "must be a triple"),
     (lambda: act_fwd_torch(torch.zeros(1, 1, 1), torch.zeros(1), "relu"), ValueError, "unknown activation 'relu'"),
 ]
@@ -369,12 +368,15 @@ def test_compiled_objectives_with_the_fused_mlp_match_the_reference(name, backen
     assert result.worst <= FLOAT64_RTOL, result
     calls = net.__dict__.get("calls", [])
     if name in ("lsd", "esd", "meanflow", "two_directions") and min(compiled.objective.split(len(batch["x1"]))) > 0:
-        assert calls, "the compiled objective used the network's native jvp"
+        assert any(calls), "the compiled objective used the network's native jvp"
     if name == "two_directions":
         assert 3 in calls, "three directions at one primal go through one jvp_many call"
     if name == "esd" and min(compiled.objective.split(len(batch["x1"]))) > 0:
         # ∂_s X̂ (live) and the sg'd ∇X̂·v̂ share one primal pass; only ∂_s X̂ keeps a graph
-        assert sorted(net.__dict__["live"][0]) == [False, True], net.__dict__["live"]
+        merged = [live for live in net.__dict__["live"] if live is not None]
+        assert len(merged) == 1 and sorted(merged[0]) == [False, True], net.__dict__["live"]
+    if name in ("lsd", "psd_u", "psd_m") and len(batch["x1"]):
+        assert 0 in calls, "plain evaluations go through the fused path (jvp_many without tangents)"
 
 
 # -- CUDA ---------------------------------------------------------------------------------------------

@@ -6,8 +6,9 @@ see). ``jvp`` / ``jvp_many`` push one primal and k tangents through each layer t
 ``[h; ḣ_1; …; ḣ_k]`` are stacked, so a layer is ONE GEMM over ``(k+1)·B`` rows (bias on the primal
 rows only, added inside the activation) and ONE fused elementwise op ``a = σ(y)``, ``ȧ_j = σ'(y)ẏ_j``
 (flowcore.nn.fused). Their backward is stacked GEMMs again plus one fused op for
-``g_y = σ'g_a + σ''Σ ẏ_j g_ȧj``, ``g_ẏj = σ'g_ȧj``. Under ``torch.no_grad()`` (sg'd JVPs) nothing is
-saved for backward.
+``g_y = σ'g_a + σ''Σ ẏ_j g_ȧj``, ``g_ẏj = σ'g_ȧj``. In plain autograd a whole call — every layer,
+forward and backward — is one extension op and one autograd node (flowcore.nn.netcall). Under
+``torch.no_grad()`` (sg'd JVPs) nothing is saved for backward.
 """
 from __future__ import annotations
 
@@ -15,10 +16,9 @@ import math
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from .embeddings import time_embedding as _time_embedding
-from .fused import act_fwd, act_jvp
+from .netcall import net_call
 
 ACTIVATIONS = {"gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
@@ -89,15 +89,16 @@ class FlowMapMLP(nn.Module):
 
     def jvp_many(self, s, t, x, tangents: list[Tangent], live: list[bool] | None = None
                  ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """``(v, [v̇_1, …, v̇_k])`` for k tangents ``(ṡ, ṫ, ẋ)`` sharing one primal pass: each layer is
-        one GEMM over the stacked rows and one fused activation.
+        """``(v, [v̇_1, …, v̇_k])`` for k ≥ 0 tangents ``(ṡ, ṫ, ẋ)`` sharing one primal pass: each
+        layer is one GEMM over the stacked rows and one fused activation, and in plain autograd the
+        whole call is one op and one autograd node (flowcore.nn.netcall). With no tangents this is
+        the forward, through the same fused path (compiled objectives call it; `forward` stays the
+        plain ``nn.Sequential`` that the reference interpreter and torch.func see).
 
         ``live[j] = False`` marks a tangent needed only under stop-gradient (ESD's ``∇X̂·v̂``,
-        MeanFlow's ``dv̂/ds``): its rows run beside the graph, without one, so the backward's
-        GEMMs cover only the primal and the live tangents."""
+        MeanFlow's ``dv̂/ds``): its rows share the forward's GEMMs but run without a graph, so the
+        backward's GEMMs cover only the primal and the live tangents."""
         self._check_x(x)
-        if len(tangents) == 0:
-            raise ValueError("jvp_many needs at least one tangent (ds, dt, dx)")
         live = [True] * len(tangents) if live is None else [bool(flag) for flag in live]
         if len(live) != len(tangents):
             raise ValueError(f"jvp_many: {len(live)} live flags for {len(tangents)} tangents")
@@ -114,32 +115,14 @@ class FlowMapMLP(nn.Module):
             dots.append((self._time(ds, x, "ds"), self._time(dt, x, "dt"), dx.to(x.dtype)))
         e, e_dots = self.embedding.jvp(s, t, [(ds, dt) for ds, dt, _ in dots])
         rows = [torch.cat([e_dot, dx / self.sigma], dim=1) for e_dot, (_, _, dx) in zip(e_dots, dots)]
-        h = torch.stack([torch.cat([e, x / self.sigma], dim=1)] + [r for r, keep in zip(rows, live) if keep])
-        h_dead = torch.stack([r.detach() for r, keep in zip(rows, live) if not keep]) if not all(live) else None
+        h = torch.stack([torch.cat([e, x / self.sigma], dim=1)]
+                        + [r for r, keep in zip(rows, live) if keep]
+                        + [r.detach() for r, keep in zip(rows, live) if not keep])
         linears = list(self.body)[0::2]
-        for layer in linears[:-1]:
-            y = self._stacked_linear(h, layer.weight)  # one GEMM, no bias
-            bias = layer.bias.to(y.dtype)  # dtype: autocast
-            if h_dead is not None:
-                with torch.no_grad():  # σ'(z) of the primal, outside the graph
-                    y_dead = self._stacked_linear(h_dead, layer.weight)
-                    h_dead = act_fwd(torch.cat([y[:1], y_dead]), bias, self.activation, self.fused)[1:]
-            h = act_jvp(y, bias, self.activation, self.fused)
-        last = linears[-1]
-        out = self.sigma * self._stacked_linear(h, last.weight)
-        live_dots = iter(out[1:])
-        dead_dots = iter(())
-        if h_dead is not None:
-            with torch.no_grad():
-                dead_dots = iter(self.sigma * self._stacked_linear(h_dead, last.weight))
-        v = out[0] + self.sigma * last.bias.to(out.dtype)
-        return v, [next(live_dots) if keep else next(dead_dots) for keep in live]
-
-    @staticmethod
-    def _stacked_linear(h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """``(T, B, F) @ Wᵀ`` as one GEMM over the T·B rows."""
-        T, B = h.shape[0], h.shape[1]
-        return F.linear(h.reshape(T * B, -1), weight).view(T, B, -1)
+        out, out_dead = net_call(h, 1 + sum(live), [layer.weight for layer in linears],
+                                 [layer.bias for layer in linears], self.activation, self.sigma, self.fused)
+        live_dots, dead_dots = iter(out[1:]), iter(out_dead)
+        return out[0], [next(live_dots) if keep else next(dead_dots) for keep in live]
 
     def extra_repr(self) -> str:
         fused = "" if self.fused is None else f", fused={self.fused}"

@@ -25,6 +25,7 @@ import importlib.util
 import logging
 import os
 import re
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -39,8 +40,22 @@ __all__ = ["ExtensionBuildError", "csrc_dir", "cuda_wanted", "extension_info", "
            "sources_digest"]
 
 NAME = "flowcore_ext"
-CXX_FLAGS = ["-O3"]
 NVCC_FLAGS = ["-O3"]
+
+
+def _openmp_flags() -> list[str]:
+    """``-fopenmp`` where ATen's thread pool is OpenMP (Linux): ``at::parallel_for`` is a header
+    template whose ``#pragma omp parallel`` is compiled into the extension, so without the flag
+    every op of the extension — the fused activations, the generated kernels' launcher — runs on
+    one thread. The extension then needs libgomp.so.1, which torch has already loaded: one runtime."""
+    if sys.platform.startswith("linux") and "parallel backend: OpenMP" in torch.__config__.parallel_info():
+        return ["-fopenmp"]
+    return []
+
+
+OPENMP_FLAGS = _openmp_flags()
+CXX_FLAGS = ["-O3", *OPENMP_FLAGS]
+LD_FLAGS = list(OPENMP_FLAGS)
 _lock = threading.Lock()
 _state: dict = {}
 
@@ -200,7 +215,7 @@ def _build_cpu_without_ninja(cpp_extension, sources: list[str], include: Path, o
                f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
                *[f"-I{p}" for p in cpp_extension.include_paths()], f"-I{sysconfig.get_paths()['include']}",
                f"-I{include}", *sources, *[f"-L{p}" for p in cpp_extension.library_paths()],
-               "-lc10", "-ltorch_cpu", "-ltorch", "-o", str(output)]
+               "-lc10", "-ltorch_cpu", "-ltorch", *LD_FLAGS, "-o", str(output)]
     if verbose:
         log.info("flowcore: %s", " ".join(command))
     try:
@@ -212,7 +227,7 @@ def _build_cpu_without_ninja(cpp_extension, sources: list[str], include: Path, o
 def _load_jit(with_cuda: bool, verbose: bool = False) -> None:
     root = csrc_dir()
     sources = _source_texts(root)
-    flags = CXX_FLAGS + (["nvcc:"] + NVCC_FLAGS if with_cuda else [])
+    flags = CXX_FLAGS + ["ld:"] + LD_FLAGS + (["nvcc:"] + NVCC_FLAGS if with_cuda else [])
     extra = {"kind": "torch-extension", "name": NAME, "with_cuda": str(with_cuda),
              "abi": str(torch._C._GLIBCXX_USE_CXX11_ABI)}
     if with_cuda:
@@ -249,6 +264,7 @@ def _load_jit(with_cuda: bool, verbose: bool = False) -> None:
             return [f"{name}.so"]
         try:
             cpp_extension.load(name=name, sources=paths, extra_cflags=CXX_FLAGS, extra_cuda_cflags=NVCC_FLAGS,
+                               extra_ldflags=LD_FLAGS,
                                extra_include_paths=[str(src_dir)], build_directory=str(directory),
                                with_cuda=with_cuda, is_python_module=False, verbose=verbose)
         except Exception as e:

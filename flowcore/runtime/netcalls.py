@@ -3,7 +3,8 @@
 Calls of one batch are concatenated along the batch axis and evaluated once. A network with a
 native ``jvp(s, t, x, ṡ, ṫ, ẋ) -> (v, v̇)`` (flowcore.nn's fused MLP) is used for first-order
 jets — and its ``jvp_many(s, t, x, tangents, live=None)``, when it has one, for several tangents at
-one primal or a tangent needed only under sg; anything else goes through ``torch.func.jvp``.
+one primal, a tangent needed only under sg, and plain evaluations (no tangents); anything else goes
+through ``torch.func.jvp``.
 Second order nests two JVPs.
 """
 from __future__ import annotations
@@ -90,7 +91,9 @@ def _jets(fn: str, f: Callable, primals: tuple, directions: list[tuple], outputs
         elif len(pattern) > 2:
             raise NotImplementedError(f"jets of order {len(pattern)}: flowcore supports derivatives up to 2nd order")
     if () in outputs and () not in results:
-        results[()] = f(*primals)
+        # the fused MLP's forward: one op and one autograd node (`f` is its nn.Sequential)
+        results[()] = net.jvp_many(*primals, [])[0] if native and callable(getattr(net, "jvp_many", None)) \
+            else f(*primals)
     return results
 
 

@@ -1,0 +1,146 @@
+"""flowcore.nn.netcall: a whole stacked MLP call as one op (csrc/mlp_net.cpp) and one autograd node,
+against its layer-by-layer twin `stacked_layers` in torch ops (itself tested against plain autograd
+in test_mlp.py).
+
+float64 throughout: the two compute the same function with the same GEMMs and activation kernels in
+the same order, so values and first gradients agree to rounding (1e-12 relative leaves room for the
+summation order of ATen's bias-gradient reductions). Also gradcheck / gradgradcheck (the double
+backward recomputes layer by layer), dead row blocks, no-grad mode, the op's argument errors, and
+which implementation `net_call` picks.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flowcore.nn import FlowMapMLP, fused
+from flowcore.nn.netcall import NetCall, net_call, stacked_layers
+
+F64 = torch.float64
+RTOL = 1e-12
+ACTS = ["gelu", "silu", "tanh"]
+
+pytestmark = pytest.mark.skipif(not fused.kernels_available("cpu", F64), reason="the fused kernels are not available")
+
+
+def rel(got: torch.Tensor, want: torch.Tensor) -> float:
+    return (got - want).norm().item() / max(want.norm().item(), 1e-8)
+
+
+def layers(sizes: list[int], seed: int, requires_grad: bool = True) -> tuple[list, list]:
+    gen = torch.Generator().manual_seed(seed)
+    weights = [torch.randn(n_out, n_in, generator=gen, dtype=F64) / n_in ** 0.5 for n_in, n_out in zip(sizes, sizes[1:])]
+    biases = [torch.randn(n_out, generator=gen, dtype=F64) for n_out in sizes[1:]]
+    return ([w.requires_grad_(requires_grad) for w in weights], [b.requires_grad_(requires_grad) for b in biases])
+
+
+def backward_node(out: torch.Tensor) -> str:
+    node = out.grad_fn
+    while node is not None and type(node).__name__ != "NetCallBackward" and node.next_functions:
+        node = node.next_functions[0][0]
+    return type(node).__name__
+
+
+@settings(max_examples=25)
+@given(T=st.integers(1, 4), dead=st.integers(0, 2), B=st.integers(1, 6), F=st.integers(1, 5),
+       widths=st.lists(st.integers(1, 20), min_size=0, max_size=3), out=st.integers(1, 3),
+       activation=st.sampled_from(ACTS), scale=st.sampled_from([1.0, 0.58]), input_grad=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_the_op_equals_the_layer_by_layer_twin(T, dead, B, F, widths, out, activation, scale, input_grad, seed):
+    live, T = T, T + dead
+    weights, biases = layers([F, *widths, out], seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    h = (2 * torch.randn(T, B, F, generator=gen, dtype=F64)).requires_grad_(input_grad)
+    got, got_dead = NetCall.apply(h, activation, scale, live, *weights, *biases)
+    want, want_dead = stacked_layers(h, live, weights, biases, activation, scale, fused=False)
+    assert got.shape == (live, B, out) and got_dead.shape == (T - live, B, out)
+    assert rel(got, want) <= RTOL and (T == live or rel(got_dead, want_dead) <= RTOL)
+    assert not got_dead.requires_grad
+    r = torch.randn(got.shape, generator=gen, dtype=F64)
+    params = [*weights, *biases] + ([h] if input_grad else [])
+    grads = torch.autograd.grad((got * r).sum(), params)
+    wanted = torch.autograd.grad((want * r).sum(), params)
+    assert all(rel(g, w) <= RTOL for g, w in zip(grads, wanted))
+    if input_grad and T > live:
+        assert torch.equal(grads[-1][live:], torch.zeros_like(grads[-1][live:])), "dead blocks get no gradient"
+
+
+@pytest.mark.parametrize("activation", ACTS)
+def test_gradcheck_and_gradgradcheck_with_a_dead_block(activation):
+    weights, biases = layers([3, 4, 4, 2], seed=1)
+    h = torch.randn(3, 2, 3, dtype=F64, requires_grad=True)
+
+    def f(h, *params):
+        return NetCall.apply(h, activation, 0.7, 2, *params)[0]
+
+    args = (h, *weights, *biases)
+    assert torch.autograd.gradcheck(f, args)
+    assert torch.autograd.gradgradcheck(f, args)  # create_graph: the layer-by-layer recomputation
+
+
+def test_parameters_without_grad_and_no_grad_mode_save_nothing():
+    weights, biases = layers([3, 8, 2], seed=2, requires_grad=False)
+    h = torch.randn(2, 4, 3, dtype=F64)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda x: saved.append(x.shape) or x, lambda x: x):
+        out, _ = NetCall.apply(h, "gelu", 1.0, 2, *weights, *biases)
+        assert saved == [] and out.grad_fn is None
+        with torch.no_grad():
+            weights[0].requires_grad_()
+            out, _ = NetCall.apply(h, "gelu", 1.0, 2, *weights, *biases)
+        assert saved == [] and out.grad_fn is None
+        out, _ = NetCall.apply(h, "gelu", 1.0, 2, *weights, *biases)
+        assert saved and out.grad_fn is not None
+    grad = torch.autograd.grad(out.sum(), weights[0])[0]
+    assert grad.shape == weights[0].shape
+
+
+def test_op_argument_errors_name_what_is_wrong():
+    weights, biases = layers([3, 4, 2], seed=3, requires_grad=False)
+    h = torch.randn(2, 5, 3, dtype=F64)
+    op = torch.ops.flowcore.mlp_net_fwd
+    bad = [((h[0], weights, biases, "gelu", 1.0, 1, False), "stacked rows"),
+           ((h, weights, biases, "gelu", 1.0, 3, False), r"live must count 1\.\.T = 2"),
+           ((h, weights, biases[:1], "gelu", 1.0, 1, False), "one bias per weight"),
+           ((h, [weights[0].t(), weights[1]], biases, "gelu", 1.0, 1, False), r"weight 0 must be \(out, 3\)"),
+           ((h, weights, [biases[0][:3], biases[1]], "gelu", 1.0, 1, False), r"bias 0 must be \(4,\)"),
+           ((h.float(), weights, biases, "gelu", 1.0, 1, False), "layer 0's weight and bias must have the rows' dtype"),
+           ((h, weights, biases, "relu", 1.0, 1, False), "unknown activation 'relu'")]
+    for args, message in bad:
+        with pytest.raises(RuntimeError, match=message):
+            op(*args)
+    _, _, hidden, pre = op(h, weights, biases, "gelu", 1.0, 2, True)
+    with pytest.raises(RuntimeError, match="needs the 1 hidden rows and 1 pre-activations"):
+        torch.ops.flowcore.mlp_net_bwd(torch.ones(2, 5, 2, dtype=F64), h, [], pre, weights, biases, "gelu", 1.0, False)
+    with pytest.raises(RuntimeError, match=r"grad must be \(live <= 2, 5, 2\)"):
+        torch.ops.flowcore.mlp_net_bwd(torch.ones(3, 5, 2, dtype=F64), h, hidden, pre, weights, biases, "gelu", 1.0,
+                                       False)
+    with pytest.raises(ValueError, match=r"live must count 1\.\.2 row blocks, got 0"):
+        net_call(h, 0, weights, biases, "gelu", 1.0)
+
+
+def test_net_call_picks_the_op_in_plain_autograd_and_the_twin_under_transforms():
+    weights, biases = layers([3, 6, 2], seed=4)
+    h = torch.randn(2, 3, 3, dtype=F64)
+    out, _ = net_call(h, 2, weights, biases, "silu", 1.0)
+    assert backward_node(out) == "NetCallBackward"
+    assert backward_node(net_call(h, 2, weights, biases, "silu", 1.0, fused=False)[0]) != "NetCallBackward"
+    # torch.func: the differentiable twin (the op has no forward-mode or vmap rule)
+    tangent = torch.randn_like(h)
+    value, dot = torch.func.jvp(lambda hh: net_call(hh, 2, weights, biases, "silu", 1.0)[0], (h,), (tangent,))
+    want = torch.func.jvp(lambda hh: stacked_layers(hh, 2, weights, biases, "silu", 1.0, fused=False)[0],
+                          (h,), (tangent,))
+    assert rel(value, want[0]) <= RTOL and rel(dot, want[1]) <= RTOL
+
+
+def test_jvp_many_without_tangents_is_the_forward_through_one_node():
+    net = FlowMapMLP(2, 16, 3, "tanh", 0.6).double()
+    s, t, x = torch.rand(5, dtype=F64), torch.rand(5, dtype=F64), torch.randn(5, 2, dtype=F64)
+    v, dots = net.jvp_many(s, t, x, [])
+    want = net(s, t, x)
+    assert dots == [] and rel(v, want) <= RTOL and backward_node(v) == "NetCallBackward"
+    grads = torch.autograd.grad(v.square().sum(), list(net.parameters()))
+    wanted = torch.autograd.grad(want.square().sum(), list(net.parameters()))
+    assert all(rel(g, w) <= RTOL for g, w in zip(grads, wanted))
