@@ -3,6 +3,8 @@
 //
 //   flowcore::mlp_act_fwd(Tensor y, Tensor bias, str activation) -> Tensor
 //   flowcore::mlp_act_bwd(Tensor y, Tensor bias, Tensor grad, str activation) -> Tensor
+//   flowcore::mlp_act_fwd_save(Tensor y, Tensor bias, str activation, int live) -> (Tensor, Tensor)
+//   flowcore::mlp_act_bwd_saved(Tensor saved, Tensor grad) -> Tensor      (the last two: mlp_saved.cpp)
 //
 // y is the stacked GEMM output (T, B, N) of one layer: row block 0 the primal pre-activation
 // (without its bias), blocks 1..T-1 the tangents ẏ_j (no bias). With z = y_0 + bias:
@@ -44,6 +46,22 @@ inline int64_t check_args(const char* op, const at::Tensor& y, const at::Tensor&
                 ": grad must have y's dtype and device");
   }
   return y.size(0);
+}
+
+// Row blocks of mlp_act_fwd_save's `saved` for `live` differentiated blocks: [σ'] or [σ'; σ''; ẏ_1..].
+inline int64_t saved_blocks(int64_t live) { return live == 1 ? 1 : live + 1; }
+
+inline void check_saved(const char* op, const at::Tensor& saved, const at::Tensor& grad) {
+  TORCH_CHECK(grad.dim() == 3 && grad.size(0) >= 1, op, ": grad must be stacked rows (live >= 1, B, N), got shape ",
+              grad.sizes());
+  const int64_t live = grad.size(0);
+  TORCH_CHECK(saved.dim() == 3 && saved.size(0) == saved_blocks(live) && saved.size(1) == grad.size(1) &&
+                  saved.size(2) == grad.size(2),
+              op, ": saved must be (", saved_blocks(live), ", ", grad.size(1), ", ", grad.size(2), ") for ", live,
+              " live row blocks, got shape ", saved.sizes());
+  TORCH_CHECK(saved.scalar_type() == grad.scalar_type() && saved.device() == grad.device(), op,
+              ": saved must have grad's dtype and device (", grad.scalar_type(), ", ", grad.device(), "), got ",
+              saved.scalar_type(), ", ", saved.device());
 }
 
 }  // namespace mlp

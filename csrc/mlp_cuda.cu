@@ -1,6 +1,6 @@
 // The fused activation of flowcore's flow-map MLP: CUDA kernels (MATH.md §4, §6).
 //
-// Same ops as the CPU ones (schemas in mlp_ops.cpp, semantics in mlp_act.h). One thread per
+// Same ops as the CPU ones (schemas in mlp_ops.cpp and mlp_saved.cpp, semantics in mlp_act.h). One thread per
 // (row, column) of the primal block: it reads y_0 and the bias once, evaluates σ, σ', σ'' once and
 // serves every stacked tangent row block, so an unfused layer's ~10 memory-bound elementwise
 // passes become one. float32/float64, and float16/bfloat16 with float math (at::opmath_type).
@@ -8,6 +8,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -15,6 +16,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <tuple>
 
 #include "mlp_act.h"
 
@@ -89,6 +91,48 @@ __global__ void bwd_kernel(int64_t T, int64_t BN, int64_t N, const scalar_t* __r
   }
 }
 
+// mlp_act_fwd_save (mlp_saved.cpp): out as fwd_kernel, and saved = [σ'] or [σ'; σ''; ẏ_1..ẏ_{live−1}]
+template <typename scalar_t, int ACT>
+__global__ void fwd_save_kernel(int64_t T, int64_t live, int64_t BN, int64_t N, const scalar_t* __restrict__ y,
+                                const scalar_t* __restrict__ bias, scalar_t* __restrict__ out,
+                                scalar_t* __restrict__ saved) {
+  using A = at::opmath_type<scalar_t>;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < BN; i += stride) {
+    A a, d1, d2;
+    activation<A, ACT>(static_cast<A>(y[i]) + static_cast<A>(bias[i % N]), a, d1, d2);
+    out[i] = static_cast<scalar_t>(a);
+    saved[i] = static_cast<scalar_t>(d1);
+    if (live > 1) saved[BN + i] = static_cast<scalar_t>(d2);
+    for (int64_t j = 1; j < T; ++j) {
+      const scalar_t yj = y[j * BN + i];
+      out[j * BN + i] = static_cast<scalar_t>(d1 * static_cast<A>(yj));
+      if (j < live) saved[(1 + j) * BN + i] = yj;
+    }
+  }
+}
+
+// mlp_act_bwd_saved: g_y0 = σ'·g_0 + σ''·Σ_j ẏ_j·g_j, g_ẏj = σ'·g_j (no activation evaluated)
+template <typename scalar_t>
+__global__ void bwd_saved_kernel(int64_t live, int64_t BN, const scalar_t* __restrict__ saved,
+                                 const scalar_t* __restrict__ g, scalar_t* __restrict__ gy) {
+  using A = at::opmath_type<scalar_t>;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < BN; i += stride) {
+    const A d1 = static_cast<A>(saved[i]);
+    A acc = d1 * static_cast<A>(g[i]);
+    if (live > 1) {
+      const A d2 = static_cast<A>(saved[BN + i]);
+      for (int64_t j = 1; j < live; ++j) {
+        const A gj = static_cast<A>(g[j * BN + i]);
+        acc += d2 * static_cast<A>(saved[(1 + j) * BN + i]) * gj;
+        gy[j * BN + i] = static_cast<scalar_t>(d1 * gj);
+      }
+    }
+    gy[i] = static_cast<scalar_t>(acc);
+  }
+}
+
 constexpr int kThreads = 256;
 
 inline unsigned blocks_for(int64_t n) {
@@ -145,6 +189,54 @@ at::Tensor act_bwd_cuda(const at::Tensor& y_in, const at::Tensor& bias_in, const
   return gy;
 }
 
+std::tuple<at::Tensor, at::Tensor> act_fwd_save_cuda(const at::Tensor& y_in, const at::Tensor& bias_in,
+                                                     c10::string_view activation, int64_t live) {
+  const char* op = "flowcore::mlp_act_fwd_save";
+  const int act = parse_activation(std::string_view(activation.data(), activation.size()));
+  const int64_t T = check_args(op, y_in, bias_in, nullptr);
+  TORCH_CHECK(y_in.is_cuda(), op, " (CUDA): y is on ", y_in.device());
+  TORCH_CHECK(live >= 1 && live <= T, op, ": live must count 1..T = ", T, " row blocks, got ", live);
+  const c10::cuda::CUDAGuard guard(y_in.device());
+  const at::Tensor y = y_in.contiguous(), bias = bias_in.contiguous();
+  at::Tensor out = at::empty_like(y, at::MemoryFormat::Contiguous);
+  at::Tensor saved = at::empty({saved_blocks(live), y.size(1), y.size(2)}, y.options());
+  const int64_t N = y.size(2), BN = y.size(1) * N;
+  if (out.numel() == 0) return {out, saved};
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream(y.device().index()).stream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "flowcore::mlp_act_fwd_save", [&] {
+    const auto* yp = y.const_data_ptr<scalar_t>();
+    const auto* bp = bias.const_data_ptr<scalar_t>();
+    auto* op_ = out.data_ptr<scalar_t>();
+    auto* sp = saved.data_ptr<scalar_t>();
+    const unsigned blocks = blocks_for(BN);
+    switch (act) {
+      case kGelu: fwd_save_kernel<scalar_t, kGelu><<<blocks, kThreads, 0, stream>>>(T, live, BN, N, yp, bp, op_, sp); break;
+      case kSilu: fwd_save_kernel<scalar_t, kSilu><<<blocks, kThreads, 0, stream>>>(T, live, BN, N, yp, bp, op_, sp); break;
+      default: fwd_save_kernel<scalar_t, kTanh><<<blocks, kThreads, 0, stream>>>(T, live, BN, N, yp, bp, op_, sp); break;
+    }
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {out, saved};
+}
+
+at::Tensor act_bwd_saved_cuda(const at::Tensor& saved_in, const at::Tensor& grad_in) {
+  const char* op = "flowcore::mlp_act_bwd_saved";
+  check_saved(op, saved_in, grad_in);
+  TORCH_CHECK(grad_in.is_cuda(), op, " (CUDA): grad is on ", grad_in.device());
+  const c10::cuda::CUDAGuard guard(grad_in.device());
+  const at::Tensor saved = saved_in.contiguous(), grad = grad_in.contiguous();
+  at::Tensor gy = at::empty_like(grad, at::MemoryFormat::Contiguous);
+  const int64_t live = grad.size(0), BN = grad.size(1) * grad.size(2);
+  if (gy.numel() == 0) return gy;
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream(grad.device().index()).stream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "flowcore::mlp_act_bwd_saved", [&] {
+    bwd_saved_kernel<scalar_t><<<blocks_for(BN), kThreads, 0, stream>>>(
+        live, BN, saved.const_data_ptr<scalar_t>(), grad.const_data_ptr<scalar_t>(), gy.data_ptr<scalar_t>());
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return gy;
+}
+
 }  // namespace
 }  // namespace mlp
 }  // namespace flowcore
@@ -152,4 +244,6 @@ at::Tensor act_bwd_cuda(const at::Tensor& y_in, const at::Tensor& bias_in, const
 TORCH_LIBRARY_IMPL(flowcore, CUDA, m) {
   m.impl("mlp_act_fwd", &flowcore::mlp::act_fwd_cuda);
   m.impl("mlp_act_bwd", &flowcore::mlp::act_bwd_cuda);
+  m.impl("mlp_act_fwd_save", &flowcore::mlp::act_fwd_save_cuda);
+  m.impl("mlp_act_bwd_saved", &flowcore::mlp::act_bwd_saved_cuda);
 }

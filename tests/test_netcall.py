@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowcore.nn import FlowMapMLP, fused
+from flowcore.nn.fused import act_bwd_torch, act_fwd_torch
 from flowcore.nn.netcall import NetCall, net_call, stacked_layers
 
 F64 = torch.float64
@@ -67,6 +68,29 @@ def test_the_op_equals_the_layer_by_layer_twin(T, dead, B, F, widths, out, activ
         assert torch.equal(grads[-1][live:], torch.zeros_like(grads[-1][live:])), "dead blocks get no gradient"
 
 
+@settings(max_examples=12)
+@given(T=st.integers(1, 4), data=st.data(), B=st.integers(0, 5), N=st.integers(1, 300),
+       activation=st.sampled_from(ACTS), dtype=st.sampled_from([F64, torch.float32]), seed=st.integers(0, 2**16))
+def test_saving_activation_ops_equal_the_torch_ops(T, data, B, N, activation, dtype, seed):
+    """mlp_act_fwd_save's output is mlp_act_fwd's; mlp_act_bwd_saved on its `saved` is mlp_act_bwd
+    over the live blocks (the dead ones get no gradient)."""
+    live = data.draw(st.integers(1, T))
+    gen = torch.Generator().manual_seed(seed)
+    y, b, g = [(scale * torch.randn(*shape, generator=gen, dtype=F64)).to(dtype)
+               for scale, shape in ((4, (T, B, N)), (1, (N,)), (1, (live, B, N)))]
+    out, saved = torch.ops.flowcore.mlp_act_fwd_save(y, b, activation, live)
+    gy = torch.ops.flowcore.mlp_act_bwd_saved(saved, g)
+    d = [a.double() for a in (y, b, g)]
+    want_out, want_gy = act_fwd_torch(d[0], d[1], activation), act_bwd_torch(d[0][:live], d[1], d[2], activation)
+    assert saved.shape == ((1 if live == 1 else live + 1), B, N) and gy.shape == (live, B, N)
+    # as test_mlp.py's kernel test: float32 σ, σ' to ~2e-7, z rounded by the bias add, |ẏ| ≤ ~20
+    tol = 1e-13 if dtype == F64 else 5e-6
+    err = lambda got, want: ((got.double() - want).abs() / want.abs().clamp_min(1)).amax().item() if B else 0.0  # noqa: E731
+    assert err(out, want_out) <= tol and err(gy, want_gy) <= tol
+    if live > 1:
+        assert torch.equal(saved[2:], y[1:live]), "the live tangents are kept as they are"
+
+
 @pytest.mark.parametrize("activation", ACTS)
 def test_gradcheck_and_gradgradcheck_with_a_dead_block(activation):
     weights, biases = layers([3, 4, 4, 2], seed=1)
@@ -111,12 +135,14 @@ def test_op_argument_errors_name_what_is_wrong():
     for args, message in bad:
         with pytest.raises(RuntimeError, match=message):
             op(*args)
-    _, _, hidden, pre = op(h, weights, biases, "gelu", 1.0, 2, True)
-    with pytest.raises(RuntimeError, match="needs the 1 hidden rows and 1 pre-activations"):
-        torch.ops.flowcore.mlp_net_bwd(torch.ones(2, 5, 2, dtype=F64), h, [], pre, weights, biases, "gelu", 1.0, False)
+    _, _, hidden, derivatives = op(h, weights, biases, "gelu", 1.0, 2, True)
+    bwd = torch.ops.flowcore.mlp_net_bwd
+    with pytest.raises(RuntimeError, match="needs the 1 hidden rows and 1 derivatives"):
+        bwd(torch.ones(2, 5, 2, dtype=F64), h, [], derivatives, weights, biases, 1.0, False)
     with pytest.raises(RuntimeError, match=r"grad must be \(live <= 2, 5, 2\)"):
-        torch.ops.flowcore.mlp_net_bwd(torch.ones(3, 5, 2, dtype=F64), h, hidden, pre, weights, biases, "gelu", 1.0,
-                                       False)
+        bwd(torch.ones(3, 5, 2, dtype=F64), h, hidden, derivatives, weights, biases, 1.0, False)
+    with pytest.raises(RuntimeError, match=r"saved must be \(3, 5, 4\) for 2 live row blocks"):
+        bwd(torch.ones(2, 5, 2, dtype=F64), h, hidden, [derivatives[0][:1]], weights, biases, 1.0, False)
     with pytest.raises(ValueError, match=r"live must count 1\.\.2 row blocks, got 0"):
         net_call(h, 0, weights, biases, "gelu", 1.0)
 
@@ -144,3 +170,32 @@ def test_jvp_many_without_tangents_is_the_forward_through_one_node():
     grads = torch.autograd.grad(v.square().sum(), list(net.parameters()))
     wanted = torch.autograd.grad(want.square().sum(), list(net.parameters()))
     assert all(rel(g, w) <= RTOL for g, w in zip(grads, wanted))
+
+
+def test_retaining_freed_memory_stops_the_page_faults_of_training_steps():
+    """In a subprocess (the setting is process-wide): the small benchmark net's LSD steps fault
+    hundreds of pages in per step under glibc's default thresholds (freed blocks go back to the
+    kernel), a handful with the memory kept."""
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc malloc only")
+    script = (
+        "import resource, sys, torch\n"
+        "from flowcore.bench.suite import training_step\n"
+        "from flowcore.runtime.allocator import retain_freed_memory, retained\n"
+        "torch.set_num_threads(2)\n"
+        "step = training_step('lsd', 'flowcore', 'small', 1024, 'cpu')\n"
+        "def faults():\n"
+        "    for _ in range(3): step()\n"
+        "    r = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "    for _ in range(10): step()\n"
+        "    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r) / 10\n"
+        "before = faults()\n"
+        "assert retain_freed_memory() and retained()['mmap_threshold'] == 32 << 20\n"
+        "print(before, faults())\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    before, after = map(float, out.stdout.split())
+    assert after < 100 < before, (before, after)

@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..batch import complete_batch
+from ..runtime.allocator import retain_freed_memory, retained
 from .flops import net_layers, plan_gemms
 from .measure import GemmStep, breakdown, machine_info, peak_memory, summary, synchronize, time_calls
 
@@ -77,6 +78,7 @@ class BenchConfig:
     profile: bool | None = None  # None: only in quick mode (so that it exercises every path)
     compile_times: bool = True  # cold / warm compile of a new objective
     threads: int | None = None
+    retain_memory: bool = True  # glibc keeps freed memory (flowcore.runtime.allocator), for every variant alike
     seed: int = 0
     dtype: str = "float32"
 
@@ -605,6 +607,8 @@ def run_suite(config: BenchConfig, progress: Callable[[str], None] | None = None
     threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
+    if config.retain_memory:
+        retain_freed_memory()  # for the rest of the process
     try:
         return _run(config, say, on_row)
     finally:
@@ -612,8 +616,8 @@ def run_suite(config: BenchConfig, progress: Callable[[str], None] | None = None
 
 
 def _run(config: BenchConfig, say: Callable[[str], None], on_row) -> dict:
-    result = {"schema": SCHEMA, "machine": machine_info(), "config": asdict(config), "rows": [],
-              "compile": [], "notes": []}
+    result = {"schema": SCHEMA, "machine": {**machine_info(), "malloc": retained()}, "config": asdict(config),
+              "rows": [], "compile": [], "notes": []}
     builds = _Builds()
     cases = [(name, net, batch, device) for device in config.devices for net in config.nets
              for batch in config.batches for name in config.objectives]

@@ -30,7 +30,8 @@ def config_from_args(args: argparse.Namespace):
     return BenchConfig(objectives=args.objective, nets=args.net, batches=args.batch, devices=args.device,
                        repeats=args.repeats, warmup=args.warmup, quick=args.quick, torch_compile=args.torch_compile,
                        torch_compile_backend=args.torch_compile_backend, profile=args.profile,
-                       compile_times=args.compile_times, threads=args.threads, seed=args.seed, dtype=args.dtype)
+                       compile_times=args.compile_times, threads=args.threads, seed=args.seed, dtype=args.dtype,
+                       retain_memory=args.retain_memory)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -79,6 +80,8 @@ def register(commands) -> None:
     bench.add_argument("--compile-times", action=argparse.BooleanOptionalAction, default=True,
                        help="cold and warm compile time of a new objective (default: on)")
     bench.add_argument("--threads", type=_positive, help="torch.set_num_threads (default: torch's)")
+    bench.add_argument("--retain-memory", action=argparse.BooleanOptionalAction, default=True,
+                       help="glibc malloc keeps freed memory for reuse, for every variant (default on)")
     bench.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     bench.add_argument("--seed", type=int, default=0)
     bench.set_defaults(func=cmd_bench)

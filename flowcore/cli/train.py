@@ -60,6 +60,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         print(f"note: starting the quick run over in {out} (pass --resume to continue it)")
         shutil.rmtree(out / "checkpoints")
+    from ..runtime.allocator import retain_freed_memory
+
+    retain_freed_memory()  # a CPU step's buffers are reused, not faulted in again (no effect on CUDA memory)
     trainer = Trainer(config, out=out, resume=args.resume)
     try:
         summary = trainer.train()
@@ -167,8 +170,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    from ..runtime.allocator import retain_freed_memory
     from ..train.reproduce import OBJECTIVES, reproduce
 
+    retain_freed_memory()
     names = args.objectives.split(",") if args.objectives else list(OBJECTIVES)
     try:
         reproduce(args.budget, args.out, names, args.set)

@@ -71,26 +71,26 @@ class NetCall(Function):
     def forward(ctx, h, activation, scale, live, *params):
         n = len(params) // 2
         save = any(ctx.needs_input_grad)
-        out, out_dead, hidden, pre = torch.ops.flowcore.mlp_net_fwd(h, params[:n], params[n:], activation, scale,
-                                                                    live, save)
+        out, out_dead, hidden, derivatives = torch.ops.flowcore.mlp_net_fwd(h, params[:n], params[n:], activation,
+                                                                            scale, live, save)
         ctx.activation, ctx.scale, ctx.live, ctx.blocks = activation, scale, live, h.shape[0]
         if save:
-            ctx.save_for_backward(h, *params, *hidden, *pre)
+            ctx.save_for_backward(h, *params, *hidden, *derivatives)
         ctx.mark_non_differentiable(out_dead)
         return out, out_dead
 
     @staticmethod
     def backward(ctx, grad, _grad_dead):
         saved = ctx.saved_tensors
-        n = (len(saved) + 1) // 4  # h, L weights, L biases, L − 1 hidden, L − 1 pre
+        n = (len(saved) + 1) // 4  # h, L weights, L biases, L − 1 hidden, L − 1 derivatives
         h, weights, biases = saved[0], saved[1:1 + n], saved[1 + n:1 + 2 * n]
         needs = ctx.needs_input_grad
         if torch.is_grad_enabled() or _transforms_active() or _legacy_batched(grad):  # create_graph, or vmap
             grads = _differentiable_backward(ctx, grad, h, weights, biases)
         else:
-            hidden, pre = saved[1 + 2 * n:1 + 3 * n - 1], saved[1 + 3 * n - 1:]
+            hidden, derivatives = saved[1 + 2 * n:3 * n], saved[3 * n:]
             grad_h, grad_weights, grad_biases = torch.ops.flowcore.mlp_net_bwd(
-                grad, h, hidden, pre, weights, biases, ctx.activation, ctx.scale, needs[0])
+                grad, h, hidden, derivatives, weights, biases, ctx.scale, needs[0])
             grads = [_pad(grad_h, ctx.blocks) if needs[0] else None, *grad_weights, *grad_biases]
         return (grads[0], None, None, None,
                 *[g if need else None for g, need in zip(grads[1:], needs[4:])])
