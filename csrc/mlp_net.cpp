@@ -1,12 +1,11 @@
-// A whole flow-map MLP call in one op: every layer's stacked GEMM and fused activation, forward and
-// backward, without returning to Python between layers (MATH.md §4, §6).
+// A whole flow-map MLP call in one op: every layer's stacked GEMM and fused activation without
+// returning to Python between layers, and its backward one layer per call (MATH.md §4, §6).
 //
 //   flowcore::mlp_net_fwd(Tensor h, Tensor[] weights, Tensor[] biases, str activation, float scale,
 //                         int live, bool save) -> (Tensor out, Tensor out_dead, Tensor[] hidden,
 //                                                  Tensor[] derivatives)
-//   flowcore::mlp_net_bwd(Tensor grad, Tensor h, Tensor[] hidden, Tensor[] derivatives, Tensor[] weights,
-//                         Tensor[] biases, float scale, bool input_grad)
-//                         -> (Tensor grad_h, Tensor[] grad_weights, Tensor[] grad_biases)
+//   flowcore::mlp_layer_bwd(Tensor grad, Tensor? derivatives, Tensor input, Tensor weight, bool input_grad)
+//                           -> (Tensor grad_input, Tensor grad_weight, Tensor grad_bias)
 //
 // h is (T, B, F) stacked input rows: block 0 the primal, blocks 1..T−1 tangents. Layer l maps
 // h_l -> y_l = h_l·W_lᵀ (one GEMM over all T·B rows, no bias) -> h_{l+1} = mlp_act_fwd(y_l, b_l)
@@ -14,16 +13,19 @@
 // the primal block only, and everything is multiplied by `scale` (σ of v̂ = σ·MLP). The first
 // `live` blocks are those a backward covers; the rest (tangents used only under stop-gradient)
 // share every GEMM of the forward but none of the backward, and come back as `out_dead`.
-// `save` keeps, for mlp_net_bwd, the hidden rows h_1..h_{L−1} and each activation's derivatives
+// `save` keeps, for the backward, the hidden rows h_1..h_{L−1} and each activation's derivatives
 // (mlp_act_fwd_save over the live blocks: σ', and σ'' with the tangents ẏ_j where a tangent is
-// live); grad_h is empty unless `input_grad`.
+// live).
 //
-// The backward walks the layers back: g_y = mlp_act_bwd_saved(derivatives_l, g_h) (which also
-// carries σ''·ẏ·g_ȧ into the primal block: the gradient THROUGH the JVP), g_W = g_yᵀ·h_l and
-// g_h = g_y·W_l over the live rows, g_b = Σ rows of g_y's primal block; no activation is
-// evaluated again. Device-generic (at::mm and the activation ops through the dispatcher), so the
-// CPU and CUDA kernels of mlp_act_* serve both; autograd is flowcore.nn.netcall's (one node per
-// network call).
+// mlp_layer_bwd is one layer of the backward, from the gradient of its output over the live
+// blocks: g_y = mlp_act_bwd_saved(derivatives, g) (which also carries σ''·ẏ·g_ȧ into the primal
+// block: the gradient THROUGH the JVP; g_y = g for the linear last layer, no derivatives), then
+// g_W = g_yᵀ·input, g_b = Σ rows of g_y's primal block and, if `input_grad`, g_input = g_y·W (else
+// empty); no activation is evaluated again. flowcore.nn.netcall walks the layers back and drops
+// each layer's saved rows once it is done, so a backward holds no more memory than autograd's
+// layer-by-layer one. Device-generic (at::mm and the activation ops through the dispatcher), so
+// the CPU and CUDA kernels of mlp_act_* serve both; autograd is netcall's (one node per network
+// call).
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
@@ -120,38 +122,24 @@ std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>, std::vector<at::Tens
   return {out.narrow(0, 0, live), out_dead, hidden, derivatives};
 }
 
-std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> net_bwd(
-    const at::Tensor& grad, const at::Tensor& h, at::TensorList hidden, at::TensorList derivatives,
-    at::TensorList weights, at::TensorList biases, double scale, bool input_grad) {
-  const char* op = "flowcore::mlp_net_bwd";
-  const size_t L = weights.size();
-  TORCH_CHECK(h.dim() == 3, op, ": h must be stacked rows (T, B, F), got shape ", h.sizes());
-  check_net(op, h, weights, biases);
-  TORCH_CHECK(hidden.size() + 1 == L && derivatives.size() + 1 == L, op, ": needs the ", L - 1, " hidden rows and ",
-              L - 1, " derivatives mlp_net_fwd saved, got ", hidden.size(), " and ", derivatives.size());
-  const int64_t live = grad.size(0), B = grad.size(1);
-  TORCH_CHECK(grad.dim() == 3 && live <= h.size(0) && B == h.size(1) && grad.size(2) == weights[L - 1].size(0), op,
-              ": grad must be (live <= ", h.size(0), ", ", h.size(1), ", ", weights[L - 1].size(0), "), got shape ",
-              grad.sizes());
-  // layer k's input rows: h, then the saved hidden rows
-  auto input = [&](size_t k) -> const at::Tensor& { return k == 0 ? h : hidden[k - 1]; };
-  std::vector<at::Tensor> grad_weights(L), grad_biases(L);
-  // rows of the live blocks only: views of the saved (contiguous) tensors
-  auto rows = [&](const at::Tensor& t) { return t.narrow(0, 0, live).reshape({live * B, t.size(2)}); };
-  at::Tensor g = (grad * scale).reshape({live * B, grad.size(2)});
-  grad_biases[L - 1] = g.narrow(0, 0, B).sum(0);
-  grad_weights[L - 1] = at::mm(g.t(), rows(input(L - 1)));
-  at::Tensor grad_h;
-  if (L > 1 || input_grad) grad_h = at::mm(g, weights[L - 1]);
-  for (size_t k = L - 1; k-- > 0;) {
-    const int64_t N = weights[k].size(0);
-    at::Tensor gy = act_bwd_saved(derivatives[k], grad_h.view({live, B, N})).view({live * B, N});
-    grad_biases[k] = gy.narrow(0, 0, B).sum(0);
-    grad_weights[k] = at::mm(gy.t(), rows(input(k)));
-    if (k > 0 || input_grad) grad_h = at::mm(gy, weights[k]);
-  }
-  at::Tensor grad_input = input_grad ? grad_h.view({live, B, h.size(2)}) : grad.new_empty({0});
-  return {grad_input, grad_weights, grad_biases};
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_bwd(const at::Tensor& grad, const c10::optional<at::Tensor>& derivatives,
+                                                         const at::Tensor& input, const at::Tensor& weight,
+                                                         bool input_grad) {
+  const char* op = "flowcore::mlp_layer_bwd";
+  TORCH_CHECK(grad.dim() == 3 && input.dim() == 3 && grad.size(0) <= input.size(0) && grad.size(1) == input.size(1),
+              op, ": grad must be (live, B, out) and input (T >= live, B, in), got shapes ", grad.sizes(), " and ",
+              input.sizes());
+  TORCH_CHECK(weight.dim() == 2 && weight.size(0) == grad.size(2) && weight.size(1) == input.size(2), op,
+              ": weight must be (", grad.size(2), ", ", input.size(2), "), got shape ", weight.sizes());
+  TORCH_CHECK(grad.scalar_type() == input.scalar_type() && weight.scalar_type() == input.scalar_type(), op,
+              ": grad, input and weight must share a dtype, got ", grad.scalar_type(), ", ", input.scalar_type(),
+              " and ", weight.scalar_type());
+  const int64_t live = grad.size(0), B = grad.size(1), N = grad.size(2);
+  const at::Tensor gy = (derivatives.has_value() ? act_bwd_saved(*derivatives, grad) : grad).reshape({live * B, N});
+  at::Tensor grad_bias = gy.narrow(0, 0, B).sum(0);
+  at::Tensor grad_weight = at::mm(gy.t(), input.narrow(0, 0, live).reshape({live * B, input.size(2)}));
+  at::Tensor grad_input = input_grad ? at::mm(gy, weight).view({live, B, input.size(2)}) : grad.new_empty({0});
+  return {grad_input, grad_weight, grad_bias};
 }
 
 }  // namespace
@@ -161,11 +149,11 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> net_bwd
 TORCH_LIBRARY_FRAGMENT(flowcore, m) {
   m.def("mlp_net_fwd(Tensor h, Tensor[] weights, Tensor[] biases, str activation, float scale, int live, bool save)"
         " -> (Tensor, Tensor, Tensor[], Tensor[])");
-  m.def("mlp_net_bwd(Tensor grad, Tensor h, Tensor[] hidden, Tensor[] derivatives, Tensor[] weights, Tensor[] biases,"
-        " float scale, bool input_grad) -> (Tensor, Tensor[], Tensor[])");
+  m.def("mlp_layer_bwd(Tensor grad, Tensor? derivatives, Tensor input, Tensor weight, bool input_grad)"
+        " -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(flowcore, CompositeExplicitAutograd, m) {
   m.impl("mlp_net_fwd", &flowcore::mlp::net_fwd);
-  m.impl("mlp_net_bwd", &flowcore::mlp::net_bwd);
+  m.impl("mlp_layer_bwd", &flowcore::mlp::layer_bwd);
 }

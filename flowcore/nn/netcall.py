@@ -10,9 +10,9 @@ Two implementations of the same function:
 
 - `stacked_layers`: layer by layer in torch ops and `act_jvp`. Differentiable to any order and
   under torch.func / forward AD; the reference for the other.
-- `NetCall`: the extension's ``flowcore::mlp_net_fwd`` / ``mlp_net_bwd`` (csrc/mlp_net.cpp) —
-  every layer forward, and the backward through the tangents, without returning to Python, as
-  ONE autograd node per network call. A differentiable backward (``create_graph``), or one under
+- `NetCall`: the extension's ``flowcore::mlp_net_fwd`` (csrc/mlp_net.cpp) — every layer forward
+  without returning to Python — and ``mlp_layer_bwd`` per layer for the backward through the
+  tangents, as ONE autograd node per network call. A differentiable backward (``create_graph``), or one under
   vmap (batched gradients), recomputes the call with `stacked_layers` and differentiates that.
 
 `net_call` picks `NetCall` in plain autograd where the fused kernels run for the rows' device and
@@ -63,6 +63,12 @@ class NetCall(Function):
     """`stacked_layers` as one autograd node: inputs ``(h, activation, scale, live, *weights,
     *biases)``, outputs ``(out_live, out_dead)`` (the dead one not differentiable).
 
+    The backward walks the layers back with ``flowcore::mlp_layer_bwd`` and drops each layer's
+    saved rows as soon as it is done — so they are kept on the context, not with
+    ``save_for_backward`` (which holds everything until the node's backward returns): the peak
+    memory of a backward is then no more than autograd's layer by layer. A second backward through
+    a retained graph finds them gone and recomputes, as a differentiable backward does.
+
     Old-style (ctx-in-forward) on purpose: a plain training step pays no ``setup_context``
     introspection, and torch.func never sees this Function (`net_call` routes transforms to
     `stacked_layers`)."""
@@ -75,23 +81,29 @@ class NetCall(Function):
                                                                             scale, live, save)
         ctx.activation, ctx.scale, ctx.live, ctx.blocks = activation, scale, live, h.shape[0]
         if save:
-            ctx.save_for_backward(h, *params, *hidden, *derivatives)
+            ctx.save_for_backward(h, *params)
+            ctx.layers = (list(hidden), list(derivatives))  # intermediates: see the class docstring
         ctx.mark_non_differentiable(out_dead)
         return out, out_dead
 
     @staticmethod
     def backward(ctx, grad, _grad_dead):
-        saved = ctx.saved_tensors
-        n = (len(saved) + 1) // 4  # h, L weights, L biases, L − 1 hidden, L − 1 derivatives
-        h, weights, biases = saved[0], saved[1:1 + n], saved[1 + n:1 + 2 * n]
+        h, *params = ctx.saved_tensors
+        n = len(params) // 2
+        weights, biases = params[:n], params[n:]
         needs = ctx.needs_input_grad
-        if torch.is_grad_enabled() or _transforms_active() or _legacy_batched(grad):  # create_graph, or vmap
-            grads = _differentiable_backward(ctx, grad, h, weights, biases)
+        layers, ctx.layers = ctx.layers, None
+        if layers is None or torch.is_grad_enabled() or _transforms_active() or _legacy_batched(grad):
+            grads = _differentiable_backward(ctx, grad, h, weights, biases)  # create_graph, vmap, or a retained graph
         else:
-            hidden, derivatives = saved[1 + 2 * n:3 * n], saved[3 * n:]
-            grad_h, grad_weights, grad_biases = torch.ops.flowcore.mlp_net_bwd(
-                grad, h, hidden, derivatives, weights, biases, ctx.scale, needs[0])
-            grads = [_pad(grad_h, ctx.blocks) if needs[0] else None, *grad_weights, *grad_biases]
+            inputs, derivatives = [h, *layers[0]], [*layers[1], None]  # the last layer is linear
+            del layers
+            g, grad_weights, grad_biases = grad * ctx.scale, [None] * n, [None] * n
+            for k in reversed(range(n)):
+                g, grad_weights[k], grad_biases[k] = torch.ops.flowcore.mlp_layer_bwd(
+                    g, derivatives[k], inputs[k], weights[k], k > 0 or needs[0])
+                inputs[k] = derivatives[k] = None  # this layer's rows are no longer needed
+            grads = [_pad(g, ctx.blocks) if needs[0] else None, *grad_weights, *grad_biases]
         return (grads[0], None, None, None,
                 *[g if need else None for g, need in zip(grads[1:], needs[4:])])
 
