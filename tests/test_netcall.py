@@ -1,12 +1,13 @@
-"""flowcore.nn.netcall: a whole stacked MLP call as one op (csrc/mlp_net.cpp) and one autograd node,
-against its layer-by-layer twin `stacked_layers` in torch ops (itself tested against plain autograd
-in test_mlp.py).
+"""flowcore.nn.netcall: a whole stacked MLP call as one autograd node (csrc/mlp_net.cpp, with the
+saving activation ops of csrc/mlp_saved.cpp), against its layer-by-layer twin `stacked_layers` in
+torch ops (itself tested against plain autograd in test_mlp.py).
 
-float64 throughout: the two compute the same function with the same GEMMs and activation kernels in
-the same order, so values and first gradients agree to rounding (1e-12 relative leaves room for the
-summation order of ATen's bias-gradient reductions). Also gradcheck / gradgradcheck (the double
-backward recomputes layer by layer), dead row blocks, no-grad mode, the op's argument errors, and
-which implementation `net_call` picks.
+float64 throughout: the two compute the same function with the same GEMMs, the activations once by
+flowcore's kernels and once by torch's ops (both to ~1e-16), in the same order, so values and
+gradients agree to rounding over a few layers (1e-12 relative). Also the saving activation ops
+against the torch ops (float32 too), gradcheck / gradgradcheck (the double backward recomputes
+layer by layer), dead row blocks, a retained graph, peak memory, no-grad mode, argument errors,
+which implementation `net_call` picks, the extension's OpenMP build and the kept-memory allocator.
 """
 from __future__ import annotations
 
@@ -191,6 +192,22 @@ def test_jvp_many_without_tangents_is_the_forward_through_one_node():
     grads = torch.autograd.grad(v.square().sum(), list(net.parameters()))
     wanted = torch.autograd.grad(want.square().sum(), list(net.parameters()))
     assert all(rel(g, w) <= RTOL for g, w in zip(grads, wanted))
+
+
+def test_the_extension_is_compiled_with_openmp():
+    """at::parallel_for's pragmas parallelize only in code compiled with -fopenmp: without it every
+    op of the extension (fused activations, generated kernels) ran on one thread."""
+    from pathlib import Path
+
+    from flowcore.runtime.extension import OPENMP_FLAGS, extension_info, load_extension
+
+    if not OPENMP_FLAGS:
+        pytest.skip("torch's thread pool is not OpenMP here")
+    load_extension()
+    path = extension_info().get("path")
+    if path is None:
+        pytest.skip("the extension was loaded by someone else")
+    assert b"GOMP_parallel" in Path(path).read_bytes(), f"{path} has no OpenMP parallel region"
 
 
 def test_retaining_freed_memory_stops_the_page_faults_of_training_steps():

@@ -6,9 +6,9 @@ see). ``jvp`` / ``jvp_many`` push one primal and k tangents through each layer t
 ``[h; ḣ_1; …; ḣ_k]`` are stacked, so a layer is ONE GEMM over ``(k+1)·B`` rows (bias on the primal
 rows only, added inside the activation) and ONE fused elementwise op ``a = σ(y)``, ``ȧ_j = σ'(y)ẏ_j``
 (flowcore.nn.fused). Their backward is stacked GEMMs again plus one fused op for
-``g_y = σ'g_a + σ''Σ ẏ_j g_ȧj``, ``g_ẏj = σ'g_ȧj``. In plain autograd a whole call — every layer,
-forward and backward — is one extension op and one autograd node (flowcore.nn.netcall). Under
-``torch.no_grad()`` (sg'd JVPs) nothing is saved for backward.
+``g_y = σ'g_a + σ''Σ ẏ_j g_ȧj``, ``g_ẏj = σ'g_ȧj``. In plain autograd a whole call is one autograd
+node: its forward one extension op over every layer, its backward one op per layer
+(flowcore.nn.netcall). Under ``torch.no_grad()`` (sg'd JVPs) nothing is saved for backward.
 """
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ class FlowMapMLP(nn.Module):
                  ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``(v, [v̇_1, …, v̇_k])`` for k ≥ 0 tangents ``(ṡ, ṫ, ẋ)`` sharing one primal pass: each
         layer is one GEMM over the stacked rows and one fused activation, and in plain autograd the
-        whole call is one op and one autograd node (flowcore.nn.netcall). With no tangents this is
+        whole call is one autograd node (flowcore.nn.netcall). With no tangents this is
         the forward, through the same fused path (compiled objectives call it; `forward` stays the
         plain ``nn.Sequential`` that the reference interpreter and torch.func see).
 

@@ -181,7 +181,7 @@ def _load_aot() -> bool:
         warnings.warn(f"flowcore: the ahead-of-time extension flowcore._C does not load ({e}); "
                       "building it just in time instead (reinstall flowcore to fix)", RuntimeWarning, stacklevel=3)
         return False
-    _state["how"] = "aot"
+    _state.update(how="aot", path=origin)
     return True
 
 
@@ -300,5 +300,5 @@ def load_extension(verbose: bool = False):
 
 
 def extension_info() -> dict:
-    """How the extension was loaded: ``how`` (aot/jit/preloaded), and for jit the library path."""
+    """How the extension was loaded: ``how`` (aot/jit/preloaded), and the library's path (aot, jit)."""
     return dict(_state)
