@@ -101,6 +101,7 @@ def act_bwd_torch(y: torch.Tensor, bias: torch.Tensor, grad: torch.Tensor, activ
 
 # -- loading the kernels ----------------------------------------------------------------------------
 def _fake_kernels() -> None:
+    """Shapes without computing (torch.compile's fake tensors) of every op of the fused MLP."""
     def fwd_fake(y, bias, activation):
         return torch.empty_like(y, memory_format=torch.contiguous_format)
 
@@ -110,6 +111,31 @@ def _fake_kernels() -> None:
     for name, fn in (("flowcore::mlp_act_fwd", fwd_fake), ("flowcore::mlp_act_bwd", bwd_fake)):
         torch.library.register_fake(name, fn)  # a later registration replaces an earlier one
         torch.library.register_vmap(name, _vmap_rule(name))
+
+    def saved_shape(live, like):
+        return (1 if live == 1 else live + 1, like.shape[1], like.shape[2])
+
+    def fwd_save_fake(y, bias, activation, live):
+        return torch.empty_like(y, memory_format=torch.contiguous_format), y.new_empty(saved_shape(live, y))
+
+    def bwd_saved_fake(saved, grad):
+        return torch.empty_like(grad, memory_format=torch.contiguous_format)
+
+    def net_fwd_fake(h, weights, biases, activation, scale, live, save):
+        T, B = h.shape[0], h.shape[1]
+        out = h.new_empty((T, B, weights[-1].shape[0]))
+        hidden = [h.new_empty((T, B, w.shape[0])) for w in weights[:-1]] if save else []
+        derivatives = [h.new_empty(saved_shape(live, x)) for x in hidden]
+        return out[:live], out[live:].clone(), hidden, derivatives
+
+    def layer_bwd_fake(grad, derivatives, input, weight, input_grad):
+        live, B = grad.shape[0], grad.shape[1]
+        grad_input = grad.new_empty((live, B, input.shape[2]) if input_grad else (0,))
+        return grad_input, torch.empty_like(weight), grad.new_empty((grad.shape[2],))
+
+    for name, fn in (("flowcore::mlp_act_fwd_save", fwd_save_fake), ("flowcore::mlp_act_bwd_saved", bwd_saved_fake),
+                     ("flowcore::mlp_net_fwd", net_fwd_fake), ("flowcore::mlp_layer_bwd", layer_bwd_fake)):
+        torch.library.register_fake(name, fn)
 
 
 def _vmap_rule(name: str):

@@ -33,7 +33,7 @@ __all__ = ["NetCall", "net_call", "stacked_layers"]
 def _linear(h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``(T, B, F) @ Wᵀ`` as one GEMM over the T·B rows."""
     T, B = h.shape[0], h.shape[1]
-    return F.linear(h.reshape(T * B, -1), weight).view(T, B, -1)
+    return F.linear(h.reshape(T * B, h.shape[2]), weight).view(T, B, weight.shape[0])
 
 
 def stacked_layers(h: torch.Tensor, live: int, weights: list[torch.Tensor], biases: list[torch.Tensor],
@@ -77,8 +77,10 @@ class NetCall(Function):
     def forward(ctx, h, activation, scale, live, *params):
         n = len(params) // 2
         save = any(ctx.needs_input_grad)
-        out, out_dead, hidden, derivatives = torch.ops.flowcore.mlp_net_fwd(h, params[:n], params[n:], activation,
-                                                                            scale, live, save)
+        ops = _load()
+        if ops is None:
+            raise RuntimeError("NetCall needs flowcore's extension, which is unavailable here (net_call falls back)")
+        out, out_dead, hidden, derivatives = ops.mlp_net_fwd(h, params[:n], params[n:], activation, scale, live, save)
         ctx.activation, ctx.scale, ctx.live, ctx.blocks = activation, scale, live, h.shape[0]
         if save:
             ctx.save_for_backward(h, *params)
