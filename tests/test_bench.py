@@ -6,7 +6,7 @@ import torch
 
 import flowcore
 from flowcore.bench import BenchConfig, count_flops, mlp_layers, net_layers, step_gemms, stream_units
-from flowcore.bench.suite import _Builds, bench_row
+from flowcore.bench.suite import TrainingStep, _Builds, bench_row
 from flowcore.cli import build_parser, main
 from flowcore.nn import FlowMapMLP
 
@@ -161,6 +161,22 @@ def test_a_failing_torch_compile_is_recorded_and_the_row_goes_on():
     assert row["ratios"]["torch_compile/flowcore"] is None
 
 
+def test_back_to_back_steps_run_each_variant_that_many_times_a_round(monkeypatch):
+    calls = {}
+    real = TrainingStep.__call__
+
+    def counting(self):
+        calls[id(self)] = calls.get(id(self), 0) + 1
+        return real(self)
+
+    monkeypatch.setattr(TrainingStep, "__call__", counting)
+    row = _tiny_row("fm", back_to_back=3, torch_compile=False)
+    assert row["variants"]["flowcore"]["median_ms"] > 0
+    # per variant (flowcore, reference): its first step, warmup − 1 = 0 untimed rounds, 1 round of
+    # 3 calls, 1 for the peak memory
+    assert sorted(calls.values()) == [1 + 3 + 1] * 2, calls
+
+
 def test_an_unbuildable_backend_falls_back_to_torch_with_a_note(monkeypatch):
     real = flowcore.compile
 
@@ -184,7 +200,7 @@ def test_cli_parses_every_option():
     args = build_parser().parse_args(
         ["bench", "--objective", "fm", "lsd", "--net", "small", "paper", "--batch", "1024", "4096", "--device", "cpu",
          "--repeats", "5", "--warmup", "0", "--json", "out.json", "--quick", "--torch-compile", "--profile",
-         "--no-compile-times", "--threads", "1"])
+         "--no-compile-times", "--threads", "1", "--back-to-back", "3", "--no-retain-memory"])
     from flowcore.cli.bench import config_from_args
 
     config = config_from_args(args).resolved()
@@ -192,9 +208,11 @@ def test_cli_parses_every_option():
     assert config.batches == [1024, 4096] and config.devices == ["cpu"]
     assert (config.repeats, config.warmup, config.quick, config.torch_compile, config.profile) == (5, 0, True, True, True)
     assert not config.compile_times and config.threads == 1 and args.json == "out.json"
+    assert config.back_to_back == 3 and not config.retain_memory
     defaults = config_from_args(build_parser().parse_args(["bench"])).resolved()
     assert defaults.objectives == ["fm", "lsd", "esd", "psd_m", "meanflow"] and defaults.batches == [1024, 4096, 16384]
     assert defaults.torch_compile and not defaults.profile and defaults.repeats == 10
+    assert defaults.back_to_back == 1 and defaults.retain_memory
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -204,6 +222,7 @@ def test_cli_parses_every_option():
     (["--warmup", "-1"], "expected an integer >= 0, got -1"),
     (["--net", "huge"], "invalid choice: 'huge'"),
     (["--device", "tpu"], "invalid choice: 'tpu'"),
+    (["--back-to-back", "0"], "expected a positive integer, got 0"),
 ])
 def test_bad_arguments_are_usage_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -79,6 +79,7 @@ class BenchConfig:
     compile_times: bool = True  # cold / warm compile of a new objective
     threads: int | None = None
     retain_memory: bool = True  # glibc keeps freed memory (flowcore.runtime.allocator), for every variant alike
+    back_to_back: int = 1  # steps per variant and round, the last timed (1: each step follows another variant's)
     seed: int = 0
     dtype: str = "float32"
 
@@ -121,6 +122,8 @@ class BenchConfig:
             raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {c.repeats} and {c.warmup}")
         if c.threads is not None and c.threads < 1:
             raise ValueError(f"threads must be >= 1, got {c.threads}")
+        if c.back_to_back < 1:
+            raise ValueError(f"back_to_back must be >= 1, got {c.back_to_back}")
         if c.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be float32 or float64, got {c.dtype!r}")
         c.torch_compile = (not c.quick) if c.torch_compile is None else c.torch_compile
@@ -300,7 +303,8 @@ def bench_row(name: str, spec: NetSpec, batch: int, device_name: str, config: Be
     builds lazily made kernels, or traces and compiles for torch.compile), then ``warmup − 1``
     untimed rounds, then ``repeats`` rounds of one timed call each of: the variants, flowcore's fm
     step (for objective/fm; not in an fm row) and the GEMM-only step (`measure.GemmStep`, the
-    bound). The step times are medians; ratios and efficiencies are medians of the per-round
+    bound) — each after ``back_to_back − 1`` untimed calls of its own (1: every timed step follows
+    another variant's, with the caches and allocator state that one left). The step times are medians; ratios and efficiencies are medians of the per-round
     ratios, so a change of load on a shared machine hits numerator and denominator alike. Then per
     variant one step for the peak memory and, with ``profile``, one profiled step.
     """
@@ -378,8 +382,8 @@ def bench_row(name: str, spec: NetSpec, batch: int, device_name: str, config: Be
             elapsed = None
             if label in steps:
                 try:
-                    with quiet(label):
-                        elapsed = time_calls(steps[label], device, 1)[0]
+                    with quiet(label):  # back_to_back − 1 untimed calls first: a step after its own kind
+                        elapsed = time_calls(steps[label], device, 1, warmup=config.back_to_back - 1)[0]
                 except Exception as error:  # noqa: BLE001
                     _fail(results[label], error)
                     del steps[label]

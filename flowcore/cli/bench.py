@@ -31,7 +31,7 @@ def config_from_args(args: argparse.Namespace):
                        repeats=args.repeats, warmup=args.warmup, quick=args.quick, torch_compile=args.torch_compile,
                        torch_compile_backend=args.torch_compile_backend, profile=args.profile,
                        compile_times=args.compile_times, threads=args.threads, seed=args.seed, dtype=args.dtype,
-                       retain_memory=args.retain_memory)
+                       retain_memory=args.retain_memory, back_to_back=args.back_to_back)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -80,6 +80,9 @@ def register(commands) -> None:
     bench.add_argument("--compile-times", action=argparse.BooleanOptionalAction, default=True,
                        help="cold and warm compile time of a new objective (default: on)")
     bench.add_argument("--threads", type=_positive, help="torch.set_num_threads (default: torch's)")
+    bench.add_argument("--back-to-back", type=_positive, default=1, metavar="N",
+                       help="steps per variant and round, the last timed (default 1: every timed step follows "
+                            "another variant's; 2: a step after a step of its own kind, as in training)")
     bench.add_argument("--retain-memory", action=argparse.BooleanOptionalAction, default=True,
                        help="glibc malloc keeps freed memory for reuse, for every variant (default on)")
     bench.add_argument("--dtype", choices=["float32", "float64"], default="float32")
