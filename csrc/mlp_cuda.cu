@@ -210,9 +210,15 @@ std::tuple<at::Tensor, at::Tensor> act_fwd_save_cuda(const at::Tensor& y_in, con
     auto* sp = saved.data_ptr<scalar_t>();
     const unsigned blocks = blocks_for(BN);
     switch (act) {
-      case kGelu: fwd_save_kernel<scalar_t, kGelu><<<blocks, kThreads, 0, stream>>>(T, live, BN, N, yp, bp, op_, sp); break;
-      case kSilu: fwd_save_kernel<scalar_t, kSilu><<<blocks, kThreads, 0, stream>>>(T, live, BN, N, yp, bp, op_, sp); break;
-      default: fwd_save_kernel<scalar_t, kTanh><<<blocks, kThreads, 0, stream>>>(T, live, BN, N, yp, bp, op_, sp); break;
+      case kGelu:
+        fwd_save_kernel<scalar_t, kGelu><<<blocks, kThreads, 0, stream>>>(T, live, BN, N, yp, bp, op_, sp);
+        break;
+      case kSilu:
+        fwd_save_kernel<scalar_t, kSilu><<<blocks, kThreads, 0, stream>>>(T, live, BN, N, yp, bp, op_, sp);
+        break;
+      default:
+        fwd_save_kernel<scalar_t, kTanh><<<blocks, kThreads, 0, stream>>>(T, live, BN, N, yp, bp, op_, sp);
+        break;
     }
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -118,11 +118,13 @@ std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>, std::vector<at::Tens
   at::Tensor out = stacked_linear(h, weights[L - 1]);
   out.select(0, 0).add_(biases[L - 1]);
   out.mul_(scale);
-  at::Tensor out_dead = live < T ? out.narrow(0, live, T - live).clone() : out.new_empty({0, out.size(1), out.size(2)});
+  at::Tensor out_dead =
+      live < T ? out.narrow(0, live, T - live).clone() : out.new_empty({0, out.size(1), out.size(2)});
   return {out.narrow(0, 0, live), out_dead, hidden, derivatives};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_bwd(const at::Tensor& grad, const c10::optional<at::Tensor>& derivatives,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_bwd(const at::Tensor& grad,
+                                                         const c10::optional<at::Tensor>& derivatives,
                                                          const at::Tensor& input, const at::Tensor& weight,
                                                          bool input_grad) {
   const char* op = "flowcore::mlp_layer_bwd";

@@ -35,7 +35,8 @@ def rel(got: torch.Tensor, want: torch.Tensor) -> float:
 
 def layers(sizes: list[int], seed: int, requires_grad: bool = True) -> tuple[list, list]:
     gen = torch.Generator().manual_seed(seed)
-    weights = [torch.randn(n_out, n_in, generator=gen, dtype=F64) / n_in ** 0.5 for n_in, n_out in itertools.pairwise(sizes)]
+    weights = [torch.randn(n_out, n_in, generator=gen, dtype=F64) / n_in ** 0.5
+               for n_in, n_out in itertools.pairwise(sizes)]
     biases = [torch.randn(n_out, generator=gen, dtype=F64) for n_out in sizes[1:]]
     return ([w.requires_grad_(requires_grad) for w in weights], [b.requires_grad_(requires_grad) for b in biases])
 
@@ -89,7 +90,9 @@ def test_saving_activation_ops_equal_the_torch_ops(T, data, B, N, activation, dt
     assert saved.shape == ((1 if live == 1 else live + 1), B, N) and gy.shape == (live, B, N)
     # as test_mlp.py's kernel test: float32 σ, σ' to ~2e-7, z rounded by the bias add, |ẏ| ≤ ~20
     tol = 1e-13 if dtype == F64 else 5e-6
-    err = lambda got, want: ((got.double() - want).abs() / want.abs().clamp_min(1)).amax().item() if B else 0.0  # noqa: E731
+    def err(got, want):
+        return ((got.double() - want).abs() / want.abs().clamp_min(1)).amax().item() if B else 0.0
+
     assert err(out, want_out) <= tol and err(gy, want_gy) <= tol
     if live > 1:
         assert torch.equal(saved[2:], y[1:live]), "the live tangents are kept as they are"
@@ -228,7 +231,8 @@ def test_retaining_freed_memory_stops_the_page_faults_of_a_repeated_step():
         "from flowcore.runtime.allocator import retain_freed_memory, retained\n"
         "libc = ctypes.CDLL('libc.so.6')\n"
         "libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]\n"
-        "libc.free.argtypes, libc.memset.argtypes = [ctypes.c_void_p], [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]\n"
+        "libc.free.argtypes = [ctypes.c_void_p]\n"
+        "libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]\n"
         "def step():\n"
         "    blocks = [libc.malloc(1 << 20) for _ in range(4)]\n"
         "    for b in blocks: libc.memset(b, 1, 1 << 20)\n"
