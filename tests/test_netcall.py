@@ -126,8 +126,10 @@ def test_a_retained_graph_backs_up_twice_and_the_backward_holds_no_more_than_aut
                    else stacked_layers(h, 1, weights, biases, "gelu", 1.0, fused=False))[0]
             torch.autograd.grad(out.square().sum(), weights)
         return run
-    # 3 hidden layers of 512 × 64 float64 (256 KiB a tensor): the two differ by a few temporaries at most
-    assert peak_memory(step(True), torch.device("cpu")) <= peak_memory(step(False), torch.device("cpu")) + 2**20
+    # 3 hidden layers of 512 × 64 float64 (256 KiB a tensor). Dropping each layer's rows once it is
+    # done keeps the op under the twin (≈ 2.0 against 2.3 MiB); holding them all to the end of the
+    # backward would put it above (≈ 2.4 MiB)
+    assert peak_memory(step(True), torch.device("cpu")) <= peak_memory(step(False), torch.device("cpu"))
 
 
 def test_parameters_without_grad_and_no_grad_mode_save_nothing():

@@ -8,7 +8,8 @@ rows ``R``):
 forward streams
     the primal plus one stream per tangent the call's jets need: the closure under subsets of its
     output patterns. A primal alone is 1 stream; ``(v, ∂v·d)`` (a JVP) is 2 (the tangent
-    ``ż = W·ḣ`` is a GEMM with the same W); a second-order jet ``∂²v[d1, d2]`` is 4 (h, ḣ₁, ḣ₂, ḧ₁₂).
+    ``ż = W·ḣ`` is a GEMM with the same W); a second-order jet ``∂²v[d1, d2]`` is 4
+    (h, ḣ₁, ḣ₂, ḧ₁₂).
     Each stream costs one forward GEMM per layer: ``fwd`` of shape ``(k_f·R) × in → out`` (the
     streams share W, so a fused implementation stacks them into one GEMM; the bound assumes it).
 backward streams

@@ -194,8 +194,8 @@ def breakdown(step: Callable[[], object], device: torch.device) -> dict:
     autograd bookkeeping, dispatch, everything outside an op.
     CUDA: device time of the kernels by name (cuBLAS/CUTLASS → GEMMs; flowcore's generated kernels
     and MLP ops and Inductor's Triton kernels → fused; PyTorch's own → other ops) and overhead is
-    wall − device busy time (the GPU waiting on the host: launches, Python, synchronization). Profiling slows small ops,
-    so shares are indicative.
+    wall − device busy time (the GPU waiting on the host: launches, Python, synchronization).
+    Profiling slows small ops, so shares are indicative.
     """
     prof, wall = _profile(step, device, memory=False)
     gemm = fused = other = 0.0

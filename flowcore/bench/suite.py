@@ -304,9 +304,10 @@ def bench_row(name: str, spec: NetSpec, batch: int, device_name: str, config: Be
     untimed rounds, then ``repeats`` rounds of one timed call each of: the variants, flowcore's fm
     step (for objective/fm; not in an fm row) and the GEMM-only step (`measure.GemmStep`, the
     bound) — each after ``back_to_back − 1`` untimed calls of its own (1: every timed step follows
-    another variant's, with the caches and allocator state that one left). The step times are medians; ratios and efficiencies are medians of the per-round
-    ratios, so a change of load on a shared machine hits numerator and denominator alike. Then per
-    variant one step for the peak memory and, with ``profile``, one profiled step.
+    another variant's, with the caches and allocator state that one left). The step times are
+    medians; ratios and efficiencies are medians of the per-round ratios, so a change of load on a
+    shared machine hits numerator and denominator alike. Then per variant one step for the peak
+    memory and, with ``profile``, one profiled step.
     """
     from ..data import checkerboard
 

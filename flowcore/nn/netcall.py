@@ -12,8 +12,9 @@ Two implementations of the same function:
   under torch.func / forward AD; the reference for the other.
 - `NetCall`: the extension's ``flowcore::mlp_net_fwd`` (csrc/mlp_net.cpp) — every layer forward
   without returning to Python — and ``mlp_layer_bwd`` per layer for the backward through the
-  tangents, as ONE autograd node per network call. A differentiable backward (``create_graph``), or one under
-  vmap (batched gradients), recomputes the call with `stacked_layers` and differentiates that.
+  tangents, as ONE autograd node per network call. A differentiable backward (``create_graph``),
+  one under vmap (batched gradients) or a second one through a retained graph recomputes the call
+  with `stacked_layers` and differentiates that.
 
 `net_call` picks `NetCall` in plain autograd where the fused kernels run for the rows' device and
 dtype, else `stacked_layers` (torch.func transforms, forward AD, autocast, torch.compile tracing,
@@ -96,7 +97,8 @@ class NetCall(Function):
         needs = ctx.needs_input_grad
         layers, ctx.layers = ctx.layers, None
         if layers is None or torch.is_grad_enabled() or _transforms_active() or _legacy_batched(grad):
-            grads = _differentiable_backward(ctx, grad, h, weights, biases)  # create_graph, vmap, or a retained graph
+            # create_graph, vmap over the backward, or a retained graph's second backward
+            grads = _differentiable_backward(ctx, grad, h, weights, biases)
         else:
             inputs, derivatives = [h, *layers[0]], [*layers[1], None]  # the last layer is linear
             del layers
@@ -150,7 +152,6 @@ def net_call(h: torch.Tensor, live: int, weights: list[torch.Tensor], biases: li
     if (_transforms_active() or torch.compiler.is_compiling() or torch.is_autocast_enabled(h.device.type)
             or not _use_kernels(h, fused) or any(p.dtype != h.dtype for p in (*weights, *biases))):
         return stacked_layers(h, live, weights, biases, activation, scale, fused)
-    ops = _load()
-    if ops is None or not hasattr(ops, "mlp_net_fwd"):
+    if not hasattr(_load(), "mlp_net_fwd"):  # an extension loaded from an older build
         return stacked_layers(h, live, weights, biases, activation, scale, fused)
     return NetCall.apply(h, activation, float(scale), live, *weights, *biases)
