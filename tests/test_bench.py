@@ -6,6 +6,8 @@ import torch
 
 import flowcore
 from flowcore.bench import BenchConfig, count_flops, mlp_layers, net_layers, step_gemms, stream_units
+from flowcore.bench.flops import Gemm
+from flowcore.bench.measure import GemmStep, gemm_operands
 from flowcore.bench.suite import TrainingStep, _Builds, bench_row
 from flowcore.cli import build_parser, main
 from flowcore.nn import FlowMapMLP
@@ -88,6 +90,20 @@ def test_flops_of_a_tiny_net_match_a_hand_count():
     jvp = [g for g in gemms if g.call == "net1"]
     assert {(g.kind, g.m) for g in jvp if g.layer == 1} == {("fwd", 4), ("dgrad", 4), ("wgrad", 4)}
     assert all(g.kind == "fwd" for g in gemms if g.call == "net2")
+
+
+@pytest.mark.parametrize("kind, m, k, n, transposed", [
+    ("fwd", 96, 4, 32, False), ("dgrad", 96, 32, 4, False), ("wgrad", 32, 96, 32, False),
+    ("wgrad", 2, 96, 32, False),  # the last layer: fewer outputs than inputs
+    ("wgrad", 32, 96, 4, True),   # the first layer: few inputs, computed as (hᵀ·g)ᵀ like csrc/mlp_net.cpp
+])
+def test_the_bound_multiplies_each_gemm_in_its_faster_orientation(kind, m, k, n, transposed):
+    a, b = gemm_operands(kind, m, k, n, "cpu", torch.float64)
+    assert (a @ b).shape == ((n, m) if transposed else (m, n))
+    assert a.shape[1] == b.shape[0] == k  # the same m·n·k multiply-adds either way
+    step = GemmStep([Gemm(kind, m, k, n, "net0", 0)], torch.device("cpu"), torch.float64)
+    step()
+    assert step.flops == 2 * m * k * n
 
 
 def test_stream_units_follow_the_cost_model():
