@@ -10,8 +10,9 @@ import sys
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from flowcore.bench.config import VARIANTS
 from flowcore.bench.measure import breakdown
-from flowcore.bench.suite import VARIANTS, training_step
+from flowcore.bench.steps import training_step
 
 
 def main(argv=None) -> int:

@@ -8,7 +8,8 @@ import flowcore
 from flowcore.bench import BenchConfig, count_flops, mlp_layers, net_layers, step_gemms, stream_units
 from flowcore.bench.flops import Gemm
 from flowcore.bench.measure import GemmStep, gemm_operands
-from flowcore.bench.suite import TrainingStep, _Builds, bench_row
+from flowcore.bench.row import bench_row
+from flowcore.bench.steps import Builds, TrainingStep
 from flowcore.cli import build_parser, main
 from flowcore.nn import FlowMapMLP
 
@@ -136,7 +137,7 @@ def test_a_frozen_teacher_has_no_backward_unless_its_input_is_live():
 def _tiny_row(objective="fm", **options):
     config = BenchConfig(objectives=[objective], nets=["small"], batches=[16], quick=True, repeats=1, warmup=1,
                          profile=False, **options).resolved()
-    return bench_row(objective, config.net("small"), 16, "cpu", config, _Builds())
+    return bench_row(objective, config.net("small"), 16, "cpu", config, Builds())
 
 
 def test_torch_compile_variant_runs_with_a_fast_backend():
@@ -203,7 +204,7 @@ def test_an_unbuildable_backend_falls_back_to_torch_with_a_note(monkeypatch):
 
     monkeypatch.setattr(flowcore, "compile", broken)
     config = BenchConfig(objectives=["fm"], nets=["small"], batches=[16], quick=True, profile=False).resolved()
-    row = bench_row("fm", config.net("small"), 16, "cpu", config, _Builds(), variants=("flowcore",))
+    row = bench_row("fm", config.net("small"), 16, "cpu", config, Builds(), variants=("flowcore",))
     assert row["variants"]["flowcore"]["backend"] == "torch"
     assert any("fell back to the torch backend" in note and "no compiler here" in note for note in row["notes"])
 

@@ -7,11 +7,15 @@
     print(render(result))
 
 `flops` counts a step's GEMM FLOPs from the objective's plan, `measure` times steps, GEMMs and
-memory, `suite` runs the rows, `report` prints tables and writes the JSON file.
+memory, `config` says what to run, `steps` makes each variant's training step, `row` measures one
+row, `compile_times` the compile of a new objective, `suite` runs them all, `report` prints tables
+and writes the JSON file.
 """
+from .compile_times import fresh_objective
+from .config import NETS, QUICK_NETS, SCHEMA, BenchConfig, NetSpec
 from .flops import Gemm, count_flops, mlp_layers, net_layers, plan_gemms, step_gemms, stream_units
 from .report import render, write_json
-from .suite import NETS, QUICK_NETS, SCHEMA, BenchConfig, NetSpec, fresh_objective, run_suite
+from .suite import run_suite
 
 __all__ = [
            "NETS",

@@ -1,0 +1,126 @@
+"""What a benchmark run measures: the nets, the objectives (built-ins with builder options or
+``.py`` files) and `BenchConfig`, validated before anything runs."""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+
+import torch
+
+SCHEMA = "flowcore-bench/1"
+DEFAULT_OBJECTIVES = ("fm", "lsd", "esd", "psd_m", "meanflow")
+DEFAULT_BATCHES = (1024, 4096, 16384)
+VARIANTS = ("flowcore", "reference", "torch_compile")
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    name: str
+    depth: int
+    width: int
+    activation: str = "gelu"
+
+    @property
+    def label(self) -> str:
+        return f"{self.depth}x{self.width}"
+
+
+# The paper's 2-D MLP and a smaller one (MATH.md §4, §6); --quick swaps in tiny ones of the same names.
+NETS = {"paper": NetSpec("paper", 5, 512), "small": NetSpec("small", 4, 256)}
+QUICK_NETS = {"paper": NetSpec("paper", 2, 32), "small": NetSpec("small", 1, 16)}
+
+
+@dataclass
+class BenchConfig:
+    """What to run. ``resolved()`` fills the defaults (``quick`` changes them) and validates."""
+
+    objectives: list[str] | None = None
+    nets: list[str] | None = None
+    batches: list[int] | None = None
+    devices: list[str] | None = None
+    repeats: int | None = None
+    warmup: int | None = None
+    quick: bool = False
+    torch_compile: bool | None = None  # None: on, except in quick mode
+    torch_compile_backend: str = "inductor"
+    profile: bool | None = None  # None: only in quick mode (so that it exercises every path)
+    compile_times: bool = True  # cold / warm compile of a new objective
+    threads: int | None = None
+    retain_memory: bool = True  # glibc keeps freed memory (flowcore.runtime.allocator), for every variant alike
+    back_to_back: int = 1  # steps per variant and round, the last timed (1: each step follows another variant's)
+    seed: int = 0
+    dtype: str = "float32"
+
+    def resolved(self) -> BenchConfig:
+        from ..catalog import builtin_names
+
+        c = copy.copy(self)
+        c.objectives = list(c.objectives or DEFAULT_OBJECTIVES)
+        known = builtin_names()
+        for spec in c.objectives:
+            name, options = parse_objective(spec)
+            key = name.lower().replace("-", "_")
+            if key not in known and not name.endswith(".py"):
+                raise ValueError(f"unknown objective {name!r}; the built-ins are {', '.join(known)} "
+                                 "(or give a .py file declaring one)")
+            if name.endswith(".py") and not os.path.isfile(name):
+                raise FileNotFoundError(f"no objective file at {name}")
+            if options:
+                try:
+                    load_objective(spec)
+                except TypeError as error:
+                    raise ValueError(f"objective {spec!r}: {error}") from None
+        c.nets = list(c.nets or ["paper", "small"])
+        for name in c.nets:
+            if name not in NETS:
+                raise ValueError(f"unknown net {name!r}; choose from {', '.join(NETS)}")
+        c.batches = list(c.batches or ([64] if c.quick else DEFAULT_BATCHES))
+        if any(not isinstance(b, int) or b < 1 for b in c.batches):
+            raise ValueError(f"batch sizes must be positive integers, got {c.batches}")
+        c.devices = list(c.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else [])))
+        for device in c.devices:
+            if device not in ("cpu", "cuda"):
+                raise ValueError(f"unknown device {device!r}; choose cpu or cuda")
+            if device == "cuda" and not torch.cuda.is_available():
+                raise ValueError("device cuda requested but CUDA is not available here "
+                                 "(torch.cuda.is_available() is False); use --device cpu")
+        c.repeats = c.repeats if c.repeats is not None else (1 if c.quick else 10)
+        c.warmup = c.warmup if c.warmup is not None else (1 if c.quick else 3)
+        if c.repeats < 1 or c.warmup < 0:
+            raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {c.repeats} and {c.warmup}")
+        if c.threads is not None and c.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {c.threads}")
+        if c.back_to_back < 1:
+            raise ValueError(f"back_to_back must be >= 1, got {c.back_to_back}")
+        if c.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be float32 or float64, got {c.dtype!r}")
+        c.torch_compile = (not c.quick) if c.torch_compile is None else c.torch_compile
+        c.profile = c.quick if c.profile is None else c.profile
+        return c
+
+    def net(self, name: str) -> NetSpec:
+        return (QUICK_NETS if self.quick else NETS)[name]
+
+
+def parse_objective(spec: str) -> tuple[str, dict]:
+    """``"lsd"`` → ("lsd", {}); ``"lsd:eta=0"`` → ("lsd", {"eta": 0.0}): a built-in with builder options."""
+    name, _, rest = spec.partition(":")
+    options: dict = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"objective {spec!r}: options are written name:key=value[,key=value], got {item!r}")
+        try:
+            options[key.strip()] = float(value)
+        except ValueError:
+            options[key.strip()] = value.strip()
+    return name.strip(), options
+
+
+def load_objective(spec: str):
+    from ..catalog import load
+    from ..data import CHECKERBOARD_STD
+
+    name, options = parse_objective(spec)
+    return load(name, **options).with_options(sigma=CHECKERBOARD_STD)

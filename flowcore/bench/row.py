@@ -1,0 +1,206 @@
+"""One benchmark row: an objective × net × batch × device, its variants timed interleaved with the
+GEMM bound (see `bench_row`)."""
+from __future__ import annotations
+
+import contextlib
+import math
+import statistics
+import traceback
+from collections.abc import Callable
+
+import torch
+
+from .config import VARIANTS, BenchConfig, NetSpec, load_objective
+from .flops import net_layers, plan_gemms
+from .measure import GemmStep, breakdown, peak_memory, summary, time_calls
+from .steps import Builds, Models, TrainingStep, compiled_loss, error_text, flowcore_loss, reference_loss
+
+
+def _guard(fn: Callable, result: dict, key: str):
+    try:
+        return fn()
+    except Exception as error:  # noqa: BLE001 - a measurement that fails is reported, not fatal
+        result[key] = error_text(error)
+        return None
+
+
+def _fail(result: dict, error: BaseException) -> None:
+    result["error"] = error_text(error)
+    result["traceback"] = traceback.format_exc(limit=6)
+
+
+@contextlib.contextmanager
+def _dynamo_quiet():
+    """Dynamo's warnings about what it cannot trace (sympy's caches in the interpreter) are not ours."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _paired(numerator: list[float], denominator: list[float]) -> float | None:
+    """Median over rounds of numerator/denominator: a paired ratio, robust to load drifting between rounds."""
+    pairs = [x / y for x, y in zip(numerator, denominator) if x and y]
+    return statistics.median(pairs) if pairs else None
+
+
+def bench_row(name: str, spec: NetSpec, batch: int, device_name: str, config: BenchConfig, builds: Builds,
+              variants: tuple[str, ...] = VARIANTS) -> dict:
+    """Measure one objective × net × batch × device (the variants: `flowcore.bench.suite`).
+
+    Everything of a row is timed *interleaved*: each variant's first step (timed on its own: it
+    builds lazily made kernels, or traces and compiles for torch.compile), then ``warmup − 1``
+    untimed rounds, then ``repeats`` rounds of one timed call each of: the variants, flowcore's fm
+    step (for objective/fm; not in an fm row) and the GEMM-only step (`measure.GemmStep`, the
+    bound) — each after ``back_to_back − 1`` untimed calls of its own (1: every timed step follows
+    another variant's, with the caches and allocator state that one left). The step times are
+    medians; ratios and efficiencies are medians of the per-round ratios, so a change of load on a
+    shared machine hits numerator and denominator alike. Then per variant one step for the peak
+    memory and, with ``profile``, one profiled step.
+    """
+    from ..data import checkerboard
+
+    device = torch.device(device_name)
+    dtype = getattr(torch, config.dtype)
+    objective = load_objective(name)
+    models = Models(objective, spec, device, dtype, config.seed)
+    x1 = checkerboard(batch, torch.Generator().manual_seed(config.seed), dtype).to(device)
+    row: dict = {"objective": name, "net": spec.name, "depth": spec.depth, "width": spec.width,
+                 "activation": spec.activation, "batch": batch, "device": device_name, "dtype": config.dtype,
+                 "native_jvp": callable(getattr(models.net, "jvp", None)), "notes": []}
+
+    compiled, note, build_seconds = builds.get(name, objective, device)
+    layers = net_layers(models.net)
+    teacher_layers = net_layers(models.teacher_net) if models.teacher_net is not None else None
+    gemms = plan_gemms(compiled.program.plan, list(objective.split(batch)), layers, teacher_layers)
+    row["gemm_flops"] = sum(g.flops for g in gemms)
+    row["gemm_count"] = len(gemms)
+    fm_objective = objective if name == "fm" else load_objective("fm")
+    fm_compiled = compiled if name == "fm" else builds.get("fm", fm_objective, device)[0]
+    row["fm_gemm_flops"] = sum(g.flops for g in plan_gemms(fm_compiled.program.plan, list(fm_objective.split(batch)),
+                                                           layers))
+
+    # What to time: label -> factory. "fm" (flowcore's fm) and "bound" (the GEMMs alone) are helpers.
+    factories: dict[str, Callable[[], Callable]] = {}
+    if "flowcore" in variants:
+        factories["flowcore"] = lambda: TrainingStep(flowcore_loss(compiled), models, objective, x1, config.seed)
+    if "reference" in variants:
+        factories["reference"] = lambda: TrainingStep(reference_loss(objective), models, objective, x1, config.seed)
+    if "torch_compile" in variants and config.torch_compile:
+        make = compiled_loss(objective, config.torch_compile_backend)
+        factories["torch_compile"] = lambda: TrainingStep(make, models, objective, x1, config.seed)
+    if name != "fm" and "flowcore" in variants:
+        fm_models = Models(fm_objective, spec, device, dtype, config.seed)
+        factories["fm"] = lambda: TrainingStep(flowcore_loss(fm_compiled), fm_models, fm_objective, x1, config.seed)
+    factories["bound"] = lambda: GemmStep(gemms, device, dtype)
+
+    results: dict[str, dict] = {label: {"variant": label} for label in factories}
+    steps: dict[str, Callable] = {}
+    times: dict[str, list] = {label: [] for label in factories}  # per round; None where a step failed
+    if "torch_compile" in factories:
+        import torch._dynamo as dynamo
+        from torch._dynamo.utils import counters
+
+        dynamo.reset()  # a fresh cache per row: no recompilation limits, no shapes marked dynamic
+        counters.clear()
+
+    def quiet(label: str):
+        return _dynamo_quiet() if label == "torch_compile" else contextlib.nullcontext()
+
+    def first_step(label: str) -> None:
+        result = results[label]
+        try:
+            with quiet(label):
+                step = factories[label]()
+                result["first_step_ms"] = 1e3 * time_calls(step, device, 1)[0]
+            if getattr(step, "last_loss", None) is not None:
+                result["first_loss"] = float(step.last_loss)
+            steps[label] = step
+        except Exception as error:  # noqa: BLE001 - record it; the others go on
+            _fail(result, error)
+
+    for label in factories:
+        first_step(label)
+        if label == "flowcore" and "error" in results[label] and compiled.backend != "torch":
+            compiled, note, build_seconds = builds.fall_back(name, objective, device,
+                                                             RuntimeError(results[label]["error"]))
+            results[label] = {"variant": label}
+            first_step(label)
+
+    def run_round(timed: bool) -> None:
+        for label in factories:
+            elapsed = None
+            if label in steps:
+                try:
+                    with quiet(label):  # back_to_back − 1 untimed calls first: a step after its own kind
+                        elapsed = time_calls(steps[label], device, 1, warmup=config.back_to_back - 1)[0]
+                except Exception as error:  # noqa: BLE001
+                    _fail(results[label], error)
+                    del steps[label]
+            if timed:
+                times[label].append(elapsed)
+
+    for _ in range(max(config.warmup - 1, 0)):
+        run_round(timed=False)
+    for _ in range(config.repeats):
+        run_round(timed=True)
+
+    bound = times["bound"]
+    for label, step in steps.items():
+        result, samples = results[label], [t for t in times[label] if t is not None]
+        if not samples:
+            continue
+        result.update(summary(samples))
+        if label == "bound":
+            continue
+        result["efficiency"] = _paired(bound, times[label])
+        result["last_loss"] = float(step.last_loss)
+        if not math.isfinite(result["last_loss"]):
+            result["note"] = "the loss is not finite"
+        if label == "fm":
+            continue
+        with quiet(label):
+            result["peak_memory_bytes"] = _guard(lambda step=step: peak_memory(step, device), result,
+                                                 "peak_memory_error")
+            if config.profile:
+                result["breakdown"] = _guard(lambda step=step: breakdown(step, device), result, "breakdown_error")
+
+    bound_result = results.pop("bound")
+    if "error" in bound_result:
+        raise RuntimeError(f"timing the GEMM bound failed: {bound_result['error']}")
+    row["bound_ms"] = bound_result["median_ms"]
+    row["bound_samples_ms"] = bound_result["samples_ms"]
+    row["matmul_gflops"] = row["gemm_flops"] / row["bound_ms"] / 1e6 if row["bound_ms"] > 0 else None
+    if "flowcore" in results:
+        results["flowcore"]["backend"] = compiled.backend
+        results["flowcore"]["build_s"] = build_seconds
+        if note:
+            row["notes"].append(note)
+    if "torch_compile" in results:
+        tc = results["torch_compile"]
+        tc["backend"] = config.torch_compile_backend
+        tc["graph_breaks"] = sum(counters["graph_break"].values())
+        if "median_ms" in tc:  # the first step traced and compiled forward and backward, then ran them once
+            tc["compile_s"] = max(tc["first_step_ms"] - tc["median_ms"], 0.0) / 1e3
+        steps.pop("torch_compile", None)
+        dynamo.reset()
+    elif "torch_compile" in variants:
+        results["torch_compile"] = {"variant": "torch_compile", "skipped": "torch.compile not requested"}
+    fm_result = results.pop("fm", None)
+    row["variants"] = {label: results[label] for label in VARIANTS if label in results}
+
+    fc_times = times.get("flowcore", [])
+    fm_times = fc_times if name == "fm" else times.get("fm", [])
+    row["fm_flowcore_ms"] = ((results.get("flowcore") if name == "fm" else fm_result) or {}).get("median_ms")
+    if fm_result and "error" in fm_result:
+        row["notes"].append(f"flowcore fm (for obj/fm): {fm_result['error'][:200]}")
+    row["ratios"] = {"reference/flowcore": _paired(times.get("reference", []), fc_times),
+                     "torch_compile/flowcore": _paired(times.get("torch_compile", []), fc_times),
+                     "objective/fm": _paired(fc_times, fm_times),
+                     "objective/fm flops": row["gemm_flops"] / row["fm_gemm_flops"]}
+    first = {v: r.get("first_loss") for v, r in results.items() if r.get("first_loss") is not None}
+    if "flowcore" in first and "reference" in first:
+        scale = max(abs(first["reference"]), 1e-12)
+        row["first_loss_rel_diff"] = abs(first["flowcore"] - first["reference"]) / scale
+    return row
