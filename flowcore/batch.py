@@ -75,15 +75,21 @@ def term_slices(objective: Objective, batch: int) -> list[tuple[Term, slice]]:
     return slices
 
 
+def _name(symbol) -> str:
+    """A time's name: a string as is, a symbol's ``.name`` (``str()`` would run sympy's printer, slow
+    enough to show in a training step)."""
+    return symbol if isinstance(symbol, str) else getattr(symbol, "name", str(symbol))
+
+
 def term_times(term: Term, given: dict | None, count: int, generator: torch.Generator | None,
                like: torch.Tensor) -> dict:
     """The term's per-sample times: `given[term.name]` (keyed by symbol or name) or sampled."""
     if given is None or term.name not in given:
         return term.sampler.sample(count, generator, like.dtype, like.device)
-    by_name = {str(sym): sym for sym in term.sampler.produces}
+    by_name = {_name(sym): sym for sym in term.sampler.produces}
     times = {}
     for key, value in given[term.name].items():
-        sym = by_name.get(str(key))
+        sym = by_name.get(_name(key))
         if sym is None:
             raise ValueError(f"term {term.name!r}: got times for `{key}`, which its sampler does not produce "
                              f"({', '.join(by_name)})")
@@ -92,7 +98,7 @@ def term_times(term: Term, given: dict | None, count: int, generator: torch.Gene
             raise ValueError(f"term {term.name!r}: times for `{key}` have shape {tuple(value.shape)}, "
                              f"expected ({count},)")
         times[sym] = value
-    missing = sorted(set(by_name) - {str(k) for k in given[term.name]})
+    missing = sorted(set(by_name) - {_name(key) for key in given[term.name]})
     if missing:
         raise ValueError(f"term {term.name!r}: no times given for {', '.join(missing)}")
     return times

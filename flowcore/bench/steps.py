@@ -24,7 +24,7 @@ def draw_inputs(objective, batch: int, generator: torch.Generator, like: torch.T
     times = {}
     for term, count in zip(objective.terms, objective.split(batch)):
         drawn = term.sampler.sample(count, generator, like.dtype, like.device)
-        times[term.name] = {str(symbol): value for symbol, value in drawn.items()}
+        times[term.name] = {symbol.name: value for symbol, value in drawn.items()}
     return x0, z, times
 
 
