@@ -31,7 +31,7 @@ __device__ __forceinline__ double dev_erfc(double x) { return erfc(x); }
 __device__ __forceinline__ float dev_tanh(float x) { return tanhf(x); }
 __device__ __forceinline__ double dev_tanh(double x) { return tanh(x); }
 
-// σ(z), σ'(z), σ''(z); the same formulas as the CPU kernels (mlp_ops.cpp), with CUDA's libm.
+// σ(z), σ'(z), σ''(z); the same formulas as the CPU kernels (mlp_cpu.h), with CUDA's libm.
 template <typename A, int ACT>
 __device__ __forceinline__ void activation(A z, A& a, A& d1, A& d2) {
   if constexpr (ACT == kGelu) {

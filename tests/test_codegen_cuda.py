@@ -13,11 +13,13 @@ and — where a GPU is visible — that it computes what the cpu and torch backe
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import re
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import torch
@@ -202,3 +204,21 @@ def test_cuda_build_without_gpu_is_a_clear_error():
     with pytest.raises(RuntimeError, match="cuda backend needs"):
         cuda.build(title, digest, kernels)
 
+
+
+def test_compiling_the_extension_into_a_new_keep_directory_creates_it(tmp_path, monkeypatch, capsys):
+    """``python -m flowcore.codegen.cuda.build --extension --keep DIR``: nvcc writes the objects
+    straight into DIR, so DIR must exist first (nvcc itself is replaced by a recorder here)."""
+    cuda_build = importlib.import_module("flowcore.codegen.cuda.build")  # the package's `build` is a function
+    keep = tmp_path / "not" / "yet"
+    seen = []
+
+    def record(command, what, cwd):
+        seen.append(Path(command[command.index("-o") + 1]).parent.is_dir())
+
+    monkeypatch.setattr(cuda_build, "find_nvcc", lambda: "nvcc")
+    monkeypatch.setattr(cuda_build, "nvcc_version", lambda nvcc: "nvcc (recorder)")
+    monkeypatch.setattr(cuda_build, "run_compiler", record)
+    assert cuda_build.main(["--extension", "--keep", str(keep), "--arch", "9.0"]) == 0
+    assert seen and all(seen), seen
+    assert f"{len(seen)}/{len(seen)} CUDA sources compiled" in capsys.readouterr().out

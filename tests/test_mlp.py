@@ -71,7 +71,7 @@ class Plain(nn.Module):
             e = torch.stack([s, t], 1)
         else:
             half = self.features // 2
-            freqs = 1000.0 * 1e4 ** (-torch.arange(half, dtype=F64) / half)
+            freqs = 1000.0 * 1e4 ** (-torch.arange(half, dtype=F64, device=s.device) / half)
             a, d = s[:, None] * freqs.to(s.dtype), (t - s)[:, None] * freqs.to(s.dtype)
             e = torch.cat([a.cos(), a.sin(), d.cos(), d.sin()], 1)
         return self.sigma * self.seq(torch.cat([e, x / self.sigma], 1))

@@ -275,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"flowcore: compiling CUDA sources with {nvcc_version(nvcc)} for {';'.join(archs)}", flush=True)
     names = list(objectives.names()) if args.all else args.objective
     keep = Path(args.keep) if args.keep else None
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)  # nvcc writes the extension's objects straight into it
     tmp = tempfile.TemporaryDirectory(prefix="flowcore-cu-")
     root = keep or Path(tmp.name)
     jobs: list = []
