@@ -40,6 +40,21 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_two_ranks_start_the_quick_run_over_together(tmp_path):
+    """No CONFIG: the built-in quick run starts over in its folder. Under torchrun every rank runs
+    the command; only rank 0 may remove the old checkpoints, after every rank has looked (two ranks
+    removing one folder at once can make one of them fail; each also printed the note)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.pop("WORLD_SIZE", None)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+               "flowcore.cli", "train", "--out", str(tmp_path / "quick"), *[f"--set={o}" for o in TINY]]
+    for attempt in range(2):
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.count("started the quick run over") == attempt  # rank 0 says it, once
+    assert ckpt.read(ckpt.resolve(tmp_path / "quick"))["world"] == 2
+
+
 def _worker(rank: int, world: int, init: str, results: str) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     context = distributed.Context(rank, world, 0, torch.device("cpu"))

@@ -417,7 +417,7 @@ def test_the_quick_run_starts_over_but_never_removes_another_run(tmp_path, capsy
     quick = tmp_path / "quick"
     assert main(["train", "--out", str(quick), *sets]) == 0
     assert main(["train", "--out", str(quick), *sets]) == 0
-    assert "starting the quick run over" in capsys.readouterr().out
+    assert "started the quick run over" in capsys.readouterr().out
     # logs left by a run that stopped before its first checkpoint (another objective: other columns)
     (tmp_path / "crashed").mkdir()
     (tmp_path / "crashed" / "metrics.csv").write_text("step,loss,loss_psd,grad_norm\n0,1.0,1.0,1.0\n")

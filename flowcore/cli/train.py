@@ -29,20 +29,6 @@ def _kl_rows(results: dict, label: str, paper: dict | None) -> str:
     return table(rows, ["checkerboard KL ↓ (k steps)"] + [str(k) for k in steps])
 
 
-def _holds_run_of(out: Path, config) -> bool:
-    """Whether `out` holds checkpoints of a run with exactly this configuration."""
-    from ..train import CheckpointError
-    from ..train.checkpoint import read, resolve
-    from ..train.config import from_dict
-
-    if not (out / "checkpoints").is_dir():
-        return False
-    try:
-        return from_dict(read(resolve(out))["config"]).to_dict() == config.to_dict()
-    except (CheckpointError, KeyError, ValueError):
-        return False
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from ..train import Trainer, load_config
     from ..train.checkpoint import read, resolve
@@ -53,17 +39,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out or config.out)
     if args.config is None and args.resume and (out / "checkpoints").is_dir():
         config = from_dict(read(resolve(out))["config"], args.set)   # continue a run with its own config
-    elif args.config is None and not args.resume and _holds_run_of(out, config):
-        # The built-in quick run starts over each time unless asked to resume; any other run in
-        # `out` is left alone (the Trainer refuses to overwrite it).
-        import shutil
-
-        print(f"note: starting the quick run over in {out} (pass --resume to continue it)")
-        shutil.rmtree(out / "checkpoints")
     from ..runtime.allocator import retain_freed_memory
 
     retain_freed_memory()  # a CPU step's buffers are reused, not faulted in again (no effect on CUDA memory)
-    trainer = Trainer(config, out=out, resume=args.resume)
+    # The built-in quick run starts over each time unless asked to resume; any other run in `out`
+    # is left alone (the Trainer refuses to overwrite it).
+    trainer = Trainer(config, out=out, resume=args.resume, restart=args.config is None)
+    if trainer.restarted and trainer.context.is_main:
+        print(f"note: started the quick run over in {out} (pass --resume to continue it)")
     try:
         summary = trainer.train()
     finally:

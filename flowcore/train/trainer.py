@@ -14,6 +14,7 @@ latest checkpoint bit for bit.
 from __future__ import annotations
 
 import math
+import shutil
 import signal
 import threading
 import time
@@ -55,7 +56,7 @@ class Summary:
 
 class Trainer:
     def __init__(self, config: TrainConfig, *, out: str | Path | None = None, resume: bool = False,
-                 context: distributed.Context | None = None):
+                 restart: bool = False, context: distributed.Context | None = None):
         self.config = config
         self.out = Path(out if out is not None else config.out)
         self.context = context or distributed.setup(config.device)
@@ -107,6 +108,7 @@ class Trainer:
         self.checkpoints = ckpt.CheckpointDir(self.out / "checkpoints", c.checkpoint.keep_last)
         self._signal: str | None = None
         self.resumed_from: Path | None = None
+        self.restarted = restart and not resume and self._start_over()
         latest = self.checkpoints.latest()
         if resume and latest is not None:
             self.load(latest)
@@ -114,6 +116,18 @@ class Trainer:
         elif latest is not None:
             raise FileExistsError(f"{self.out} already holds checkpoints (latest: {latest.name}); pass --resume "
                                   "(resume=True) to continue that run, or choose another output directory")
+
+    def _start_over(self) -> bool:
+        """Remove a run of exactly this configuration from `out` (``restart``: the quick run starts
+        over); any other run stays, for the check after this to refuse. Every rank looks before
+        the main rank removes, and none goes on before it has: ranks removing the same folder at
+        once, or one finding it half removed, can fail."""
+        same = _holds_run_of(self.out, self.config)
+        distributed.barrier(self.context)
+        if same and self.context.is_main:
+            shutil.rmtree(self.out / "checkpoints")
+        distributed.barrier(self.context)
+        return same
 
     # ------------------------------------------------------------------ one step
 
@@ -331,3 +345,13 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 def train(config: TrainConfig, **options) -> Summary:
     """``Trainer(config, **options).train()``."""
     return Trainer(config, **options).train()
+
+
+def _holds_run_of(out: Path, config: TrainConfig) -> bool:
+    """Whether `out` holds checkpoints of a run with exactly this configuration."""
+    if not (out / "checkpoints").is_dir():
+        return False
+    try:
+        return from_dict(ckpt.read(ckpt.resolve(out))["config"]).to_dict() == config.to_dict()
+    except (ckpt.CheckpointError, KeyError, ValueError):
+        return False
