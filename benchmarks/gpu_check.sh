@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Everything that needs a GPU, as one command for a lent device (an H100/H200 with torch + CUDA,
+# nvcc, pytest and hypothesis installed and no package registry). From the repository root:
+#
+#     bash benchmarks/gpu_check.sh [OUT_DIR]      # default OUT_DIR: $OUT (the device tool's), else gpu-check
+#
+# 1. build   the extension with its CUDA part, just in time, for the visible GPU's architecture
+#            only (one -gencode: about half the nvcc time of the default "arch + PTX");
+# 2. tests   every CUDA runtime test: the fused MLP activations and saving ops, the whole-network
+#            call, run_kernel and every built-in objective's generated kernels against the CPU;
+# 3. bench   the suite's GPU rows: fm, lsd, esd on the paper net at batch 16384 and 100000
+#            (flowcore, the eager reference and, with GPU_CHECK_TORCH_COMPILE=1, torch.compile),
+#            as a table and $OUT_DIR/gpu.json.
+#
+# Each stage's output goes to OUT_DIR/<stage>.log and its exit code and seconds to
+# OUT_DIR/summary.txt; a failing stage does not stop the next. Stages can be named to run only
+# those (`bash benchmarks/gpu_check.sh OUT_DIR tests bench`). On the 15 minutes of device time a
+# session gets, run it with the device tool's timeout_s ≈ 540 (torch.compile adds ≈ 1 min a row).
+# GPU_CHECK_DRY=1 runs the same stages on the CPU (quick bench; the CUDA tests skip): a rehearsal
+# of the script itself on a machine without a GPU.
+set -u -o pipefail
+
+out=${1:-${OUT:-gpu-check}}
+shift $(( $# > 0 ? 1 : 0 ))
+stages=${*:-build tests bench}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export FLOWCORE_JIT_EXTENSION=1 MAX_JOBS=${MAX_JOBS:-16}
+python=${PYTHON:-python3}
+
+if [ "${GPU_CHECK_DRY:-0}" = 1 ]; then
+    device=cpu
+    bench_args=(--quick)
+else
+    if ! arch=$("$python" -c "import torch; assert torch.cuda.is_available(); print('%d.%d' % torch.cuda.get_device_capability())"); then
+        echo "gpu_check: no GPU visible to torch (GPU_CHECK_DRY=1 rehearses on the CPU)" >&2
+        exit 2
+    fi
+    export TORCH_CUDA_ARCH_LIST=$arch
+    device=cuda
+    bench_args=(--objective fm lsd esd --net paper --batch 16384 100000)
+    [ "${GPU_CHECK_TORCH_COMPILE:-0}" = 1 ] || bench_args+=(--no-torch-compile)
+fi
+
+status=0
+stage() {
+    local name=$1
+    shift
+    case " $stages " in *" $name "*) ;; *) return 0 ;; esac
+    local start=$SECONDS
+    "$@" 2>&1 | tee "$out/$name.log"
+    local rc=$?
+    echo "$name: exit $rc after $((SECONDS - start)) s" | tee -a "$out/summary.txt"
+    [ "$rc" -eq 0 ] || status=1
+}
+
+stage build "$python" -c "
+from flowcore.runtime.extension import extension_info, load_extension
+load_extension()
+print(extension_info())"
+stage tests "$python" -m pytest -q -p no:cacheprovider -rs tests/test_mlp.py tests/test_netcall.py \
+    tests/test_codegen_cuda.py -k "cuda or opcheck"
+stage bench "$python" -m flowcore.cli bench --device "$device" --no-compile-times "${bench_args[@]}" \
+    --json "$out/gpu.json"
+exit $status
