@@ -1,5 +1,9 @@
 """`flowcore bench`: the quick mode end to end, the GEMM FLOP count, the CLI and its errors. No timing is asserted."""
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -265,3 +269,20 @@ def test_bad_values_are_clear_errors_before_anything_runs(argv, message, capsys)
 def test_asking_for_cuda_without_one_is_a_clear_error(capsys):
     assert main(["bench", "--quick", "--device", "cuda"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_the_gpu_check_script_rehearses_on_the_cpu(tmp_path):
+    """benchmarks/gpu_check.sh is run on a lent GPU by hand; GPU_CHECK_DRY=1 runs its stages here."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+    env = {**os.environ, "GPU_CHECK_DRY": "1", "PYTHON": sys.executable}
+    result = subprocess.run(["bash", str(script), str(tmp_path / "out"), "build"], env=env, capture_output=True,
+                            text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = (tmp_path / "out" / "summary.txt").read_text()
+    assert summary.startswith("build: exit 0") and "tests:" not in summary  # only the stage asked for
+    assert "'how'" in (tmp_path / "out" / "build.log").read_text()  # extension_info() of the loaded build
+    if not torch.cuda.is_available():
+        env.pop("GPU_CHECK_DRY")
+        result = subprocess.run(["bash", str(script), str(tmp_path / "gpu")], env=env, capture_output=True,
+                                text=True, timeout=120, check=False)
+        assert result.returncode == 2 and "no GPU visible" in result.stderr
