@@ -9,7 +9,9 @@ global norm, and — unless the loss or the gradient is not finite — take a RA
 scheduled learning rate and update the EMAs. The teacher of self-distillation is the network
 itself with its CURRENT weights (it is inside the objective); samples and evaluations use an EMA.
 A run stopped by SIGINT/SIGTERM writes a checkpoint first; ``resume=True`` continues from the
-latest checkpoint bit for bit.
+latest checkpoint bit for bit. Checkpoints already in the output folder are an error, except with
+``resume`` — or with ``restart=True`` when they belong to a run of exactly this configuration, which
+then starts over (the CLI's built-in quick run).
 """
 from __future__ import annotations
 
