@@ -104,9 +104,14 @@ class NetCall(Function):
             del layers
             g, grad_weights, grad_biases = grad * ctx.scale, [None] * n, [None] * n
             for k in reversed(range(n)):
+                if derivatives[k] is not None:
+                    # g_y in its own op, so that the output's gradient and the saved derivatives are
+                    # freed before the GEMMs allocate theirs (one op would hold all five blocks)
+                    g = torch.ops.flowcore.mlp_act_bwd_saved(derivatives[k], g)
+                    derivatives[k] = None
                 g, grad_weights[k], grad_biases[k] = torch.ops.flowcore.mlp_layer_bwd(
-                    g, derivatives[k], inputs[k], weights[k], k > 0 or needs[0])
-                inputs[k] = derivatives[k] = None  # this layer's rows are no longer needed
+                    g, None, inputs[k], weights[k], k > 0 or needs[0])
+                inputs[k] = None  # this layer's rows are no longer needed
             grads = [_pad(g, ctx.blocks) if needs[0] else None, *grad_weights, *grad_biases]
         return (grads[0], None, None, None,
                 *[g if need else None for g, need in zip(grads[1:], needs[4:])])
@@ -152,6 +157,13 @@ def net_call(h: torch.Tensor, live: int, weights: list[torch.Tensor], biases: li
     if (_transforms_active() or torch.compiler.is_compiling() or torch.is_autocast_enabled(h.device.type)
             or not _use_kernels(h, fused) or any(p.dtype != h.dtype for p in (*weights, *biases))):
         return stacked_layers(h, live, weights, biases, activation, scale, fused)
-    if not hasattr(_load(), "mlp_net_fwd"):  # an extension loaded from an older build
+    ops = _load()
+    if not hasattr(ops, "mlp_net_fwd"):  # an extension loaded from an older build
         return stacked_layers(h, live, weights, biases, activation, scale, fused)
+    if not torch.is_grad_enabled():
+        # an sg'd call (LSD's teacher): the op alone, saving nothing. Through NetCall it would save
+        # every layer's rows for a backward that never comes (a Function's needs_input_grad
+        # ignores no_grad) — 20 MiB at the peak of a paper-net LSD step
+        out, out_dead, _, _ = ops.mlp_net_fwd(h, weights, biases, activation, float(scale), live, False)
+        return out, out_dead
     return NetCall.apply(h, activation, float(scale), live, *weights, *biases)
