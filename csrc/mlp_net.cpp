@@ -23,7 +23,8 @@
 // g_W = g_yᵀ·input, g_b = Σ rows of g_y's primal block and, if `input_grad`, g_input = g_y·W (else
 // empty); no activation is evaluated again. flowcore.nn.netcall walks the layers back and drops
 // each layer's saved rows once it is done, so a backward holds no more memory than autograd's
-// layer-by-layer one. Device-generic (at::mm and the activation ops through the dispatcher), so
+// layer-by-layer one; it calls mlp_act_bwd_saved itself and passes no derivatives here, so that
+// the output's gradient and σ' are freed before this op's GEMMs allocate theirs. Device-generic (at::mm and the activation ops through the dispatcher), so
 // the CPU and CUDA kernels of mlp_act_* serve both; autograd is netcall's (one node per network
 // call).
 #include <ATen/ATen.h>

@@ -7,7 +7,7 @@ see). ``jvp`` / ``jvp_many`` push one primal and k tangents through each layer t
 rows only, added inside the activation) and ONE fused elementwise op ``a = σ(y)``, ``ȧ_j = σ'(y)ẏ_j``
 (flowcore.nn.fused). Their backward is stacked GEMMs again plus one fused op for
 ``g_y = σ'g_a + σ''Σ ẏ_j g_ȧj``, ``g_ẏj = σ'g_ȧj``. In plain autograd a whole call is one autograd
-node: its forward one extension op over every layer, its backward one op per layer
+node: its forward one extension op over every layer, its backward two ops per layer
 (flowcore.nn.netcall). Under ``torch.no_grad()`` (sg'd JVPs) nothing is saved for backward.
 """
 from __future__ import annotations

@@ -11,14 +11,14 @@ Two implementations of the same function:
 - `stacked_layers`: layer by layer in torch ops and `act_jvp`. Differentiable to any order and
   under torch.func / forward AD; the reference for the other.
 - `NetCall`: the extension's ``flowcore::mlp_net_fwd`` (csrc/mlp_net.cpp) — every layer forward
-  without returning to Python — and ``mlp_layer_bwd`` per layer for the backward through the
-  tangents, as ONE autograd node per network call. A differentiable backward (``create_graph``),
+  without returning to Python — and ``mlp_act_bwd_saved`` + ``mlp_layer_bwd`` per layer for the
+  backward through the tangents, as ONE autograd node per network call. A differentiable backward (``create_graph``),
   one under vmap (batched gradients) or a second one through a retained graph recomputes the call
   with `stacked_layers` and differentiates that.
 
 `net_call` picks `NetCall` in plain autograd where the fused kernels run for the rows' device and
-dtype, else `stacked_layers` (torch.func transforms, forward AD, autocast, torch.compile tracing,
-``fused=False``, no extension).
+dtype (under ``no_grad`` the bare op, saving nothing), else `stacked_layers` (torch.func
+transforms, forward AD, autocast, torch.compile tracing, ``fused=False``, no extension).
 """
 from __future__ import annotations
 
@@ -64,10 +64,11 @@ class NetCall(Function):
     """`stacked_layers` as one autograd node: inputs ``(h, activation, scale, live, *weights,
     *biases)``, outputs ``(out_live, out_dead)`` (the dead one not differentiable).
 
-    The backward walks the layers back with ``flowcore::mlp_layer_bwd`` and drops each layer's
-    saved rows as soon as it is done — so they are kept on the context, not with
-    ``save_for_backward`` (which holds everything until the node's backward returns): the peak
-    memory of a backward is then no more than autograd's layer by layer. A second backward through
+    The backward walks the layers back (``flowcore::mlp_act_bwd_saved`` for g_y, then
+    ``flowcore::mlp_layer_bwd`` for the GEMMs) and drops each layer's saved rows as soon as it is
+    done. So they are kept on the context, not with ``save_for_backward`` (which holds everything
+    until the node's backward returns): the peak memory of a backward is then below autograd's
+    layer by layer. A second backward through
     a retained graph finds them gone and recomputes, as a differentiable backward does.
 
     Old-style (ctx-in-forward) on purpose: a plain training step pays no ``setup_context``
