@@ -43,7 +43,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
 def test_two_ranks_start_the_quick_run_over_together(tmp_path):
     """No CONFIG: the built-in quick run starts over in its folder. Under torchrun every rank runs
     the command; only rank 0 may remove the old checkpoints, after every rank has looked (two ranks
-    removing one folder at once can make one of them fail; each also printed the note)."""
+    removing one folder at once can make one of them fail)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     env.pop("WORLD_SIZE", None)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
