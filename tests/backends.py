@@ -16,3 +16,11 @@ def available() -> list:
     else:
         found.append(pytest.param("cuda", marks=pytest.mark.skip(reason="no GPU on this machine")))
     return found
+
+
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA runtime tests need a GPU")
+
+# The fused MLP's CUDA kernels against the torch ops in float64: the reference sees the same rounded
+# inputs, the kernels compute in float (double for float64) and round once on output — a few units
+# of the storage precision. Callers multiply it for sums over row blocks and re-rounded savings.
+CUDA_STORAGE_TOL = {torch.float64: 1e-12, torch.float32: 2e-6, torch.float16: 4e-3, torch.bfloat16: 3e-2}

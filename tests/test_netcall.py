@@ -15,6 +15,7 @@ import itertools
 
 import pytest
 import torch
+from backends import CUDA_STORAGE_TOL, needs_gpu
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -285,7 +286,6 @@ def test_retaining_freed_memory_stops_the_page_faults_of_a_repeated_step():
 
 
 # -- CUDA (run where a GPU is visible) ------------------------------------------------------------------
-needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA runtime tests need a GPU")
 
 
 @needs_gpu
@@ -296,9 +296,9 @@ def test_cuda_saving_activation_ops_equal_the_torch_ops(dtype):
     gen = torch.Generator().manual_seed(1)
     y, b, g = [(3 * torch.randn(*shape, generator=gen, dtype=F64)).to(dtype)
                for shape in ((3, 37, 300), (300,), (2, 37, 300))]
-    # as test_mlp.py's CUDA kernel test: a few units of the storage precision, ×4 for the sums over
-    # rows; the saved σ', σ'' are rounded to the storage type once more (×2)
-    tol = {F64: 1e-12, torch.float32: 2e-6, torch.float16: 4e-3, torch.bfloat16: 3e-2}[dtype]
+    # ×4 below for the backward's sums over rows, ×2 more: the saved σ', σ'' are rounded to the
+    # storage type once more
+    tol = CUDA_STORAGE_TOL[dtype]
     d = [a.double() for a in (y, b, g)]
     for activation in ACTS:
         out, saved = torch.ops.flowcore.mlp_act_fwd_save(y.cuda(), b.cuda(), activation, 2)
