@@ -9,8 +9,8 @@ memory kept). `retain_freed_memory` raises both thresholds — the effect of PyT
 preload jemalloc or tcmalloc for CPU training, without a second allocator. The process then keeps
 its peak heap (a training loop returns to it every step anyway).
 
-Process-wide and for the rest of the process: the CLI's ``train``, ``reproduce`` and ``bench`` call it (bench
-applies it to every variant alike); a library import never does.
+Process-wide and for the rest of the process: the CLI's ``train``, ``reproduce`` and ``bench``
+call it (bench applies it to every variant alike); a library import never does.
 """
 from __future__ import annotations
 
