@@ -112,10 +112,12 @@ __global__ void fwd_save_kernel(int64_t T, int64_t live, int64_t BN, int64_t N, 
   }
 }
 
-// mlp_act_bwd_saved: g_y0 = σ'·g_0 + σ''·Σ_j ẏ_j·g_j, g_ẏj = σ'·g_j (no activation evaluated)
+// mlp_act_bwd_saved: g_y0 = σ'·g_0 + σ''·Σ_j ẏ_j·g_j, g_ẏj = σ'·g_j (no activation evaluated).
+// gy may be g (mlp_act_bwd_saved_): each thread reads its elements before it writes them, and the
+// two pointers are not __restrict__.
 template <typename scalar_t>
-__global__ void bwd_saved_kernel(int64_t live, int64_t BN, const scalar_t* __restrict__ saved,
-                                 const scalar_t* __restrict__ g, scalar_t* __restrict__ gy) {
+__global__ void bwd_saved_kernel(int64_t live, int64_t BN, const scalar_t* __restrict__ saved, const scalar_t* g,
+                                 scalar_t* gy) {
   using A = at::opmath_type<scalar_t>;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < BN; i += stride) {
@@ -243,6 +245,27 @@ at::Tensor act_bwd_saved_cuda(const at::Tensor& saved_in, const at::Tensor& grad
   return gy;
 }
 
+// g_y over grad, and the bias gradient (the primal block's column sums) by at::sum
+at::Tensor act_bwd_saved_inplace_cuda(const at::Tensor& saved_in, at::Tensor& grad) {
+  const char* op = "flowcore::mlp_act_bwd_saved_";
+  check_saved(op, saved_in, grad);
+  TORCH_CHECK(grad.is_cuda(), op, " (CUDA): grad is on ", grad.device());
+  TORCH_CHECK(grad.is_contiguous(), op, ": grad is overwritten in place, so it must be contiguous");
+  const c10::cuda::CUDAGuard guard(grad.device());
+  const at::Tensor saved = saved_in.contiguous();
+  const int64_t live = grad.size(0), BN = grad.size(1) * grad.size(2);
+  if (grad.numel() > 0) {
+    cudaStream_t stream = c10::cuda::getCurrentCUDAStream(grad.device().index()).stream();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "flowcore::mlp_act_bwd_saved_", [&] {
+      auto* gp = grad.data_ptr<scalar_t>();
+      bwd_saved_kernel<scalar_t><<<blocks_for(BN), kThreads, 0, stream>>>(live, BN, saved.const_data_ptr<scalar_t>(),
+                                                                          gp, gp);
+    });
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  return grad.select(0, 0).sum(0);
+}
+
 }  // namespace
 }  // namespace mlp
 }  // namespace flowcore
@@ -252,4 +275,5 @@ TORCH_LIBRARY_IMPL(flowcore, CUDA, m) {
   m.impl("mlp_act_bwd", &flowcore::mlp::act_bwd_cuda);
   m.impl("mlp_act_fwd_save", &flowcore::mlp::act_fwd_save_cuda);
   m.impl("mlp_act_bwd_saved", &flowcore::mlp::act_bwd_saved_cuda);
+  m.impl("mlp_act_bwd_saved_", &flowcore::mlp::act_bwd_saved_inplace_cuda);
 }

@@ -3,6 +3,7 @@
 //
 //   flowcore::mlp_act_fwd_save(Tensor y, Tensor bias, str activation, int live) -> (Tensor out, Tensor saved)
 //   flowcore::mlp_act_bwd_saved(Tensor saved, Tensor grad) -> Tensor
+//   flowcore::mlp_act_bwd_saved_(Tensor saved, Tensor(a!) grad) -> Tensor grad_bias
 //
 // y is (T, B, N) stacked rows as for mlp_act_fwd (block 0 the primal pre-activation without its
 // bias, blocks 1..T−1 tangents) and `out` is mlp_act_fwd's. Only the first `live` blocks are ever
@@ -12,11 +13,17 @@
 // and mlp_act_bwd_saved(saved, g) with g = (g_0, …, g_{live−1}) is mlp_act_bwd's result over those
 // blocks: g_y0 = σ'·g_0 + σ''·Σ_j ẏ_j·g_j, g_ẏj = σ'·g_j — a pure multiply-add stream. σ, σ', σ''
 // share their exp / erfc / tanh, so the forward computes them at little more than σ's cost, and
-// the backward (which mlp_act_bwd spends on re-evaluating them) costs a memory pass. The CUDA
-// kernels are in mlp_cuda.cu.
+// the backward (which mlp_act_bwd spends on re-evaluating them) costs a memory pass.
+// mlp_act_bwd_saved_ is the backward of a network call (flowcore.nn.netcall): it writes g_y over
+// `grad` (the GEMM output the backward owns; no new block, and the writes hit cache lines the
+// reads just brought in) and returns the layer's bias gradient Σ_rows g_y0, summed in the same
+// pass instead of a second pass over g_y. Its partial sums are per fixed 64-row slab, in double,
+// added in slab order: the result does not depend on the thread count. The CUDA kernels are in
+// mlp_cuda.cu.
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <tuple>
@@ -96,6 +103,49 @@ FLOWCORE_INLINE void bwd_saved_rows(int64_t live, int64_t B, int64_t N, const S*
   }
 }
 
+constexpr int64_t kBiasRows = 64;  // rows per partial bias sum (fixed: see the file's header)
+
+// g_y over g for rows [begin, end), and their primal block's column sums into `partial` (N doubles)
+template <typename S>
+FLOWCORE_INLINE void bwd_saved_inplace_rows(int64_t live, int64_t B, int64_t N, const S* __restrict saved, S* g,
+                                            double* __restrict partial, int64_t begin, int64_t end) {
+  for (int64_t c = 0; c < N; ++c) partial[c] = 0;
+  for (int64_t i = begin; i < end; ++i) {
+    const S* __restrict d1 = saved + i * N;
+    S* __restrict g0 = g + i * N;  // rows of g never overlap: each gets its own restrict pointer
+    if (live == 1) {
+      for (int64_t c = 0; c < N; ++c) {
+        const S v = d1[c] * g0[c];
+        g0[c] = v;
+        partial[c] += v;
+      }
+      continue;
+    }
+    const S* __restrict d2 = saved + (B + i) * N;
+    for (int64_t c = 0; c < N; ++c) g0[c] = d1[c] * g0[c];
+    for (int64_t j = 1; j < live; ++j) {
+      const S* __restrict yj = saved + ((1 + j) * B + i) * N;
+      S* __restrict gj = g + (j * B + i) * N;
+      for (int64_t c = 0; c < N; ++c) {
+        const S v = gj[c];
+        g0[c] += d2[c] * yj[c] * v;
+        gj[c] = d1[c] * v;
+      }
+    }
+    for (int64_t c = 0; c < N; ++c) partial[c] += g0[c];
+  }
+}
+
+FLOWCORE_CLONES void bwd_saved_inplace_f32(int64_t live, int64_t B, int64_t N, const float* saved, float* g,
+                                           double* partial, int64_t begin, int64_t end) {
+  bwd_saved_inplace_rows<float>(live, B, N, saved, g, partial, begin, end);
+}
+
+void bwd_saved_inplace_f64(int64_t live, int64_t B, int64_t N, const double* saved, double* g, double* partial,
+                           int64_t begin, int64_t end) {
+  bwd_saved_inplace_rows<double>(live, B, N, saved, g, partial, begin, end);
+}
+
 FLOWCORE_CLONES void fwd_save_f32(int act, int64_t T, int64_t live, int64_t B, int64_t N, const float* y,
                                   const float* b, float* out, float* saved, int64_t begin, int64_t end) {
   FLOWCORE_BY_ACTIVATION(fwd_save_rows, float, T, live, B, N, y, b, out, saved, begin, end)
@@ -160,6 +210,39 @@ at::Tensor act_bwd_saved_cpu(const at::Tensor& saved_in, const at::Tensor& grad_
   return gy;
 }
 
+at::Tensor act_bwd_saved_inplace_cpu(const at::Tensor& saved_in, at::Tensor& grad) {
+  const char* op = "flowcore::mlp_act_bwd_saved_";
+  check_saved(op, saved_in, grad);
+  check_cpu(op, grad);
+  TORCH_CHECK(grad.is_contiguous(), op, ": grad is overwritten in place, so it must be contiguous");
+  const at::Tensor saved = saved_in.contiguous();
+  const int64_t live = grad.size(0), B = grad.size(1), N = grad.size(2);
+  const int64_t slabs = (B + kBiasRows - 1) / kBiasRows;
+  at::Tensor partials = at::empty({slabs, N}, grad.options().dtype(at::kDouble));
+  if (grad.numel() > 0) {
+    double* pp = partials.data_ptr<double>();
+    at::parallel_for(0, slabs, std::max<int64_t>(1, grain(2 * live + 1, N) / kBiasRows), [&](int64_t s0, int64_t s1) {
+      for (int64_t slab = s0; slab < s1; ++slab) {
+        const int64_t begin = slab * kBiasRows, end = std::min(B, begin + kBiasRows);
+        if (grad.scalar_type() == at::kFloat) {
+          bwd_saved_inplace_f32(live, B, N, saved.const_data_ptr<float>(), grad.data_ptr<float>(), pp + slab * N,
+                                begin, end);
+        } else {
+          bwd_saved_inplace_f64(live, B, N, saved.const_data_ptr<double>(), grad.data_ptr<double>(), pp + slab * N,
+                                begin, end);
+        }
+      }
+    });
+  }
+  // the slabs in order, in double, then rounded once
+  at::Tensor total = at::zeros({N}, partials.options());
+  double* tp = total.data_ptr<double>();
+  const double* pp = partials.const_data_ptr<double>();
+  for (int64_t slab = 0; slab < slabs; ++slab)
+    for (int64_t c = 0; c < N; ++c) tp[c] += pp[slab * N + c];
+  return total.to(grad.scalar_type());
+}
+
 }  // namespace
 }  // namespace mlp
 }  // namespace flowcore
@@ -169,9 +252,11 @@ FLOWCORE_FAST_END
 TORCH_LIBRARY_FRAGMENT(flowcore, m) {
   m.def("mlp_act_fwd_save(Tensor y, Tensor bias, str activation, int live) -> (Tensor, Tensor)");
   m.def("mlp_act_bwd_saved(Tensor saved, Tensor grad) -> Tensor");
+  m.def("mlp_act_bwd_saved_(Tensor saved, Tensor(a!) grad) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(flowcore, CPU, m) {
   m.impl("mlp_act_fwd_save", &flowcore::mlp::act_fwd_save_cpu);
   m.impl("mlp_act_bwd_saved", &flowcore::mlp::act_bwd_saved_cpu);
+  m.impl("mlp_act_bwd_saved_", &flowcore::mlp::act_bwd_saved_inplace_cpu);
 }

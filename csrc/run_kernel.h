@@ -47,20 +47,22 @@ inline KernelCall prepare_call(int64_t B, int64_t N, const at::Tensor& like, at:
   TORCH_CHECK(B >= 0 && N >= 0, "flowcore::run_kernel: B and N must be >= 0, got B=", B, ", N=", N);
   TORCH_CHECK(n_element_outputs >= 0 && n_sample_outputs >= 0, "flowcore::run_kernel: negative output count");
   KernelCall call;
-  auto check = [&](const at::Tensor& t, const char* role, size_t i, int64_t numel) {
+  auto check = [&](const at::Tensor& t, const char* role, size_t i) {
     TORCH_CHECK(t.defined(), "flowcore::run_kernel: ", role, " input ", i, " is undefined");
     TORCH_CHECK(t.scalar_type() == like.scalar_type(), "flowcore::run_kernel: ", role, " input ", i, " has dtype ",
                 t.scalar_type(), " but the kernel runs in ", like.scalar_type(), " (the dtype of `like`)");
     TORCH_CHECK(t.device() == like.device(), "flowcore::run_kernel: ", role, " input ", i, " is on ", t.device(),
                 " but `like` is on ", like.device());
-    TORCH_CHECK(t.numel() == numel, "flowcore::run_kernel: ", role, " input ", i, " has shape ", t.sizes(),
-                "; expected ", role == std::string("element") ? "(B, N) = (" : "(B,) = (", B,
-                role == std::string("element") ? ", " + std::to_string(N) : std::string(), ")");
+    // the exact shape, not only the count: a transposed (N, B) input has B·N elements too
+    const bool element = role == std::string("element");
+    const bool shaped = element ? (t.dim() == 2 && t.size(0) == B && t.size(1) == N) : (t.dim() == 1 && t.size(0) == B);
+    TORCH_CHECK(shaped, "flowcore::run_kernel: ", role, " input ", i, " has shape ", t.sizes(), "; expected ",
+                element ? "(B, N) = (" : "(B,) = (", B, element ? ", " + std::to_string(N) : std::string(), ")");
     call.inputs.push_back(t.contiguous());
     return call.inputs.back().const_data_ptr();
   };
-  for (size_t i = 0; i < element_inputs.size(); ++i) call.ein.push_back(check(element_inputs[i], "element", i, B * N));
-  for (size_t i = 0; i < sample_inputs.size(); ++i) call.sin.push_back(check(sample_inputs[i], "sample", i, B));
+  for (size_t i = 0; i < element_inputs.size(); ++i) call.ein.push_back(check(element_inputs[i], "element", i));
+  for (size_t i = 0; i < sample_inputs.size(); ++i) call.sin.push_back(check(sample_inputs[i], "sample", i));
   const auto options = like.options();
   for (int64_t i = 0; i < n_element_outputs; ++i) {
     call.outputs.push_back(at::empty({B, N}, options));

@@ -261,6 +261,9 @@ def test_clear_errors():
         fn(torch.empty(0, dtype=torch.float64), B, N, inputs[0].float(), *inputs[1:])
     with pytest.raises(RuntimeError, match="expected"):
         fn(torch.empty(0, dtype=torch.float64), B, N + 1, *inputs)
+    # the shape, not only the element count: a transposed (N, B) element input is refused
+    with pytest.raises(RuntimeError, match=r"element input 0 has shape \[3, 2\]; expected \(B, N\) = \(2, 3\)"):
+        fn(torch.empty(0, dtype=torch.float64), B, N, inputs[0].t().contiguous(), *inputs[1:])
     # non-contiguous inputs are accepted (made contiguous)
     transposed = [x.t().contiguous().t() for x in inputs]
     assert torch.equal(fn(torch.empty(0, dtype=torch.float64), B, N, *transposed)[0],

@@ -121,6 +121,9 @@ def _fake_kernels() -> None:
     def bwd_saved_fake(saved, grad):
         return torch.empty_like(grad, memory_format=torch.contiguous_format)
 
+    def bwd_saved_inplace_fake(saved, grad):
+        return grad.new_empty((grad.shape[2],))
+
     def net_fwd_fake(h, weights, biases, activation, scale, live, save):
         T, B = h.shape[0], h.shape[1]
         out = h.new_empty((T, B, weights[-1].shape[0]))
@@ -128,12 +131,13 @@ def _fake_kernels() -> None:
         derivatives = [h.new_empty(saved_shape(live, x)) for x in hidden]
         return out[:live], out[live:].clone(), hidden, derivatives
 
-    def layer_bwd_fake(grad, derivatives, input, weight, input_grad):
+    def layer_bwd_fake(grad, derivatives, input, weight, input_grad, bias_grad=True):
         live, B = grad.shape[0], grad.shape[1]
         grad_input = grad.new_empty((live, B, input.shape[2]) if input_grad else (0,))
-        return grad_input, torch.empty_like(weight), grad.new_empty((grad.shape[2],))
+        return grad_input, torch.empty_like(weight), grad.new_empty((grad.shape[2],) if bias_grad else (0,))
 
     for name, fn in (("flowcore::mlp_act_fwd_save", fwd_save_fake), ("flowcore::mlp_act_bwd_saved", bwd_saved_fake),
+                     ("flowcore::mlp_act_bwd_saved_", bwd_saved_inplace_fake),
                      ("flowcore::mlp_net_fwd", net_fwd_fake), ("flowcore::mlp_layer_bwd", layer_bwd_fake)):
         torch.library.register_fake(name, fn)
 

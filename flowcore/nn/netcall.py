@@ -11,7 +11,7 @@ Two implementations of the same function:
 - `stacked_layers`: layer by layer in torch ops and `act_jvp`. Differentiable to any order and
   under torch.func / forward AD; the reference for the other.
 - `NetCall`: the extension's ``flowcore::mlp_net_fwd`` (csrc/mlp_net.cpp) — every layer forward
-  without returning to Python — and ``mlp_act_bwd_saved`` + ``mlp_layer_bwd`` per layer for the
+  without returning to Python — and ``mlp_act_bwd_saved_`` + ``mlp_layer_bwd`` per layer for the
   backward through the tangents, as ONE autograd node per network call. A differentiable backward (``create_graph``),
   one under vmap (batched gradients) or a second one through a retained graph recomputes the call
   with `stacked_layers` and differentiates that.
@@ -64,8 +64,8 @@ class NetCall(Function):
     """`stacked_layers` as one autograd node: inputs ``(h, activation, scale, live, *weights,
     *biases)``, outputs ``(out_live, out_dead)`` (the dead one not differentiable).
 
-    The backward walks the layers back (``flowcore::mlp_act_bwd_saved`` for g_y, then
-    ``flowcore::mlp_layer_bwd`` for the GEMMs) and drops each layer's saved rows as soon as it is
+    The backward walks the layers back (``flowcore::mlp_act_bwd_saved_`` for g_y and the bias
+    gradient, then ``flowcore::mlp_layer_bwd`` for the GEMMs) and drops each layer's saved rows as soon as it is
     done. So they are kept on the context, not with ``save_for_backward`` (which holds everything
     until the node's backward returns): the peak memory of a backward is then below autograd's
     layer by layer. A second backward through
@@ -105,13 +105,17 @@ class NetCall(Function):
             del layers
             g, grad_weights, grad_biases = grad * ctx.scale, [None] * n, [None] * n
             for k in reversed(range(n)):
-                if derivatives[k] is not None:
-                    # g_y in its own op, so that the output's gradient and the saved derivatives are
-                    # freed before the GEMMs allocate theirs (one op would hold all five blocks)
-                    g = torch.ops.flowcore.mlp_act_bwd_saved(derivatives[k], g)
+                hidden = derivatives[k] is not None
+                if hidden:
+                    # g_y over g (the previous layer's GEMM output, ours to overwrite) and the bias
+                    # gradient in the same pass, in an op of its own, so that the saved derivatives
+                    # are freed before the GEMMs allocate theirs
+                    grad_biases[k] = torch.ops.flowcore.mlp_act_bwd_saved_(derivatives[k], g)
                     derivatives[k] = None
-                g, grad_weights[k], grad_biases[k] = torch.ops.flowcore.mlp_layer_bwd(
-                    g, None, inputs[k], weights[k], k > 0 or needs[0])
+                g, grad_weights[k], grad_bias = torch.ops.flowcore.mlp_layer_bwd(
+                    g, None, inputs[k], weights[k], k > 0 or needs[0], not hidden)
+                if not hidden:
+                    grad_biases[k] = grad_bias
                 inputs[k] = None  # this layer's rows are no longer needed
             grads = [_pad(g, ctx.blocks) if needs[0] else None, *grad_weights, *grad_biases]
         return (grads[0], None, None, None,
