@@ -5,6 +5,9 @@
 //   flowcore::mlp_act_bwd(Tensor y, Tensor bias, Tensor grad, str activation) -> Tensor
 //   flowcore::mlp_act_fwd_save(Tensor y, Tensor bias, str activation, int live) -> (Tensor, Tensor)
 //   flowcore::mlp_act_bwd_saved(Tensor saved, Tensor grad) -> Tensor      (the last two: mlp_saved.cpp)
+// and the in-place forms a network call runs over the buffers it owns: mlp_act_fwd_ (y becomes the
+// output), mlp_act_fwd_save_ (the same, returns `saved`), mlp_act_bwd_saved_ (g_y over grad,
+// returns the bias gradient).
 //
 // y is the stacked GEMM output (T, B, N) of one layer: row block 0 the primal pre-activation
 // (without its bias), blocks 1..T-1 the tangents ẏ_j (no bias). With z = y_0 + bias:

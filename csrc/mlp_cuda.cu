@@ -59,16 +59,17 @@ __device__ __forceinline__ void activation(A z, A& a, A& d1, A& d2) {
   }
 }
 
+// mlp_act_fwd(_), in place over io = y: each thread reads its elements before it writes them
 template <typename scalar_t, int ACT>
-__global__ void fwd_kernel(int64_t T, int64_t BN, int64_t N, const scalar_t* __restrict__ y,
-                           const scalar_t* __restrict__ bias, scalar_t* __restrict__ out) {
+__global__ void fwd_kernel(int64_t T, int64_t BN, int64_t N, scalar_t* __restrict__ io,
+                           const scalar_t* __restrict__ bias) {
   using A = at::opmath_type<scalar_t>;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < BN; i += stride) {
     A a, d1, d2;
-    activation<A, ACT>(static_cast<A>(y[i]) + static_cast<A>(bias[i % N]), a, d1, d2);
-    out[i] = static_cast<scalar_t>(a);
-    for (int64_t j = 1; j < T; ++j) out[j * BN + i] = static_cast<scalar_t>(d1 * static_cast<A>(y[j * BN + i]));
+    activation<A, ACT>(static_cast<A>(io[i]) + static_cast<A>(bias[i % N]), a, d1, d2);
+    io[i] = static_cast<scalar_t>(a);
+    for (int64_t j = 1; j < T; ++j) io[j * BN + i] = static_cast<scalar_t>(d1 * static_cast<A>(io[j * BN + i]));
   }
 }
 
@@ -91,22 +92,22 @@ __global__ void bwd_kernel(int64_t T, int64_t BN, int64_t N, const scalar_t* __r
   }
 }
 
-// mlp_act_fwd_save (mlp_saved.cpp): out as fwd_kernel, and saved = [σ'] or [σ'; σ''; ẏ_1..ẏ_{live−1}]
+// mlp_act_fwd_save(_) (mlp_saved.cpp), in place over io = y as fwd_kernel, and
+// saved = [σ'] or [σ'; σ''; ẏ_1..ẏ_{live−1}]
 template <typename scalar_t, int ACT>
-__global__ void fwd_save_kernel(int64_t T, int64_t live, int64_t BN, int64_t N, const scalar_t* __restrict__ y,
-                                const scalar_t* __restrict__ bias, scalar_t* __restrict__ out,
-                                scalar_t* __restrict__ saved) {
+__global__ void fwd_save_kernel(int64_t T, int64_t live, int64_t BN, int64_t N, scalar_t* __restrict__ io,
+                                const scalar_t* __restrict__ bias, scalar_t* __restrict__ saved) {
   using A = at::opmath_type<scalar_t>;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < BN; i += stride) {
     A a, d1, d2;
-    activation<A, ACT>(static_cast<A>(y[i]) + static_cast<A>(bias[i % N]), a, d1, d2);
-    out[i] = static_cast<scalar_t>(a);
+    activation<A, ACT>(static_cast<A>(io[i]) + static_cast<A>(bias[i % N]), a, d1, d2);
+    io[i] = static_cast<scalar_t>(a);
     saved[i] = static_cast<scalar_t>(d1);
     if (live > 1) saved[BN + i] = static_cast<scalar_t>(d2);
     for (int64_t j = 1; j < T; ++j) {
-      const scalar_t yj = y[j * BN + i];
-      out[j * BN + i] = static_cast<scalar_t>(d1 * static_cast<A>(yj));
+      const scalar_t yj = io[j * BN + i];
+      io[j * BN + i] = static_cast<scalar_t>(d1 * static_cast<A>(yj));
       if (j < live) saved[(1 + j) * BN + i] = yj;
     }
   }
@@ -141,27 +142,35 @@ inline unsigned blocks_for(int64_t n) {
   return static_cast<unsigned>(std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t{1} << 16));
 }
 
-at::Tensor act_fwd_cuda(const at::Tensor& y_in, const at::Tensor& bias_in, c10::string_view activation) {
+void act_fwd_inplace_cuda(at::Tensor& y, const at::Tensor& bias_in, c10::string_view activation) {
+  const char* op = "flowcore::mlp_act_fwd_";
   const int act = parse_activation(std::string_view(activation.data(), activation.size()));
-  const int64_t T = check_args("flowcore::mlp_act_fwd", y_in, bias_in, nullptr);
-  TORCH_CHECK(y_in.is_cuda(), "flowcore::mlp_act_fwd (CUDA): y is on ", y_in.device());
-  const c10::cuda::CUDAGuard guard(y_in.device());
-  const at::Tensor y = y_in.contiguous(), bias = bias_in.contiguous();
-  at::Tensor out = at::empty_like(y, at::MemoryFormat::Contiguous);
+  const int64_t T = check_args(op, y, bias_in, nullptr);
+  TORCH_CHECK(y.is_cuda(), op, " (CUDA): y is on ", y.device());
+  TORCH_CHECK(y.is_contiguous(), op, ": y is overwritten in place, so it must be contiguous");
+  const c10::cuda::CUDAGuard guard(y.device());
+  const at::Tensor bias = bias_in.contiguous();
   const int64_t N = y.size(2), BN = y.size(1) * N;
-  if (out.numel() == 0) return out;
+  if (y.numel() == 0) return;
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream(y.device().index()).stream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "flowcore::mlp_act_fwd", [&] {
-    const auto* yp = y.const_data_ptr<scalar_t>();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "flowcore::mlp_act_fwd_", [&] {
+    auto* io = y.data_ptr<scalar_t>();
     const auto* bp = bias.const_data_ptr<scalar_t>();
-    auto* op = out.data_ptr<scalar_t>();
     switch (act) {
-      case kGelu: fwd_kernel<scalar_t, kGelu><<<blocks_for(BN), kThreads, 0, stream>>>(T, BN, N, yp, bp, op); break;
-      case kSilu: fwd_kernel<scalar_t, kSilu><<<blocks_for(BN), kThreads, 0, stream>>>(T, BN, N, yp, bp, op); break;
-      default: fwd_kernel<scalar_t, kTanh><<<blocks_for(BN), kThreads, 0, stream>>>(T, BN, N, yp, bp, op); break;
+      case kGelu: fwd_kernel<scalar_t, kGelu><<<blocks_for(BN), kThreads, 0, stream>>>(T, BN, N, io, bp); break;
+      case kSilu: fwd_kernel<scalar_t, kSilu><<<blocks_for(BN), kThreads, 0, stream>>>(T, BN, N, io, bp); break;
+      default: fwd_kernel<scalar_t, kTanh><<<blocks_for(BN), kThreads, 0, stream>>>(T, BN, N, io, bp); break;
     }
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+at::Tensor act_fwd_cuda(const at::Tensor& y, const at::Tensor& bias, c10::string_view activation) {
+  check_args("flowcore::mlp_act_fwd", y, bias, nullptr);
+  TORCH_CHECK(y.is_cuda(), "flowcore::mlp_act_fwd (CUDA): y is on ", y.device());
+  at::Tensor out = at::empty_like(y, at::MemoryFormat::Contiguous);
+  out.copy_(y);
+  act_fwd_inplace_cuda(out, bias, activation);
   return out;
 }
 
@@ -191,39 +200,42 @@ at::Tensor act_bwd_cuda(const at::Tensor& y_in, const at::Tensor& bias_in, const
   return gy;
 }
 
-std::tuple<at::Tensor, at::Tensor> act_fwd_save_cuda(const at::Tensor& y_in, const at::Tensor& bias_in,
-                                                     c10::string_view activation, int64_t live) {
-  const char* op = "flowcore::mlp_act_fwd_save";
+at::Tensor act_fwd_save_inplace_cuda(at::Tensor& y, const at::Tensor& bias_in, c10::string_view activation,
+                                     int64_t live) {
+  const char* op = "flowcore::mlp_act_fwd_save_";
   const int act = parse_activation(std::string_view(activation.data(), activation.size()));
-  const int64_t T = check_args(op, y_in, bias_in, nullptr);
-  TORCH_CHECK(y_in.is_cuda(), op, " (CUDA): y is on ", y_in.device());
+  const int64_t T = check_args(op, y, bias_in, nullptr);
+  TORCH_CHECK(y.is_cuda(), op, " (CUDA): y is on ", y.device());
   TORCH_CHECK(live >= 1 && live <= T, op, ": live must count 1..T = ", T, " row blocks, got ", live);
-  const c10::cuda::CUDAGuard guard(y_in.device());
-  const at::Tensor y = y_in.contiguous(), bias = bias_in.contiguous();
-  at::Tensor out = at::empty_like(y, at::MemoryFormat::Contiguous);
+  TORCH_CHECK(y.is_contiguous(), op, ": y is overwritten in place, so it must be contiguous");
+  const c10::cuda::CUDAGuard guard(y.device());
+  const at::Tensor bias = bias_in.contiguous();
   at::Tensor saved = at::empty({saved_blocks(live), y.size(1), y.size(2)}, y.options());
   const int64_t N = y.size(2), BN = y.size(1) * N;
-  if (out.numel() == 0) return {out, saved};
+  if (y.numel() == 0) return saved;
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream(y.device().index()).stream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "flowcore::mlp_act_fwd_save", [&] {
-    const auto* yp = y.const_data_ptr<scalar_t>();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "flowcore::mlp_act_fwd_save_", [&] {
+    auto* io = y.data_ptr<scalar_t>();
     const auto* bp = bias.const_data_ptr<scalar_t>();
-    auto* op_ = out.data_ptr<scalar_t>();
     auto* sp = saved.data_ptr<scalar_t>();
     const unsigned blocks = blocks_for(BN);
     switch (act) {
-      case kGelu:
-        fwd_save_kernel<scalar_t, kGelu><<<blocks, kThreads, 0, stream>>>(T, live, BN, N, yp, bp, op_, sp);
-        break;
-      case kSilu:
-        fwd_save_kernel<scalar_t, kSilu><<<blocks, kThreads, 0, stream>>>(T, live, BN, N, yp, bp, op_, sp);
-        break;
-      default:
-        fwd_save_kernel<scalar_t, kTanh><<<blocks, kThreads, 0, stream>>>(T, live, BN, N, yp, bp, op_, sp);
-        break;
+      case kGelu: fwd_save_kernel<scalar_t, kGelu><<<blocks, kThreads, 0, stream>>>(T, live, BN, N, io, bp, sp); break;
+      case kSilu: fwd_save_kernel<scalar_t, kSilu><<<blocks, kThreads, 0, stream>>>(T, live, BN, N, io, bp, sp); break;
+      default: fwd_save_kernel<scalar_t, kTanh><<<blocks, kThreads, 0, stream>>>(T, live, BN, N, io, bp, sp); break;
     }
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return saved;
+}
+
+std::tuple<at::Tensor, at::Tensor> act_fwd_save_cuda(const at::Tensor& y, const at::Tensor& bias,
+                                                     c10::string_view activation, int64_t live) {
+  check_args("flowcore::mlp_act_fwd_save", y, bias, nullptr);
+  TORCH_CHECK(y.is_cuda(), "flowcore::mlp_act_fwd_save (CUDA): y is on ", y.device());
+  at::Tensor out = at::empty_like(y, at::MemoryFormat::Contiguous);
+  out.copy_(y);
+  at::Tensor saved = act_fwd_save_inplace_cuda(out, bias, activation, live);
   return {out, saved};
 }
 
@@ -272,8 +284,10 @@ at::Tensor act_bwd_saved_inplace_cuda(const at::Tensor& saved_in, at::Tensor& gr
 
 TORCH_LIBRARY_IMPL(flowcore, CUDA, m) {
   m.impl("mlp_act_fwd", &flowcore::mlp::act_fwd_cuda);
+  m.impl("mlp_act_fwd_", &flowcore::mlp::act_fwd_inplace_cuda);
   m.impl("mlp_act_bwd", &flowcore::mlp::act_bwd_cuda);
   m.impl("mlp_act_fwd_save", &flowcore::mlp::act_fwd_save_cuda);
+  m.impl("mlp_act_fwd_save_", &flowcore::mlp::act_fwd_save_inplace_cuda);
   m.impl("mlp_act_bwd_saved", &flowcore::mlp::act_bwd_saved_cuda);
   m.impl("mlp_act_bwd_saved_", &flowcore::mlp::act_bwd_saved_inplace_cuda);
 }

@@ -9,13 +9,13 @@
 //
 // h is (T, B, F) stacked input rows: block 0 the primal, blocks 1..T−1 tangents. Layer l maps
 // h_l -> y_l = h_l·W_lᵀ (one GEMM over all T·B rows, no bias) -> h_{l+1} = mlp_act_fwd(y_l, b_l)
-// (bias and σ on the primal block, σ'·ẏ on the tangents); the last layer is linear, its bias on
+// (bias and σ on the primal block, σ'·ẏ on the tangents; in place over y_l: mlp_act_fwd_); the last layer is linear, its bias on
 // the primal block only, and everything is multiplied by `scale` (σ of v̂ = σ·MLP). The first
 // `live` blocks are those a backward covers; the rest (tangents used only under stop-gradient)
 // share every GEMM of the forward but none of the backward, and come back as `out_dead`.
-// `save` keeps, for the backward, the hidden rows h_1..h_{L−1} and each activation's derivatives
-// (mlp_act_fwd_save over the live blocks: σ', and σ'' with the tangents ẏ_j where a tangent is
-// live).
+// `save` keeps, for the backward, the live blocks of the hidden rows h_1..h_{L−1} and each
+// activation's derivatives (mlp_act_fwd_save over the live blocks: σ', and σ'' with the tangents
+// ẏ_j where a tangent is live).
 //
 // mlp_layer_bwd is one layer of the backward, from the gradient of its output over the live
 // blocks: g_y = mlp_act_bwd_saved(derivatives, g) (which also carries σ''·ẏ·g_ȧ into the primal
@@ -46,20 +46,20 @@ namespace flowcore {
 namespace mlp {
 namespace {
 
-using ActFwd = at::Tensor(const at::Tensor&, const at::Tensor&, c10::string_view);
-using ActFwdSave = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, c10::string_view, int64_t);
+using ActFwd = void(at::Tensor&, const at::Tensor&, c10::string_view);
+using ActFwdSave = at::Tensor(at::Tensor&, const at::Tensor&, c10::string_view, int64_t);
 using ActBwdSaved = at::Tensor(const at::Tensor&, const at::Tensor&);
 
-at::Tensor act_fwd(const at::Tensor& y, const at::Tensor& bias, c10::string_view activation) {
+// the activations run in place over the layer's GEMM output (mlp_act_fwd_ / mlp_act_fwd_save_)
+void act_fwd(at::Tensor& y, const at::Tensor& bias, c10::string_view activation) {
   static const auto op =
-      c10::Dispatcher::singleton().findSchemaOrThrow("flowcore::mlp_act_fwd", "").typed<ActFwd>();
-  return op.call(y, bias, activation);
+      c10::Dispatcher::singleton().findSchemaOrThrow("flowcore::mlp_act_fwd_", "").typed<ActFwd>();
+  op.call(y, bias, activation);
 }
 
-std::tuple<at::Tensor, at::Tensor> act_fwd_save(const at::Tensor& y, const at::Tensor& bias,
-                                                c10::string_view activation, int64_t live) {
+at::Tensor act_fwd_save(at::Tensor& y, const at::Tensor& bias, c10::string_view activation, int64_t live) {
   static const auto op =
-      c10::Dispatcher::singleton().findSchemaOrThrow("flowcore::mlp_act_fwd_save", "").typed<ActFwdSave>();
+      c10::Dispatcher::singleton().findSchemaOrThrow("flowcore::mlp_act_fwd_save_", "").typed<ActFwdSave>();
   return op.call(y, bias, activation, live);
 }
 
@@ -118,19 +118,26 @@ std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>, std::vector<at::Tens
     hidden.reserve(L - 1);
     derivatives.reserve(L - 1);
   }
+  // Once the next GEMM has read a layer's rows, its dead blocks are done: the backward reads the
+  // live ones only, so only those are kept (a copy of live/T of the rows, against holding all T).
+  const auto keep_live_rows = [&]() {
+    if (save && !hidden.empty() && live < T) hidden.back() = hidden.back().narrow(0, 0, live).clone();
+  };
   at::Tensor h = h_in;
   for (size_t l = 0; l + 1 < L; ++l) {
-    const at::Tensor y = stacked_linear(h, weights[l]);
+    at::Tensor y = stacked_linear(h, weights[l]);
+    keep_live_rows();
+    h = at::Tensor();  // the rows are read: let them go (or their live copy stay) before σ allocates
     if (save) {
-      at::Tensor saved;
-      std::tie(h, saved) = act_fwd_save(y, biases[l], activation, live);
-      derivatives.push_back(std::move(saved));
-      hidden.push_back(h);
+      derivatives.push_back(act_fwd_save(y, biases[l], activation, live));
+      hidden.push_back(y);
     } else {
-      h = act_fwd(y, biases[l], activation);
+      act_fwd(y, biases[l], activation);
     }
+    h = std::move(y);  // y now holds the layer's output rows
   }
   at::Tensor out = stacked_linear(h, weights[L - 1]);
+  keep_live_rows();
   out.select(0, 0).add_(biases[L - 1]);
   out.mul_(scale);
   at::Tensor out_dead =

@@ -2,6 +2,7 @@
 // activation (MATH.md §4, §6): the layers of flowcore::mlp_net_fwd / _bwd (mlp_net.cpp).
 //
 //   flowcore::mlp_act_fwd_save(Tensor y, Tensor bias, str activation, int live) -> (Tensor out, Tensor saved)
+//   flowcore::mlp_act_fwd_save_(Tensor(a!) y, Tensor bias, str activation, int live) -> Tensor saved
 //   flowcore::mlp_act_bwd_saved(Tensor saved, Tensor grad) -> Tensor
 //   flowcore::mlp_act_bwd_saved_(Tensor saved, Tensor(a!) grad) -> Tensor grad_bias
 //
@@ -41,22 +42,21 @@ using cpu::check_cpu;
 using cpu::grain;
 using cpu::kBlock;
 
-// rows [begin, end): out as mlp_act_fwd; saved as above
+// rows [begin, end), in place over the rows io = y: out as mlp_act_fwd; saved as above (a live
+// tangent is copied to `saved` before its rows are overwritten)
 template <typename S, int ACT>
-FLOWCORE_INLINE void fwd_save_rows(int64_t T, int64_t live, int64_t B, int64_t N, const S* __restrict y,
-                                   const S* __restrict b, S* __restrict out, S* __restrict saved, int64_t begin,
-                                   int64_t end) {
+FLOWCORE_INLINE void fwd_save_rows(int64_t T, int64_t live, int64_t B, int64_t N, S* __restrict io,
+                                   const S* __restrict b, S* __restrict saved, int64_t begin, int64_t end) {
   for (int64_t i = begin; i < end; ++i) {
     for (int64_t c0 = 0; c0 < N; c0 += kBlock) {
       const int64_t n = std::min(kBlock, N - c0);
-      const S* __restrict y0 = y + i * N + c0;
+      S* __restrict o0 = io + i * N + c0;
       const S* __restrict bb = b + c0;
-      S* __restrict o0 = out + i * N + c0;
       S* __restrict d1s = saved + i * N + c0;
       if (live == 1) {
         for (int64_t c = 0; c < n; ++c) {
           S a, d1, d2;
-          activation<S, ACT>(y0[c] + bb[c], a, d1, d2);
+          activation<S, ACT>(o0[c] + bb[c], a, d1, d2);
           o0[c] = a;
           d1s[c] = d1;
         }
@@ -64,17 +64,16 @@ FLOWCORE_INLINE void fwd_save_rows(int64_t T, int64_t live, int64_t B, int64_t N
         S* __restrict d2s = saved + (B + i) * N + c0;
         for (int64_t c = 0; c < n; ++c) {
           S a, d1, d2;
-          activation<S, ACT>(y0[c] + bb[c], a, d1, d2);
+          activation<S, ACT>(o0[c] + bb[c], a, d1, d2);
           o0[c] = a;
           d1s[c] = d1;
           d2s[c] = d2;
         }
       }
       for (int64_t j = 1; j < T; ++j) {
-        const S* __restrict yj = y + (j * B + i) * N + c0;
-        S* __restrict oj = out + (j * B + i) * N + c0;
-        for (int64_t c = 0; c < n; ++c) oj[c] = d1s[c] * yj[c];
-        if (j < live) std::memcpy(saved + ((1 + j) * B + i) * N + c0, yj, n * sizeof(S));
+        S* __restrict oj = io + (j * B + i) * N + c0;
+        if (j < live) std::memcpy(saved + ((1 + j) * B + i) * N + c0, oj, n * sizeof(S));
+        for (int64_t c = 0; c < n; ++c) oj[c] = d1s[c] * oj[c];
       }
     }
   }
@@ -146,14 +145,14 @@ void bwd_saved_inplace_f64(int64_t live, int64_t B, int64_t N, const double* sav
   bwd_saved_inplace_rows<double>(live, B, N, saved, g, partial, begin, end);
 }
 
-FLOWCORE_CLONES void fwd_save_f32(int act, int64_t T, int64_t live, int64_t B, int64_t N, const float* y,
-                                  const float* b, float* out, float* saved, int64_t begin, int64_t end) {
-  FLOWCORE_BY_ACTIVATION(fwd_save_rows, float, T, live, B, N, y, b, out, saved, begin, end)
+FLOWCORE_CLONES void fwd_save_f32(int act, int64_t T, int64_t live, int64_t B, int64_t N, float* io, const float* b,
+                                  float* saved, int64_t begin, int64_t end) {
+  FLOWCORE_BY_ACTIVATION(fwd_save_rows, float, T, live, B, N, io, b, saved, begin, end)
 }
 
-void fwd_save_f64(int act, int64_t T, int64_t live, int64_t B, int64_t N, const double* y, const double* b,
-                  double* out, double* saved, int64_t begin, int64_t end) {
-  FLOWCORE_BY_ACTIVATION(fwd_save_rows, double, T, live, B, N, y, b, out, saved, begin, end)
+void fwd_save_f64(int act, int64_t T, int64_t live, int64_t B, int64_t N, double* io, const double* b,
+                  double* saved, int64_t begin, int64_t end) {
+  FLOWCORE_BY_ACTIVATION(fwd_save_rows, double, T, live, B, N, io, b, saved, begin, end)
 }
 
 FLOWCORE_CLONES void bwd_saved_f32(int64_t live, int64_t B, int64_t N, const float* saved, const float* g, float* gy,
@@ -166,27 +165,40 @@ void bwd_saved_f64(int64_t live, int64_t B, int64_t N, const double* saved, cons
   bwd_saved_rows<double>(live, B, N, saved, g, gy, begin, end);
 }
 
-std::tuple<at::Tensor, at::Tensor> act_fwd_save_cpu(const at::Tensor& y_in, const at::Tensor& bias_in,
-                                                    c10::string_view activation, int64_t live) {
-  const char* op = "flowcore::mlp_act_fwd_save";
+// mlp_act_fwd_save_: the forward over y's own storage (as mlp_act_fwd_, mlp_ops.cpp); returns `saved`
+at::Tensor act_fwd_save_inplace_cpu(at::Tensor& y, const at::Tensor& bias_in, c10::string_view activation,
+                                    int64_t live) {
+  const char* op = "flowcore::mlp_act_fwd_save_";
   const int act = parse_activation(std::string_view(activation.data(), activation.size()));
-  const int64_t T = check_args(op, y_in, bias_in, nullptr);
-  check_cpu(op, y_in);
+  const int64_t T = check_args(op, y, bias_in, nullptr);
+  check_cpu(op, y);
   TORCH_CHECK(live >= 1 && live <= T, op, ": live must count 1..T = ", T, " row blocks, got ", live);
-  const at::Tensor y = y_in.contiguous(), bias = bias_in.contiguous();
+  TORCH_CHECK(y.is_contiguous(), op, ": y is overwritten in place, so it must be contiguous");
+  const at::Tensor bias = bias_in.contiguous();
   const int64_t B = y.size(1), N = y.size(2);
-  at::Tensor out = at::empty_like(y, at::MemoryFormat::Contiguous);
   at::Tensor saved = at::empty({saved_blocks(live), B, N}, y.options());
-  if (out.numel() == 0) return {out, saved};
+  if (y.numel() == 0) return saved;
   at::parallel_for(0, B, grain(T + saved_blocks(live), N), [&](int64_t begin, int64_t end) {
     if (y.scalar_type() == at::kFloat) {
-      fwd_save_f32(act, T, live, B, N, y.const_data_ptr<float>(), bias.const_data_ptr<float>(),
-                   out.data_ptr<float>(), saved.data_ptr<float>(), begin, end);
+      fwd_save_f32(act, T, live, B, N, y.data_ptr<float>(), bias.const_data_ptr<float>(), saved.data_ptr<float>(),
+                   begin, end);
     } else {
-      fwd_save_f64(act, T, live, B, N, y.const_data_ptr<double>(), bias.const_data_ptr<double>(),
-                   out.data_ptr<double>(), saved.data_ptr<double>(), begin, end);
+      fwd_save_f64(act, T, live, B, N, y.data_ptr<double>(), bias.const_data_ptr<double>(),
+                   saved.data_ptr<double>(), begin, end);
     }
   });
+  return saved;
+}
+
+std::tuple<at::Tensor, at::Tensor> act_fwd_save_cpu(const at::Tensor& y, const at::Tensor& bias,
+                                                    c10::string_view activation, int64_t live) {
+  check_args("flowcore::mlp_act_fwd_save", y, bias, nullptr);
+  check_cpu("flowcore::mlp_act_fwd_save", y);
+  TORCH_CHECK(live >= 1 && live <= y.size(0), "flowcore::mlp_act_fwd_save: live must count 1..T = ", y.size(0),
+              " row blocks, got ", live);
+  at::Tensor out = at::empty_like(y, at::MemoryFormat::Contiguous);
+  out.copy_(y);
+  at::Tensor saved = act_fwd_save_inplace_cpu(out, bias, activation, live);
   return {out, saved};
 }
 
@@ -251,12 +263,14 @@ FLOWCORE_FAST_END
 
 TORCH_LIBRARY_FRAGMENT(flowcore, m) {
   m.def("mlp_act_fwd_save(Tensor y, Tensor bias, str activation, int live) -> (Tensor, Tensor)");
+  m.def("mlp_act_fwd_save_(Tensor(a!) y, Tensor bias, str activation, int live) -> Tensor");
   m.def("mlp_act_bwd_saved(Tensor saved, Tensor grad) -> Tensor");
   m.def("mlp_act_bwd_saved_(Tensor saved, Tensor(a!) grad) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(flowcore, CPU, m) {
   m.impl("mlp_act_fwd_save", &flowcore::mlp::act_fwd_save_cpu);
+  m.impl("mlp_act_fwd_save_", &flowcore::mlp::act_fwd_save_inplace_cpu);
   m.impl("mlp_act_bwd_saved", &flowcore::mlp::act_bwd_saved_cpu);
   m.impl("mlp_act_bwd_saved_", &flowcore::mlp::act_bwd_saved_inplace_cpu);
 }

@@ -32,7 +32,7 @@ constexpr int64_t kThin = 8;  // the largest inner (thin_inner) or output (thin_
 
 // whether thin_inner / thin_outer serve a product on these rows with `thin` as its small size
 inline bool thin_applies(const at::Tensor& rows, int64_t thin) {
-  return rows.device().is_cpu() && thin <= kThin &&
+  return rows.device().is_cpu() && thin >= 1 && thin <= kThin &&
          (rows.scalar_type() == at::kFloat || rows.scalar_type() == at::kDouble);
 }
 

@@ -113,6 +113,25 @@ def test_in_place_backward_bias_does_not_depend_on_the_thread_count():
     assert all(torch.equal(b, results[0][0]) and torch.equal(gy, results[0][1]) for b, gy in results[1:])
 
 
+def test_in_place_forward_ops_overwrite_their_rows():
+    """mlp_act_fwd_ / mlp_act_fwd_save_ (what a network call runs over its GEMM output) leave
+    mlp_act_fwd's output in y's own storage; the functional ops are a copy and the same kernels,
+    and equal the torch ops (test above)."""
+    gen = torch.Generator().manual_seed(4)
+    y, b = torch.randn(3, 7, 40, generator=gen, dtype=F64), torch.randn(40, generator=gen, dtype=F64)
+    want, want_saved = torch.ops.flowcore.mlp_act_fwd_save(y, b, "silu", 2)
+    rows = y.clone()
+    saved = torch.ops.flowcore.mlp_act_fwd_save_(rows, b, "silu", 2)
+    assert torch.equal(rows, want) and torch.equal(saved, want_saved)
+    rows = y.clone()
+    assert torch.ops.flowcore.mlp_act_fwd_(rows, b, "tanh") is None
+    assert torch.equal(rows, torch.ops.flowcore.mlp_act_fwd(y, b, "tanh"))
+    with pytest.raises(RuntimeError, match="overwritten in place, so it must be contiguous"):
+        torch.ops.flowcore.mlp_act_fwd_(y.transpose(1, 2), b[:7], "gelu")
+    with pytest.raises(RuntimeError, match="overwritten in place, so it must be contiguous"):
+        torch.ops.flowcore.mlp_act_fwd_save_(y.transpose(1, 2), b[:7], "gelu", 1)
+
+
 def test_in_place_backward_refuses_a_gradient_it_cannot_overwrite():
     y = torch.randn(1, 4, 6, dtype=F64)
     _, saved = torch.ops.flowcore.mlp_act_fwd_save(y, torch.zeros(6, dtype=F64), "tanh", 1)
@@ -145,6 +164,20 @@ def test_saving_activation_ops_equal_the_torch_ops(T, data, B, N, activation, dt
     assert err(out, want_out) <= tol and err(gy, want_gy) <= tol
     if live > 1:
         assert torch.equal(saved[2:], y[1:live]), "the live tangents are kept as they are"
+
+
+def test_a_call_with_a_dead_block_saves_only_the_live_rows():
+    """The backward never reads a dead block (a tangent used only under sg, ESD's ∇X̂·v̂), so the
+    op keeps the live blocks of each layer's rows, not all T (ESD's call saved a block per layer
+    more than the reference before)."""
+    weights, biases = layers([3, 8, 8, 2], seed=11, requires_grad=False)
+    h = torch.randn(3, 5, 3, dtype=F64)
+    _, _, hidden, derivatives = torch.ops.flowcore.mlp_net_fwd(h, weights, biases, "gelu", 1.0, 2, True)
+    _, _, hidden_all_live, _ = torch.ops.flowcore.mlp_net_fwd(h, weights, biases, "gelu", 1.0, 3, True)
+    assert [tuple(x.shape) for x in hidden] == [(2, 5, 8), (2, 5, 8)]
+    assert all(x.untyped_storage().nbytes() == x.numel() * 8 for x in hidden), "a compact copy, not a view"
+    assert all(torch.equal(x, y[:2]) for x, y in zip(hidden, hidden_all_live))
+    assert [tuple(d.shape) for d in derivatives] == [(3, 5, 8), (3, 5, 8)]
 
 
 def test_thin_layers_in_float32_match_float64():
@@ -380,13 +413,18 @@ def test_cuda_saving_activation_ops_equal_the_torch_ops(dtype):
 
 @needs_gpu
 @pytest.mark.parametrize("dtype", [F64, torch.float32, torch.float16, torch.bfloat16])
-def test_cuda_in_place_backward_equals_the_functional_op(dtype):
+def test_cuda_in_place_ops_equal_the_functional_ones(dtype):
     if not fused.kernels_available("cuda", dtype):
         pytest.skip("the extension was built without its CUDA part")
     gen = torch.Generator().manual_seed(2)
     y, b, g = [(3 * torch.randn(*shape, generator=gen, dtype=F64)).to(dtype).cuda()
                for shape in ((3, 37, 300), (300,), (2, 37, 300))]
-    _, saved = torch.ops.flowcore.mlp_act_fwd_save(y, b, "gelu", 2)
+    out, saved = torch.ops.flowcore.mlp_act_fwd_save(y, b, "gelu", 2)
+    rows = y.clone()
+    assert torch.equal(torch.ops.flowcore.mlp_act_fwd_save_(rows, b, "gelu", 2), saved) and torch.equal(rows, out)
+    rows = y.clone()
+    torch.ops.flowcore.mlp_act_fwd_(rows, b, "silu")
+    assert torch.equal(rows, torch.ops.flowcore.mlp_act_fwd(y, b, "silu"))
     want_gy = torch.ops.flowcore.mlp_act_bwd_saved(saved, g)
     grad = g.clone()
     bias = torch.ops.flowcore.mlp_act_bwd_saved_(saved, grad)
@@ -423,6 +461,8 @@ def test_opcheck_of_the_new_ops():
     torch.library.opcheck(ops.mlp_act_fwd_save.default, (y, b, "tanh", 2))
     torch.library.opcheck(ops.mlp_act_bwd_saved.default, (saved, torch.randn(2, 4, 5, generator=gen, dtype=F64)))
     torch.library.opcheck(ops.mlp_act_bwd_saved_.default, (saved, torch.randn(2, 4, 5, generator=gen, dtype=F64)))
+    torch.library.opcheck(ops.mlp_act_fwd_.default, (y.clone(), b, "gelu"))
+    torch.library.opcheck(ops.mlp_act_fwd_save_.default, (y.clone(), b, "silu", 2))
     weights, biases = layers([5, 6, 2], seed=8, requires_grad=False)
     torch.library.opcheck(ops.mlp_net_fwd.default, (y, weights, biases, "silu", 0.5, 2, True))
     torch.library.opcheck(ops.mlp_layer_bwd.default, (torch.randn(2, 4, 6, generator=gen, dtype=F64), None, y,

@@ -124,10 +124,16 @@ def _fake_kernels() -> None:
     def bwd_saved_inplace_fake(saved, grad):
         return grad.new_empty((grad.shape[2],))
 
+    def fwd_inplace_fake(y, bias, activation):
+        return None
+
+    def fwd_save_inplace_fake(y, bias, activation, live):
+        return y.new_empty(saved_shape(live, y))
+
     def net_fwd_fake(h, weights, biases, activation, scale, live, save):
         T, B = h.shape[0], h.shape[1]
         out = h.new_empty((T, B, weights[-1].shape[0]))
-        hidden = [h.new_empty((T, B, w.shape[0])) for w in weights[:-1]] if save else []
+        hidden = [h.new_empty((live, B, w.shape[0])) for w in weights[:-1]] if save else []
         derivatives = [h.new_empty(saved_shape(live, x)) for x in hidden]
         return out[:live], out[live:].clone(), hidden, derivatives
 
@@ -137,7 +143,8 @@ def _fake_kernels() -> None:
         return grad_input, torch.empty_like(weight), grad.new_empty((grad.shape[2],) if bias_grad else (0,))
 
     for name, fn in (("flowcore::mlp_act_fwd_save", fwd_save_fake), ("flowcore::mlp_act_bwd_saved", bwd_saved_fake),
-                     ("flowcore::mlp_act_bwd_saved_", bwd_saved_inplace_fake),
+                     ("flowcore::mlp_act_bwd_saved_", bwd_saved_inplace_fake), ("flowcore::mlp_act_fwd_", fwd_inplace_fake),
+                     ("flowcore::mlp_act_fwd_save_", fwd_save_inplace_fake),
                      ("flowcore::mlp_net_fwd", net_fwd_fake), ("flowcore::mlp_layer_bwd", layer_bwd_fake)):
         torch.library.register_fake(name, fn)
 
