@@ -12,9 +12,9 @@ Two implementations of the same function:
   under torch.func / forward AD; the reference for the other.
 - `NetCall`: the extension's ``flowcore::mlp_net_fwd`` (csrc/mlp_net.cpp) — every layer forward
   without returning to Python — and ``mlp_act_bwd_saved_`` + ``mlp_layer_bwd`` per layer for the
-  backward through the tangents, as ONE autograd node per network call. A differentiable backward (``create_graph``),
-  one under vmap (batched gradients) or a second one through a retained graph recomputes the call
-  with `stacked_layers` and differentiates that.
+  backward through the tangents, as ONE autograd node per network call. A differentiable
+  backward (``create_graph``), one under vmap (batched gradients) or a second one through a
+  retained graph recomputes the call with `stacked_layers` and differentiates that.
 
 `net_call` picks `NetCall` in plain autograd where the fused kernels run for the rows' device and
 dtype (under ``no_grad`` the bare op, saving nothing), else `stacked_layers` (torch.func
@@ -65,11 +65,11 @@ class NetCall(Function):
     *biases)``, outputs ``(out_live, out_dead)`` (the dead one not differentiable).
 
     The backward walks the layers back (``flowcore::mlp_act_bwd_saved_`` for g_y and the bias
-    gradient, then ``flowcore::mlp_layer_bwd`` for the GEMMs) and drops each layer's saved rows as soon as it is
-    done. So they are kept on the context, not with ``save_for_backward`` (which holds everything
-    until the node's backward returns): the peak memory of a backward is then below autograd's
-    layer by layer. A second backward through
-    a retained graph finds them gone and recomputes, as a differentiable backward does.
+    gradient, then ``flowcore::mlp_layer_bwd`` for the GEMMs) and drops each layer's saved rows as
+    soon as it is done. So they are kept on the context, not with ``save_for_backward`` (which holds
+    everything until the node's backward returns): the peak memory of a backward is then below
+    autograd's layer by layer. A second backward through a retained graph finds them gone and
+    recomputes, as a differentiable backward does.
 
     Old-style (ctx-in-forward) on purpose: a plain training step pays no ``setup_context``
     introspection, and torch.func never sees this Function (`net_call` routes transforms to
