@@ -1,8 +1,8 @@
 // The flow-map MLP's thin GEMMs on the CPU: the first layer has few input features (the time
 // embedding and x; 4 for the paper's 2-D net) and the last layer few outputs (the data dimension).
 // Those products are memory passes — every output row is K scaled rows of a K × N matrix, every
-// weight-gradient row a few scaled sums of rows — which BLAS runs as GEMMs, and with MKL slower
-// (csrc/mlp_net.cpp's header has the figures).
+// weight-gradient row a few scaled sums of rows — which BLAS runs as GEMMs, MKL more slowly than
+// the pass itself inside a training step (csrc/mlp_net.cpp's header has the figures).
 //
 //   thin_inner(a, b)  = a·b    a (M, K), b (K, N), K ≤ kThin
 //   thin_outer(s, x)  = sᵀ·x   s (M, k), x (M, N), k ≤ kThin
