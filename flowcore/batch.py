@@ -77,8 +77,11 @@ def term_slices(objective: Objective, batch: int) -> list[tuple[Term, slice]]:
 
 def _name(symbol) -> str:
     """A time's name: a string as is, a symbol's ``.name`` (``str()`` would run sympy's printer, slow
-    enough to show in a training step)."""
-    return symbol if isinstance(symbol, str) else getattr(symbol, "name", str(symbol))
+    enough to show in a training step; so it is not getattr's default, which is evaluated first)."""
+    if isinstance(symbol, str):
+        return symbol
+    name = getattr(symbol, "name", None)
+    return name if isinstance(name, str) else str(symbol)
 
 
 def term_times(term: Term, given: dict | None, count: int, generator: torch.Generator | None,

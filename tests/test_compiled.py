@@ -7,6 +7,7 @@ and random well-formed objectives. Shrunk failures are kept below as explicit re
 from functools import lru_cache
 
 import pytest
+import sympy
 import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -116,6 +117,25 @@ def test_sampled_times_are_the_references():
     for name in want.terms:
         for sym, value in want.terms[name].times.items():
             assert torch.equal(got.terms[name].times[sym], value)
+
+
+def test_given_times_by_symbol_or_name_run_no_printer(monkeypatch):
+    """Explicit times may be keyed by symbol or by name; matching them reads a symbol's name and
+    never runs sympy's printer (once a few hundred µs of every benchmark step)."""
+    objective = objectives.get("psd_u")
+    program = fc.compile(objective)
+    net = SmoothVelocity((2,))
+    x1, x0 = torch.randn(2, 8, 2, dtype=torch.float64)
+    sampled = program(net, x1, x0, generator=torch.Generator().manual_seed(3))
+    by_symbol = {name: dict(term.times) for name, term in sampled.terms.items()}
+    by_name = {name: {sym.name: value for sym, value in times.items()} for name, times in by_symbol.items()}
+
+    def no_printer(self):
+        raise AssertionError("sympy's printer ran")
+
+    monkeypatch.setattr(sympy.Symbol, "__str__", no_printer)
+    for given in (by_symbol, by_name):
+        assert torch.equal(program(net, x1, x0, times=given).loss, sampled.loss)
 
 
 def test_compile_by_name_with_options_and_errors():
