@@ -134,8 +134,8 @@ def test_given_times_by_symbol_or_name_run_no_printer(monkeypatch):
         raise AssertionError("sympy's printer ran")
 
     monkeypatch.setattr(sympy.Symbol, "__str__", no_printer)
-    for given in (by_symbol, by_name):
-        assert torch.equal(program(net, x1, x0, times=given).loss, sampled.loss)
+    for times in (by_symbol, by_name):
+        assert torch.equal(program(net, x1, x0, times=times).loss, sampled.loss)
 
 
 def test_compile_by_name_with_options_and_errors():
