@@ -20,6 +20,14 @@ def available() -> list:
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA runtime tests need a GPU")
 
+
+def skip_without_cuda_kernels(dtype: torch.dtype) -> None:
+    """Skip a CUDA test of the fused MLP where the extension was built without its CUDA part."""
+    from flowcore.nn import fused
+
+    if not fused.kernels_available("cuda", dtype):
+        pytest.skip("the extension was built without its CUDA part")
+
 # The fused MLP's CUDA kernels against the torch ops in float64: the reference sees the same rounded
 # inputs, the kernels compute in float (double for float64) and round once on output — a few units
 # of the storage precision. Callers multiply it for sums over row blocks and re-rounded savings.

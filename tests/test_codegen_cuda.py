@@ -205,7 +205,6 @@ def test_cuda_build_without_gpu_is_a_clear_error():
         cuda.build(title, digest, kernels)
 
 
-
 def test_compiling_the_extension_into_a_new_keep_directory_creates_it(tmp_path, monkeypatch, capsys):
     """``python -m flowcore.codegen.cuda.build --extension --keep DIR``: nvcc writes the objects
     straight into DIR, so DIR must exist first (nvcc itself is replaced by a recorder here)."""

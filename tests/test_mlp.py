@@ -19,7 +19,7 @@ from unittest import mock
 
 import pytest
 import torch
-from backends import CUDA_STORAGE_TOL, available, needs_gpu
+from backends import CUDA_STORAGE_TOL, available, needs_gpu, skip_without_cuda_kernels
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -389,8 +389,7 @@ def test_ci_compiles_the_new_cuda_source():
 @needs_gpu
 @pytest.mark.parametrize("dtype", [F64, torch.float32, torch.float16, torch.bfloat16])
 def test_cuda_kernels_equal_the_torch_ops(dtype):
-    if not fused.kernels_available("cuda", dtype):
-        pytest.skip("the extension was built without its CUDA part")
+    skip_without_cuda_kernels(dtype)
     gen = torch.Generator().manual_seed(0)
     y, b, g = [(3 * torch.randn(*shape, generator=gen, dtype=F64)).to(dtype)
                for shape in ((3, 37, 300), (300,), (3, 37, 300))]
@@ -405,8 +404,7 @@ def test_cuda_kernels_equal_the_torch_ops(dtype):
 
 @needs_gpu
 def test_cuda_network_jvp_and_gradients_match_plain():
-    if not fused.kernels_available("cuda", F64):
-        pytest.skip("the extension was built without its CUDA part")
+    skip_without_cuda_kernels(F64)
     cfg = dict(dim=2, width=64, depth=3, activation="gelu", embedding=8, sigma=0.58, batch=33, seed=9)
     net, (s, t, x), [tangent] = make_net(cfg, True).cuda(), *inputs(cfg)
     plain = Plain(net).cuda()

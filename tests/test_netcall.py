@@ -15,7 +15,7 @@ import itertools
 
 import pytest
 import torch
-from backends import CUDA_STORAGE_TOL, needs_gpu
+from backends import CUDA_STORAGE_TOL, needs_gpu, skip_without_cuda_kernels
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -394,8 +394,7 @@ def test_retaining_freed_memory_stops_the_page_faults_of_a_repeated_step():
 @needs_gpu
 @pytest.mark.parametrize("dtype", [F64, torch.float32, torch.float16, torch.bfloat16])
 def test_cuda_saving_activation_ops_equal_the_torch_ops(dtype):
-    if not fused.kernels_available("cuda", dtype):
-        pytest.skip("the extension was built without its CUDA part")
+    skip_without_cuda_kernels(dtype)
     gen = torch.Generator().manual_seed(1)
     y, b, g = [(3 * torch.randn(*shape, generator=gen, dtype=F64)).to(dtype)
                for shape in ((3, 37, 300), (300,), (2, 37, 300))]
@@ -414,8 +413,7 @@ def test_cuda_saving_activation_ops_equal_the_torch_ops(dtype):
 @needs_gpu
 @pytest.mark.parametrize("dtype", [F64, torch.float32, torch.float16, torch.bfloat16])
 def test_cuda_in_place_ops_equal_the_functional_ones(dtype):
-    if not fused.kernels_available("cuda", dtype):
-        pytest.skip("the extension was built without its CUDA part")
+    skip_without_cuda_kernels(dtype)
     gen = torch.Generator().manual_seed(2)
     y, b, g = [(3 * torch.randn(*shape, generator=gen, dtype=F64)).to(dtype).cuda()
                for shape in ((3, 37, 300), (300,), (2, 37, 300))]
@@ -437,8 +435,7 @@ def test_cuda_in_place_ops_equal_the_functional_ones(dtype):
 
 @needs_gpu
 def test_cuda_whole_network_call_equals_the_twin():
-    if not fused.kernels_available("cuda", F64):
-        pytest.skip("the extension was built without its CUDA part")
+    skip_without_cuda_kernels(F64)
     weights, biases = layers([4, 64, 64, 2], seed=6)
     weights, biases = ([w.detach().cuda().requires_grad_() for w in weights],
                        [b.detach().cuda().requires_grad_() for b in biases])
