@@ -1,7 +1,7 @@
 """Packaging: the `flowcore` library plus the top-level `objectives/` folder shipped as `flowcore.objectives`.
 
 The extension's sources `csrc/` ship as package data `flowcore/csrc` (and the generated kernels'
-header as `flowcore/codegen/include`), so an installed flowcore can always build its extension just
+header as `flowcore/codegen/cxx/include`), so an installed flowcore can always build its extension just
 in time. Where torch is importable at build time (``pip install --no-build-isolation .``) the
 extension is also built ahead of time as `flowcore._C`, with its CUDA part when torch has CUDA and
 nvcc is found (architectures from TORCH_CUDA_ARCH_LIST; "9.0" when unset and no GPU is visible).
@@ -20,7 +20,7 @@ from setuptools import find_packages, setup
 
 packages = find_packages(include=["flowcore", "flowcore.*"]) + ["flowcore.objectives", "flowcore.csrc"]
 package_dir = {"flowcore.objectives": "objectives", "flowcore.csrc": "csrc"}
-package_data = {"flowcore.csrc": ["*.cpp", "*.cu", "*.h", "*.cuh"], "flowcore.codegen": ["include/*.h"]}
+package_data = {"flowcore.csrc": ["*.cpp", "*.cu", "*.h", "*.cuh"], "flowcore.codegen.cxx": ["include/*.h"]}
 
 
 def _cuda_home(cpp_extension):

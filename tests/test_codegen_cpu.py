@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from flowcore import objectives
 from flowcore.codegen import cpu
 from flowcore.codegen.cpu.emit import emit_sources
-from flowcore.codegen.cpu.printer import cxx_code, double_literals
+from flowcore.codegen.cxx.printer import cxx_code, double_literals
 from flowcore.codegen.torch import emit_module, load_module
 from flowcore.compiler.driver import compile_program
 from flowcore.compiler.kernel import ASSIGN, REDUCE, Kernel, Step, backward

@@ -26,7 +26,7 @@ import torch
 
 from flowcore import objectives
 from flowcore.codegen.cpu.emit import emit_sources as emit_cpu_sources
-from flowcore.codegen.cpu.printer import double_literals
+from flowcore.codegen.cxx.printer import double_literals
 from flowcore.codegen.cuda.build import builtin_kernels, compile_only, find_nvcc
 from flowcore.codegen.cuda.emit import emit_sources
 

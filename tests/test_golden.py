@@ -23,7 +23,7 @@ def generated(name: str, backend: str) -> dict[str, str]:
     kernels = [seg.kernel for seg in compilation.program.segments if seg.kernel is not None]
     kernels += [backward(k) for k in kernels]
     sources = emit_sources(backend, f"objective {name}", compilation.digest, kernels)
-    # the shared header ships with flowcore (flowcore/codegen/include), it is not generated
+    # the shared header ships with flowcore (flowcore/codegen/cxx/include), it is not generated
     return {f"{name}.{backend}.{Path(file).name.split('.', 1)[-1]}": text for file, text in sources.items()
             if Path(file).name != "flowcore_kernel.h"}
 

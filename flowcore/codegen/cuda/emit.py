@@ -1,6 +1,6 @@
 """Emit the `cuda` backend's source: the SAME per-sample bodies as the `cpu` backend, plus kernels.
 
-Per kernel ``K``: the shared ``K_sample<scalar_t, acc_t>`` text (flowcore.codegen.cpu.emit), a
+Per kernel ``K``: the shared ``K_sample<scalar_t, acc_t>`` text (flowcore.codegen.cxx.body), a
 ``__global__ K_kernel`` (one thread per sample, grid-stride over the batch; the pointer arrays
 arrive BY VALUE as parameter structs) and host launchers::
 
@@ -12,7 +12,7 @@ returning the launch's cudaError_t (0 = success). fp16 and bf16 compute in float
 from __future__ import annotations
 
 from ...compiler.kernel import Kernel
-from ..cpu.emit import HEADER_NAME, SampleBody, emit_file, file_stem, header_text
+from ..cxx.body import HEADER_NAME, SampleBody, emit_file, file_stem, header_text
 
 #: dtype suffix -> (storage type, accumulator type)
 CUDA_DTYPES = {"f32": ("float", "float"), "f64": ("double", "double"), "f16": ("__half", "float"),
