@@ -18,9 +18,11 @@ import sys
 
 from setuptools import find_packages, setup
 
-packages = find_packages(include=["flowcore", "flowcore.*"]) + ["flowcore.objectives", "flowcore.csrc"]
-package_dir = {"flowcore.objectives": "objectives", "flowcore.csrc": "csrc"}
-package_data = {"flowcore.csrc": ["*.cpp", "*.cu", "*.h", "*.cuh"], "flowcore.codegen.cxx": ["include/*.h"]}
+packages = find_packages(include=["flowcore", "flowcore.*"]) + ["flowcore.objectives", "flowcore.csrc",
+                                                                "flowcore.docs"]
+package_dir = {"flowcore.objectives": "objectives", "flowcore.csrc": "csrc", "flowcore.docs": "docs"}
+package_data = {"flowcore.csrc": ["*.cpp", "*.cu", "*.h", "*.cuh"], "flowcore.codegen.cxx": ["include/*.h"],
+                "flowcore.docs": ["*.md"]}
 
 
 def _cuda_home(cpp_extension):
