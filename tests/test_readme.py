@@ -1,4 +1,5 @@
-"""The README's promises: its worked example runs as written and its objective's gradients are right."""
+"""The README's promises: its worked examples run as written, and what it says about calling an objective
+(times, shapes, teacher, reductions, results) holds."""
 import math
 import re
 from pathlib import Path
@@ -60,6 +61,101 @@ def test_example_objective_matches_a_hand_written_loss(example):
     want_grads = torch.autograd.grad(want, list(net.parameters()))
     for g, w in zip(got_grads, want_grads):
         assert torch.allclose(g, w, rtol=1e-10, atol=1e-12 * w.abs().max().item())
+
+
+@pytest.fixture(scope="module")
+def calling() -> dict:
+    namespace: dict = {}
+    exec(compile(_block("example: calling-an-objective", "python"), "README calling example", "exec"), namespace)
+    return namespace
+
+
+def test_calling_example_trains_the_net_and_never_the_teacher(calling):
+    assert math.isfinite(calling["result"].loss.item())
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in calling["net"].parameters())
+    assert all(p.grad is None for p in calling["teacher"].parameters())
+
+
+def test_calling_example_compiled_equals_the_reference(calling):
+    # float32 on both sides; the compiled kernels group the same few dozen ops differently, so the
+    # two agree to a few float32 roundings (eps 1.2e-7) per op, well inside 1e-5 relative.
+    assert torch.allclose(calling["same"].loss, calling["result"].loss, rtol=1e-5, atol=0)
+    for name, term in calling["result"].terms.items():
+        assert torch.allclose(calling["same"].terms[name].per_sample, term.per_sample, rtol=1e-5, atol=1e-7)
+
+
+def test_times_are_used_as_given_and_term_results_hold_what_the_readme_says(calling):
+    import flowcore as fc
+
+    result, times, objective = calling["result"], calling["times"], calling["objective"]
+    assert [term.count for term in result.terms.values()] == list(objective.split(9)) == [5, 4]
+    psd = result.terms["psd"]
+    assert psd.per_sample.shape == (4,) and torch.equal(psd.mean, psd.per_sample.mean())
+    assert set(psd.times) == {fc.s, fc.t, calling["gamma"], fc.u}  # keyed by the sympy symbols
+    for symbol, value in times["psd"].items():
+        assert torch.equal(psd.times[symbol], value)
+    assert torch.equal(result.terms["diagonal"].times[fc.t], times["diagonal"]["t"])  # given by name
+    # The two reductions, as defined next to the example.
+    assert torch.allclose(result.loss, sum(term.per_sample.sum() for term in result.terms.values()) / 9)
+    term_mean = fc.evaluate(objective, calling["net"], calling["x1"], calling["x0"], times=times,
+                            teacher=calling["teacher"], reduction="term_mean")
+    assert torch.allclose(term_mean.loss, sum(term.per_sample.mean() for term in result.terms.values()))
+
+
+def test_derived_times_must_be_given_too(calling):
+    import flowcore as fc
+
+    times = {"psd": {k: v for k, v in calling["times"]["psd"].items() if k != fc.u}}
+    with pytest.raises(ValueError, match="term 'psd': no times given for u"):
+        fc.evaluate(calling["objective"], calling["net"], calling["x1"], times=times, teacher=calling["teacher"])
+
+
+def test_the_network_and_the_teacher_receive_the_documented_shapes(calling):
+    import flowcore as fc
+
+    seen = []
+    record = lambda module, args: seen.append((module, *(tuple(a.shape) for a in args)))  # noqa: E731
+    hooks = [calling["net"].register_forward_pre_hook(record), calling["teacher"].register_forward_pre_hook(record)]
+    try:
+        args = (calling["net"], calling["x1"], calling["x0"])
+        fc.evaluate(calling["objective"], *args, times=calling["times"], teacher=calling["teacher"])
+        calling["compiled"](*args, times=calling["times"], teacher=calling["teacher"])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert {module for module, *_ in seen} == {calling["net"], calling["teacher"]}
+    for module, *shapes in seen:
+        rows = shapes[-1][0]
+        want = [(rows,), (rows,), (rows, 3, 8, 8)] if module is calling["net"] else [(rows,), (rows, 3, 8, 8)]
+        assert shapes == want
+
+
+def test_fixed_weight_of_the_times_and_uniform_on_a_param(calling):
+    import flowcore as fc
+
+    objective, net, teacher = calling["objective"], calling["net"], calling["teacher"]
+    unweighted = objective.with_options(terms=(fc.Term("psd", calling["semigroup"], objective.terms[1].sampler, 1.0),))
+    times, psd = calling["times"]["psd"], calling["result"].terms["psd"]
+    plain = fc.evaluate(unweighted, net, calling["x1"][5:], calling["x0"][5:], times={"psd": times}, teacher=teacher)
+    weight = 1 / (1 + times[fc.t] - times[fc.s])
+    # float32: λ is computed in a different op order than here, a few roundings (eps 1.2e-7) apart.
+    assert torch.allclose(psd.per_sample, weight * plain.terms["psd"].per_sample, rtol=1e-6)
+
+    drawn = fc.evaluate(objective, net, calling["x1"], generator=torch.Generator().manual_seed(0), teacher=teacher)
+    d = drawn.terms["psd"].times
+    assert ((d[calling["gamma"]] >= 0.25) & (d[calling["gamma"]] <= 0.75)).all()
+    assert torch.allclose(d[fc.u], d[fc.s] + d[calling["gamma"]] * (d[fc.t] - d[fc.s]))
+
+
+def test_psd_gamma_fixed_by_hand_is_the_fraction_from_s_to_t():
+    """README: ``between(u, s, t, gamma, fixed=0.25)`` is u = s + 0.25(t − s) (the paper's γ = 0.75)."""
+    import flowcore as fc
+
+    gamma = fc.param("gamma")
+    drawn = (fc.UpperTriangle(fc.s, fc.t) & fc.between(fc.u, fc.s, fc.t, gamma, fixed=0.25)).sample(
+        64, torch.Generator().manual_seed(1))
+    s, t, u = drawn[fc.s], drawn[fc.t], drawn[fc.u]
+    assert torch.allclose(u, s + 0.25 * (t - s), rtol=0, atol=1e-15)  # float64 draws, one rounding
 
 
 def test_quickstart_commands_are_two_and_ci_reads_the_second():
