@@ -55,7 +55,7 @@ stage() {
 }
 
 stage build "$python" -c "
-from flowcore.runtime.extension import extension_info, load_extension
+from flowcore.native.extension import extension_info, load_extension
 load_extension()
 print(extension_info())"
 stage tests "$python" -m pytest -q -p no:cacheprovider -rs tests/test_mlp.py tests/test_netcall.py \

@@ -1,4 +1,4 @@
-"""flowcore.runtime.cache: keys, hits, corruption recovery, and locking across (killed) processes.
+"""flowcore.native.cache: keys, hits, corruption recovery, and locking across (killed) processes.
 
 Helper processes load cache.py by file path (it imports only the standard library at import time),
 so they start in milliseconds instead of paying for ``import torch``.
@@ -19,9 +19,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flowcore.runtime import cache as cache_mod
-from flowcore.runtime.cache import (BuildCache, CacheBuildError, CacheLockTimeout, CacheWarning, cache_key,
-                                    cache_root, clear)
+from flowcore.native import cache as cache_mod
+from flowcore.native.cache import (BuildCache, CacheBuildError, CacheLockTimeout, CacheWarning, cache_key,
+                                   cache_root, clear)
 
 SOURCES = {"kernel.cu": "__global__ void k(float* x) { x[0] = 1; }\n", "bind.cpp": "#include <torch/extension.h>\n"}
 FLAGS = ["-O3", "--use_fast_math"]

@@ -36,8 +36,8 @@ from flowcore.compiler.driver import compile_program
 from flowcore.compiler.kernel import ASSIGN, REDUCE, Kernel, Step, backward
 from flowcore.lang.interpolants import trig
 from flowcore.lang.numeric import evaluate_sympy
-from flowcore.runtime.cache import BuildCache
-from flowcore.runtime.extension import load_extension
+from flowcore.native.cache import BuildCache
+from flowcore.native.extension import load_extension
 
 F64_TOL = 1e-12
 F32_TOL = 4 * 2.0**-23  # 4 eps32; see the module docstring
@@ -313,7 +313,7 @@ def test_torch_compile_fullgraph_dynamic():
 def test_stale_ahead_of_time_extension_is_detected(tmp_path):
     """flowcore._C carries FLOWCORE_SOURCES_HASH=<digest of csrc/ + torch version>; a mismatch is
     seen by reading the file, before anything is loaded."""
-    from flowcore.runtime import extension
+    from flowcore.native import extension
 
     digest = extension.sources_digest()
     assert re.fullmatch(r"[0-9a-f]{16}", digest) and (extension.csrc_dir() / "flowcore_ops.cpp").is_file()

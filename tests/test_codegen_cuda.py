@@ -5,7 +5,8 @@ and — where a GPU is visible — that it computes what the cpu and torch backe
   four launchers (f32, f64, f16, bf16) per kernel, and no uncast floating constant.
 * Compile (needs nvcc only): every built-in objective's forward and backward kernels (double
   backward for a few), one .cu per objective, compiled in parallel for sm_90. The extension's own
-  .cu files are compiled by ``.ci/compile_cuda.py`` (they need torch's headers: ~1 min).
+  .cu files are compiled by ``.ci/compile_cuda.py`` (they need torch's headers: ~1 min); that
+  script is loaded here by path to test its commands.
 * Run (needs a CUDA torch and a GPU): float64 against the cpu backend to 1e-12; float32 to the
   cpu file's float32 bound; float16 / bfloat16 (computed in float, stored rounded) to a bound of a
   few units of their storage precision; the current stream is honoured; opcheck on CUDA tensors.
@@ -13,7 +14,7 @@ and — where a GPU is visible — that it computes what the cpu and torch backe
 from __future__ import annotations
 
 import functools
-import importlib
+import importlib.util
 import os
 import re
 import shutil
@@ -27,8 +28,22 @@ import torch
 from flowcore import objectives
 from flowcore.codegen.cpu.emit import emit_sources as emit_cpu_sources
 from flowcore.codegen.cxx.printer import double_literals
-from flowcore.codegen.cuda.build import builtin_kernels, compile_only, find_nvcc
+from flowcore.codegen.cuda.build import compile_only
 from flowcore.codegen.cuda.emit import emit_sources
+from flowcore.native.toolchain import find_nvcc
+
+
+def _ci_script():
+    """.ci/compile_cuda.py, the CUDA compile check (a script, not a module of flowcore)."""
+    path = Path(__file__).resolve().parents[1] / ".ci" / "compile_cuda.py"
+    spec = importlib.util.spec_from_file_location("compile_cuda", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+compile_cuda = _ci_script()
+builtin_kernels = compile_cuda.builtin_kernels
 
 NAMES = objectives.names()
 DOUBLE_BACKWARD = {"lsd", "meanflow"}
@@ -105,7 +120,7 @@ def test_every_builtin_compiles_for_sm90(tmp_path):
 
 @needs_nvcc
 def test_arch_flags():
-    from flowcore.codegen.cuda.build import arch_list, gencode_flags
+    from flowcore.native.toolchain import arch_list, gencode_flags
 
     assert arch_list("8.0;9.0+PTX") == ["8.0", "9.0+PTX"]
     assert arch_list("Hopper") == ["9.0+PTX"]
@@ -181,7 +196,7 @@ def test_cuda_runs_on_the_current_stream_and_device():
 
 @needs_gpu
 def test_opcheck_run_kernel_cuda():
-    from flowcore.runtime.extension import load_extension
+    from flowcore.native.extension import load_extension
 
     kernels, _, cuda_lib = built("lsd")
     ops = load_extension()
@@ -206,9 +221,9 @@ def test_cuda_build_without_gpu_is_a_clear_error():
 
 
 def test_compiling_the_extension_into_a_new_keep_directory_creates_it(tmp_path, monkeypatch, capsys):
-    """``python -m flowcore.codegen.cuda.build --extension --keep DIR``: nvcc writes the objects
-    straight into DIR, so DIR must exist first (nvcc itself is replaced by a recorder here)."""
-    cuda_build = importlib.import_module("flowcore.codegen.cuda.build")  # the package's `build` is a function
+    """``python .ci/compile_cuda.py --extension --keep DIR``: nvcc writes the objects straight into
+    DIR, so DIR must exist first (nvcc itself is replaced by a recorder here)."""
+    cuda_build = _ci_script()  # a fresh copy: the recorder below patches its names
     keep = tmp_path / "not" / "yet"
     seen = []
 
@@ -221,3 +236,10 @@ def test_compiling_the_extension_into_a_new_keep_directory_creates_it(tmp_path, 
     assert cuda_build.main(["--extension", "--keep", str(keep), "--arch", "9.0"]) == 0
     assert seen and all(seen), seen
     assert f"{len(seen)}/{len(seen)} CUDA sources compiled" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc not found")
+def test_ci_compiles_the_new_cuda_source():
+    """.ci/compile_cuda.py (``--all`` is its default) nvcc's every csrc/*.cu."""
+    assert any(source.endswith("mlp_cuda.cu") for source, _ in compile_cuda.extension_compile_commands(["9.0"],
+                                                                                                     Path("/tmp")))

@@ -263,7 +263,7 @@ def test_an_sg_call_under_no_grad_asks_the_op_for_no_saved_rows(monkeypatch):
 
     weights, biases = layers([3, 8, 8, 2], seed=4)
     h = torch.randn(2, 5, 3, dtype=F64)
-    real, saves = netcall._load(), []
+    real, saves = netcall.mlp_ops(), []
 
     class Recorder:
         def __getattr__(self, name):
@@ -273,7 +273,7 @@ def test_an_sg_call_under_no_grad_asks_the_op_for_no_saved_rows(monkeypatch):
             saves.append(args[-1])
             return real.mlp_net_fwd(*args)
 
-    monkeypatch.setattr(netcall, "_load", Recorder)
+    monkeypatch.setattr(netcall, "mlp_ops", Recorder)
     want, want_dead = stacked_layers(h, 1, weights, biases, "gelu", 1.0)
     with torch.no_grad():
         out, dead = net_call(h, 1, weights, biases, "gelu", 1.0)
@@ -341,7 +341,7 @@ def test_the_extension_is_compiled_with_openmp():
     op of the extension (fused activations, generated kernels) ran on one thread."""
     from pathlib import Path
 
-    from flowcore.runtime.extension import OPENMP_FLAGS, extension_info, load_extension
+    from flowcore.native.extension import OPENMP_FLAGS, extension_info, load_extension
 
     if not OPENMP_FLAGS:
         pytest.skip("torch's thread pool is not OpenMP here")

@@ -83,7 +83,7 @@ def compile_times(device_name: str, config: BenchConfig) -> list[dict]:
         row: dict = {"backend": backend, "device": device_name}
         try:
             if backend != "torch":
-                from ..runtime.extension import extension_info, load_extension
+                from ..native.extension import extension_info, load_extension
 
                 start = time.perf_counter()
                 load_extension()

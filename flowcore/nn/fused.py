@@ -9,7 +9,8 @@ A layer's JVP rows are stacked: ``y`` is ``(T, B, N)`` with block 0 the primal p
 Both directions are one pass over the rows: the ops ``flowcore::mlp_act_fwd`` / ``mlp_act_bwd``
 of flowcore's extension (csrc/mlp_ops.cpp, csrc/mlp_cuda.cu), or — where the extension cannot be
 loaded, for a dtype it lacks, or when forced with ``FLOWCORE_MLP_FUSED=0`` / ``fused=False`` — the
-same math in plain torch ops (one warning per process when loading failed).
+same math in plain torch ops (one warning per process when loading failed). Loading, and the ops'
+fake kernels, are the native layer's (flowcore.native.extension, flowcore.native.ops).
 
 `ActJvp` is a ``setup_context``-style ``torch.autograd.Function`` (so torch.func accepts it) with
 a forward-mode rule (``jvp``) and a vmap rule; its backward is another such Function
@@ -26,7 +27,9 @@ import warnings
 import torch
 from torch.autograd import Function
 
-__all__ = ["ACTIVATIONS", "ActJvp", "ActJvpBackward", "act_jvp", "derivatives", "kernels_available"]
+from ..native import extension
+
+__all__ = ["ACTIVATIONS", "ActJvp", "ActJvpBackward", "act_jvp", "derivatives", "kernels_available", "mlp_ops"]
 
 ACTIVATIONS = ("gelu", "silu", "tanh")
 ENV_FUSED = "FLOWCORE_MLP_FUSED"  # "0": always the pure-torch path
@@ -100,86 +103,14 @@ def act_bwd_torch(y: torch.Tensor, bias: torch.Tensor, grad: torch.Tensor, activ
 
 
 # -- loading the kernels ----------------------------------------------------------------------------
-def _fake_kernels() -> None:
-    """Shapes without computing (torch.compile's fake tensors) of every op of the fused MLP."""
-    def fwd_fake(y, bias, activation):
-        return torch.empty_like(y, memory_format=torch.contiguous_format)
-
-    def bwd_fake(y, bias, grad, activation):
-        return torch.empty_like(y, memory_format=torch.contiguous_format)
-
-    for name, fn in (("flowcore::mlp_act_fwd", fwd_fake), ("flowcore::mlp_act_bwd", bwd_fake)):
-        torch.library.register_fake(name, fn)  # a later registration replaces an earlier one
-        torch.library.register_vmap(name, _vmap_rule(name))
-
-    def saved_shape(live, like):
-        return (1 if live == 1 else live + 1, like.shape[1], like.shape[2])
-
-    def fwd_save_fake(y, bias, activation, live):
-        return torch.empty_like(y, memory_format=torch.contiguous_format), y.new_empty(saved_shape(live, y))
-
-    def bwd_saved_fake(saved, grad):
-        return torch.empty_like(grad, memory_format=torch.contiguous_format)
-
-    def bwd_saved_inplace_fake(saved, grad):
-        return grad.new_empty((grad.shape[2],))
-
-    def fwd_inplace_fake(y, bias, activation):
-        return None
-
-    def fwd_save_inplace_fake(y, bias, activation, live):
-        return y.new_empty(saved_shape(live, y))
-
-    def net_fwd_fake(h, weights, biases, activation, scale, live, save):
-        T, B = h.shape[0], h.shape[1]
-        out = h.new_empty((T, B, weights[-1].shape[0]))
-        hidden = [h.new_empty((live, B, w.shape[0])) for w in weights[:-1]] if save else []
-        derivatives = [h.new_empty(saved_shape(live, x)) for x in hidden]
-        return out[:live], out[live:].clone(), hidden, derivatives
-
-    def layer_bwd_fake(grad, derivatives, input, weight, input_grad, bias_grad=True):
-        live, B = grad.shape[0], grad.shape[1]
-        grad_input = grad.new_empty((live, B, input.shape[2]) if input_grad else (0,))
-        return grad_input, torch.empty_like(weight), grad.new_empty((grad.shape[2],) if bias_grad else (0,))
-
-    for name, fn in (("flowcore::mlp_act_fwd_save", fwd_save_fake), ("flowcore::mlp_act_bwd_saved", bwd_saved_fake),
-                     ("flowcore::mlp_act_bwd_saved_", bwd_saved_inplace_fake), ("flowcore::mlp_act_fwd_", fwd_inplace_fake),
-                     ("flowcore::mlp_act_fwd_save_", fwd_save_inplace_fake),
-                     ("flowcore::mlp_net_fwd", net_fwd_fake), ("flowcore::mlp_layer_bwd", layer_bwd_fake)):
-        torch.library.register_fake(name, fn)
+_UNAVAILABLE = ("flowcore.nn: the fused MLP kernels are unavailable ({reason}); using the equivalent pure-torch JVP "
+                "layers (slower)")
 
 
-def _vmap_rule(name: str):
-    """Batched calls loop over the vmapped dimension (used by gradcheck's batched-grad checks)."""
-    op = getattr(torch.ops.flowcore, name.split("::")[1])
-
-    def rule(info, in_dims, *args):
-        size = info.batch_size
-        tensors = [a.movedim(d, 0) if d is not None else a.expand(size, *a.shape) if isinstance(a, torch.Tensor) else a
-                   for a, d in zip(args, in_dims)]
-        outs = [op(*[t[i] if isinstance(t, torch.Tensor) else t for t in tensors]) for i in range(size)]
-        return torch.stack(outs), 0
-
-    return rule
-
-
-def _load() -> object | None:
-    """``torch.ops.flowcore`` with the fused activation ops, or None (warned once) if unavailable."""
-    if "ops" not in _state:
-        if torch.compiler.is_compiling():  # loading cannot be traced: the torch path until an eager call loads it
-            return None
-        try:
-            from ..runtime.extension import load_extension
-
-            ops = load_extension()
-            ops.mlp_act_fwd  # noqa: B018 (raises if this build of the extension lacks the op)
-            _fake_kernels()
-            _state["ops"] = ops
-        except Exception as e:  # noqa: BLE001 - any failure means: use the torch path
-            _state["ops"] = None
-            warnings.warn(f"flowcore.nn: the fused MLP kernels are unavailable ({type(e).__name__}: {e}); using the "
-                          "equivalent pure-torch JVP layers (slower)", RuntimeWarning, stacklevel=3)
-    return _state["ops"]
+def mlp_ops() -> object | None:
+    """``torch.ops.flowcore`` with the fused MLP's ops, or None (warned once) where the extension
+    cannot be loaded (flowcore.native.extension)."""
+    return extension.optional_extension("mlp_act_fwd", _UNAVAILABLE)
 
 
 def kernels_available(device: torch.device | str, dtype: torch.dtype) -> bool:
@@ -192,11 +123,11 @@ def kernels_available(device: torch.device | str, dtype: torch.dtype) -> bool:
             return False
     elif device.type != "cuda" or dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
         return False
-    if _load() is None:
+    if mlp_ops() is None:
         return False
     key = ("has", device.type)
     if key not in _state:
-        _state[key] = torch._C._dispatch_has_kernel_for_dispatch_key("flowcore::mlp_act_fwd", device.type.upper())
+        _state[key] = extension.has_device_kernels("mlp_act_fwd", device.type)
         if not _state[key]:
             warnings.warn(f"flowcore.nn: the extension was built without {device.type.upper()} kernels; using the "
                           "equivalent pure-torch JVP layers there (slower)", RuntimeWarning, stacklevel=3)

@@ -26,7 +26,7 @@ import torch
 from torch.autograd import Function
 from torch.nn import functional as F
 
-from .fused import _load, _transforms_active, _use_kernels, act_fwd, act_jvp
+from .fused import _transforms_active, _use_kernels, act_fwd, act_jvp, mlp_ops
 
 __all__ = ["NetCall", "net_call", "stacked_layers"]
 
@@ -79,7 +79,7 @@ class NetCall(Function):
     def forward(ctx, h, activation, scale, live, *params):
         n = len(params) // 2
         save = any(ctx.needs_input_grad)
-        ops = _load()
+        ops = mlp_ops()
         if ops is None:
             raise RuntimeError("NetCall needs flowcore's extension, which is unavailable here (net_call falls back)")
         out, out_dead, hidden, derivatives = ops.mlp_net_fwd(h, params[:n], params[n:], activation, scale, live, save)
@@ -162,7 +162,7 @@ def net_call(h: torch.Tensor, live: int, weights: list[torch.Tensor], biases: li
     if (_transforms_active() or torch.compiler.is_compiling() or torch.is_autocast_enabled(h.device.type)
             or not _use_kernels(h, fused) or any(p.dtype != h.dtype for p in (*weights, *biases))):
         return stacked_layers(h, live, weights, biases, activation, scale, fused)
-    ops = _load()
+    ops = mlp_ops()
     if not hasattr(ops, "mlp_net_fwd"):  # an extension loaded from an older build
         return stacked_layers(h, live, weights, biases, activation, scale, fused)
     if not torch.is_grad_enabled():

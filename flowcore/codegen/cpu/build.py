@@ -2,33 +2,33 @@
 
 The generated source is torch-free, so it compiles with the system C++ compiler directly (no
 torch headers: a new objective builds in about a second). The shared library lives in flowcore's
-build cache (flowcore.runtime.cache), keyed by the source text, the flags, the compiler's version
+build cache (flowcore.native.cache), keyed by the source text, the flags, the compiler's version
 and the torch / Python versions; it is loaded with ctypes, and the addresses of its entry points
-are handed, as ints, to the extension's ``flowcore::run_kernel`` op, which allocates the outputs
-and runs the kernel over chunks of samples with ``at::parallel_for``.
+are handed, as ints, to the extension's ``flowcore::run_kernel`` op (flowcore.native.extension),
+which allocates the outputs and runs the kernel over chunks of samples with ``at::parallel_for``.
 
-Environment: ``FLOWCORE_CXX`` (else ``CXX``, else ``g++``) picks the compiler;
-``FLOWCORE_CXXFLAGS`` adds flags (part of the cache key).
+Environment: ``FLOWCORE_CXX`` (else ``CXX``, else ``g++``) picks the compiler
+(flowcore.native.toolchain); ``FLOWCORE_CXXFLAGS`` adds flags (part of the cache key).
 """
 from __future__ import annotations
 
 import ctypes
-import functools
 import os
 import shlex
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import torch
 
 from ...compiler.kernel import Kernel
-from ...runtime.cache import BuildCache, cache_key
+from ...native.cache import BuildCache, cache_key
+from ...native.extension import load_extension
+from ...native.toolchain import cxx_compiler, cxx_version, run_compiler
 from ..base import KernelLibrary
 from .emit import CPU_DTYPES, HEADER_NAME, emit_sources
 
-__all__ = ["CpuKernel", "KernelBuildError", "build", "compile_library", "compiler", "cxx_flags"]
+__all__ = ["CpuKernel", "build", "compile_library", "cxx_flags", "unavailable"]
 
 #: g++ flags for generated kernels. -fvisibility=hidden: only FLOWCORE_EXPORT entry points are
 #: exported; -fno-math-errno lets sqrt inline and pure math hoist out of loops (errno is never read).
@@ -41,42 +41,15 @@ CXX_FLAGS = ("-O3", "-fno-math-errno", "-shared", "-fPIC", "-std=c++17", "-fvisi
 DTYPE_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 
 
-class KernelBuildError(RuntimeError):
-    """The C++/CUDA compiler rejected generated kernel source (the message has its diagnostics)."""
-
-
-def compiler() -> str:
-    return os.environ.get("FLOWCORE_CXX") or os.environ.get("CXX") or "g++"
-
-
-@functools.cache
-def compiler_version(executable: str) -> str:
-    path = shutil.which(executable)
-    if path is None:
-        raise KernelBuildError(f"flowcore's cpu backend needs a C++ compiler; `{executable}` is not on PATH "
-                               "(set FLOWCORE_CXX or CXX, or use the torch backend)")
-    try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60, check=False)
-    except OSError as e:
-        raise KernelBuildError(f"cannot run the C++ compiler `{path}`: {e}") from e
-    first = (out.stdout or out.stderr).strip().splitlines()
-    return f"{path}: {first[0] if first else 'unknown version'}"
-
-
 def cxx_flags() -> list[str]:
     return list(CXX_FLAGS) + shlex.split(os.environ.get("FLOWCORE_CXXFLAGS", ""))
 
 
-def run_compiler(command: list[str], what: str, cwd: Path) -> None:
-    try:
-        out = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
-    except OSError as e:
-        raise KernelBuildError(f"cannot run `{command[0]}` to build {what}: {e}") from e
-    if out.returncode != 0:
-        log = (out.stderr or out.stdout).strip()
-        if len(log) > 8000:
-            log = log[:4000] + "\n...\n" + log[-4000:]
-        raise KernelBuildError(f"building {what} failed (exit {out.returncode}):\n$ {shlex.join(command)}\n{log}")
+def unavailable() -> str | None:
+    """None where the cpu backend can build here, else why not (no C++ compiler on PATH)."""
+    if shutil.which(cxx_compiler()) is None:
+        return f"no C++ compiler: `{cxx_compiler()}` is not on PATH (set FLOWCORE_CXX or CXX)"
+    return None
 
 
 def compile_library(sources: dict[str, str], directory: Path, library: str, cxx: str | None = None,
@@ -84,7 +57,7 @@ def compile_library(sources: dict[str, str], directory: Path, library: str, cxx:
     """Write `sources` into `directory` and compile its .cpp file into `library` there.
 
     Returns the artifact names (the library and the sources, kept beside it for inspection)."""
-    cxx = cxx or compiler()
+    cxx = cxx or cxx_compiler()
     flags = cxx_flags() if flags is None else flags
     for name, text in sources.items():
         (directory / name).write_text(text)
@@ -110,7 +83,6 @@ class CpuKernel:
         self._library = library  # keeps the shared library loaded while the callable lives
         order = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
         self.fns = [int(addresses.get(dtype, 0)) for dtype in order]
-        from ...runtime.extension import load_extension
         self._op = load_extension().run_kernel
 
     def check(self, like: torch.Tensor, inputs: tuple) -> None:
@@ -166,8 +138,8 @@ def build(title: str, digest: str, kernels: list[Kernel], cache: BuildCache | No
     t0 = time.perf_counter()
     sources = emit_sources(title, digest, kernels)
     emit_seconds = time.perf_counter() - t0
-    cxx, flags = compiler(), cxx_flags()
-    version = compiler_version(cxx)
+    cxx, flags = cxx_compiler(), cxx_flags()
+    version = cxx_version(cxx)
     library = library_name(sources)
     key = cache_key(sources, [cxx, *flags], {"backend": "cpu", "compiler": version})
     entry = (cache or BuildCache()).get_or_build(

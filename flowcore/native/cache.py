@@ -17,7 +17,8 @@ Layout under :func:`cache_root`::
 An entry counts only if ``metadata.json`` parses and every artifact it lists exists with the
 recorded size and sha256; anything else is rebuilt.  Only the standard library is imported at
 module import time (torch is imported lazily by :func:`build_environment`), so helper processes
-that only touch the cache start fast.
+that only touch the cache start fast. It belongs to the native layer (flowcore.native): the
+backends of flowcore.codegen build into it, and so does the extension loader.
 """
 from __future__ import annotations
 

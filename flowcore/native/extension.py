@@ -5,7 +5,7 @@
 1. an ahead-of-time build — ``flowcore._C``, built by ``pip install --no-build-isolation .`` —
    is imported if present and loadable (``FLOWCORE_JIT_EXTENSION=1`` skips it);
 2. otherwise the sources are compiled with ``torch.utils.cpp_extension.load`` into an entry of
-   flowcore's own build cache (flowcore.runtime.cache), keyed by the sources, the flags and the
+   flowcore's own build cache (flowcore.native.cache), keyed by the sources, the flags and the
    torch / CUDA / Python versions and taken under the cache's inter-process lock. torch's own JIT
    cache is not relied on: it ignores the torch version (pytorch#68905) and its lock file can
    deadlock after a killed build (pytorch#189245). Each build gets a fresh directory.
@@ -14,50 +14,46 @@ The CUDA part (csrc/*.cu) is compiled just in time only where it can run (torch 
 visible, nvcc exists); ``FLOWCORE_EXTENSION_CUDA=0/1`` forces it off/on. The sources are found in
 the source tree (``<repo>/csrc``) or, in an installed wheel, in the package data ``flowcore/csrc``.
 
-The fake (meta) kernel of ``flowcore::run_kernel`` is registered here, in Python, so
-``torch.compile`` and ``torch.library.opcheck`` work whichever way the library was loaded.
+The fake (meta) kernels of every op are registered once loaded (flowcore.native.ops), so
+``torch.compile`` and ``torch.library.opcheck`` work whichever way the library was loaded. Code with
+a pure-torch fallback (flowcore.nn's fused MLP) asks `optional_extension` instead, which warns once
+and returns None where the extension cannot be had.
+
+This module also binds the torch-free toolchain (flowcore.native.toolchain) to the running torch:
+its OpenMP flags, the sources digest with its version, the CUDA architectures of its visible GPUs.
+It sits in the native layer, below codegen and runtime, so that the cpu and cuda backends (whose
+kernels run through ``flowcore::run_kernel``) and the network code can all load it without any
+module reaching back up (docs/design.md).
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import logging
 import os
 import re
-import sys
 import threading
 import warnings
 from pathlib import Path
 
 import torch
 
+from . import ops, toolchain
 from .cache import BuildCache, cache_key
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ExtensionBuildError", "csrc_dir", "cuda_wanted", "extension_info", "extension_sources", "load_extension",
-           "sources_digest"]
+__all__ = ["ExtensionBuildError", "OPENMP_FLAGS", "csrc_dir", "cuda_arch_list", "cuda_wanted", "extension_info",
+           "extension_sources", "has_device_kernels", "load_extension", "optional_extension", "sources_digest"]
 
 NAME = "flowcore_ext"
 NVCC_FLAGS = ["-O3"]
-
-
-def _openmp_flags() -> list[str]:
-    """``-fopenmp`` where ATen's thread pool is OpenMP (Linux): ``at::parallel_for`` is a header
-    template whose ``#pragma omp parallel`` is compiled into the extension, so without the flag
-    every op of the extension — the fused activations, the generated kernels' launcher — runs on
-    one thread. The extension then needs libgomp.so.1, which torch has already loaded: one runtime."""
-    if sys.platform.startswith("linux") and "parallel backend: OpenMP" in torch.__config__.parallel_info():
-        return ["-fopenmp"]
-    return []
-
-
-OPENMP_FLAGS = _openmp_flags()
+OPENMP_FLAGS = toolchain.openmp_flags(torch.__config__.parallel_info())
 CXX_FLAGS = ["-O3", *OPENMP_FLAGS]
 LD_FLAGS = list(OPENMP_FLAGS)
 _lock = threading.Lock()
 _state: dict = {}
+_optional: dict = {}  # op name -> torch.ops.flowcore or None (optional_extension's one answer per process)
 
 
 class ExtensionBuildError(RuntimeError):
@@ -92,8 +88,7 @@ def cuda_wanted() -> bool:
         return forced not in ("0", "", "false", "no")
     if torch.version.cuda is None or not torch.cuda.is_available():
         return False
-    from ..codegen.cuda.build import find_nvcc
-    return find_nvcc() is not None
+    return toolchain.find_nvcc() is not None
 
 
 def extension_sources(with_cuda: bool) -> list[Path]:
@@ -106,24 +101,7 @@ def extension_sources(with_cuda: bool) -> list[Path]:
 
 def _source_texts(root: Path) -> dict[str, str]:
     return {p.name: p.read_text() for p in sorted(root.iterdir())
-            if p.is_file() and p.suffix in (".cpp", ".cu", ".h", ".cuh")}
-
-
-def _register_fake() -> None:
-    """The shape function of run_kernel for fake tensors (torch.compile, opcheck)."""
-    if _state.get("fake"):
-        return
-
-    def _run_kernel_fake(fns, B, N, like, element_inputs, sample_inputs, n_element_outputs, n_sample_outputs):
-        return ([like.new_empty((B, N)) for _ in range(n_element_outputs)] +
-                [like.new_empty((B,)) for _ in range(n_sample_outputs)])
-
-    try:
-        torch.library.register_fake("flowcore::run_kernel", _run_kernel_fake)
-    except RuntimeError as e:  # another copy of this module (or a C++ Meta kernel) registered one already
-        if "already" not in str(e):
-            raise
-    _state["fake"] = True
+            if p.is_file() and p.suffix in toolchain.SOURCE_SUFFIXES}
 
 
 def _registered() -> bool:
@@ -134,19 +112,19 @@ def _registered() -> bool:
         return False
 
 
-SOURCE_SUFFIXES = (".cpp", ".cu", ".h", ".cuh")
-
-
 def sources_digest(root: Path | None = None) -> str:
-    """16 hex digits over the extension's sources and the torch version (setup.py computes the
-    same and compiles it into flowcore._C as ``FLOWCORE_SOURCES_HASH=<digest>``)."""
-    root = root or csrc_dir()
-    h = hashlib.sha256()
-    for path in sorted(root.iterdir()):
-        if path.is_file() and path.suffix in SOURCE_SUFFIXES:
-            h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    h.update(b"torch=" + torch.__version__.encode())
-    return h.hexdigest()[:16]
+    """16 hex digits over the extension's sources and this torch's version (toolchain.sources_digest;
+    setup.py compiles the same into flowcore._C)."""
+    return toolchain.sources_digest(root or csrc_dir(), torch.__version__)
+
+
+def cuda_arch_list(spec: str | None = None) -> list[str]:
+    """toolchain.arch_list, given the compute capabilities of the GPUs torch sees (the choice where
+    `spec` and TORCH_CUDA_ARCH_LIST leave it open)."""
+    capabilities = []
+    if torch.cuda.is_available():
+        capabilities = [torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())]
+    return toolchain.arch_list(spec, capabilities)
 
 
 def _aot_staleness(path: Path) -> str | None:
@@ -189,19 +167,10 @@ def _fix_cuda_home(cpp_extension) -> None:
     """torch guesses CUDA_HOME from nvcc's directory; where nvcc is a wrapper outside the toolkit
     (e.g. /usr/local/bin/nvcc) that guess has no headers: ask nvcc itself where its toolkit is."""
     home = cpp_extension.CUDA_HOME
-    if home and (Path(home) / "include" / "cuda_runtime_api.h").is_file():
-        return
-    from ..codegen.cuda.build import cuda_home, find_nvcc
-    nvcc = find_nvcc()
-    real = cuda_home(nvcc) if nvcc else None
-    if real and (Path(real) / "include" / "cuda_runtime_api.h").is_file():
+    real = toolchain.cuda_home(home)
+    if real and real != home:
         log.info("flowcore: using CUDA_HOME=%s (from nvcc) instead of %s", real, home)
         cpp_extension.CUDA_HOME = real
-
-
-def _arch_list() -> str:
-    from ..codegen.cuda.build import arch_list
-    return ";".join(arch_list())
 
 
 def _build_cpu_without_ninja(cpp_extension, sources: list[str], include: Path, output: Path, verbose: bool) -> None:
@@ -209,9 +178,7 @@ def _build_cpu_without_ninja(cpp_extension, sources: list[str], include: Path, o
     torch.utils.cpp_extension.load requires); the flags are the ones torch's build would use."""
     import sysconfig
 
-    from ..codegen.cpu.build import KernelBuildError, compiler, run_compiler
-
-    command = [compiler(), *CXX_FLAGS, "-std=c++20", "-fPIC", "-shared",
+    command = [toolchain.cxx_compiler(), *CXX_FLAGS, "-std=c++20", "-fPIC", "-shared",
                f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
                *[f"-I{p}" for p in cpp_extension.include_paths()], f"-I{sysconfig.get_paths()['include']}",
                f"-I{include}", *sources, *[f"-L{p}" for p in cpp_extension.library_paths()],
@@ -219,8 +186,8 @@ def _build_cpu_without_ninja(cpp_extension, sources: list[str], include: Path, o
     if verbose:
         log.info("flowcore: %s", " ".join(command))
     try:
-        run_compiler(command, "flowcore's extension (CPU, without ninja)", output.parent)
-    except KernelBuildError as e:
+        toolchain.run_compiler(command, "flowcore's extension (CPU, without ninja)", output.parent)
+    except toolchain.CompilerError as e:
         raise ExtensionBuildError(str(e)) from e
 
 
@@ -231,7 +198,7 @@ def _load_jit(with_cuda: bool, verbose: bool = False) -> None:
     extra = {"kind": "torch-extension", "name": NAME, "with_cuda": str(with_cuda),
              "abi": str(torch._C._GLIBCXX_USE_CXX11_ABI)}
     if with_cuda:
-        extra["arch"] = _arch_list()
+        extra["arch"] = ";".join(cuda_arch_list())
     key = cache_key(sources, flags, extra)
     name = f"{NAME}_{key[:12]}"
     loaded_here = {}
@@ -294,7 +261,7 @@ def load_extension(verbose: bool = False):
                     _load_jit(cuda_wanted(), verbose=verbose)
             else:
                 _state.setdefault("how", "preloaded")
-            _register_fake()
+            ops.register_all()
             _state["loaded"] = True
     return torch.ops.flowcore
 
@@ -302,3 +269,27 @@ def load_extension(verbose: bool = False):
 def extension_info() -> dict:
     """How the extension was loaded: ``how`` (aot/jit/preloaded), and the library's path (aot, jit)."""
     return dict(_state)
+
+
+def optional_extension(needs: str, unavailable: str) -> object | None:
+    """``torch.ops.flowcore`` if the extension loads and defines the op `needs`, else None — for code
+    with a pure-torch fallback. The first failure warns once per process (a RuntimeWarning:
+    `unavailable`, whose ``{reason}`` is filled with the error). Under torch.compile's tracing, where
+    loading cannot be traced, None until an eager call has loaded it."""
+    if needs not in _optional:
+        if torch.compiler.is_compiling():
+            return None
+        try:
+            loaded = load_extension()
+            getattr(loaded, needs)  # raises if this build of the extension lacks the op
+            _optional[needs] = loaded
+        except Exception as e:  # noqa: BLE001 - any failure means: the caller's fallback
+            _optional[needs] = None
+            warnings.warn(unavailable.format(reason=f"{type(e).__name__}: {e}"), RuntimeWarning, stacklevel=4)
+    return _optional[needs]
+
+
+def has_device_kernels(op: str, device_type: str) -> bool:
+    """Whether the loaded extension has kernels of ``flowcore::<op>`` for `device_type` ("cpu", "cuda"):
+    a build without nvcc has no CUDA part."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f"flowcore::{op}", device_type.upper())

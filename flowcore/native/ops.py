@@ -1,0 +1,124 @@
+"""The Python side of every op of flowcore's extension: fake (meta) kernels and vmap rules.
+
+The ops themselves are C++ (csrc/): ``flowcore::run_kernel`` runs a generated kernel (the cpu and
+cuda backends); the ``mlp_*`` ops are the fused flow-map MLP's activations and network calls
+(flowcore.nn.fused, flowcore.nn.mlp_call). Their shape functions for fake tensors (torch.compile,
+``torch.library.opcheck``) are registered here, in Python, so they hold whichever way the library was
+loaded (ahead of time, just in time, or by someone else). `register_all` runs once, from
+flowcore.native.extension's `load_extension`, after the library is loaded.
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["register_all"]
+
+_done: dict = {}
+
+
+def _run_kernel_fake(fns, B, N, like, element_inputs, sample_inputs, n_element_outputs, n_sample_outputs):
+    return ([like.new_empty((B, N)) for _ in range(n_element_outputs)] +
+            [like.new_empty((B,)) for _ in range(n_sample_outputs)])
+
+
+def _saved_shape(live, like):
+    """The rows `mlp_act_fwd_save` keeps of (T, B, N) `like`: σ' of the primal, plus σ'' with `live` > 1."""
+    return (1 if live == 1 else live + 1, like.shape[1], like.shape[2])
+
+
+def _act_fwd_fake(y, bias, activation):
+    return torch.empty_like(y, memory_format=torch.contiguous_format)
+
+
+def _act_bwd_fake(y, bias, grad, activation):
+    return torch.empty_like(y, memory_format=torch.contiguous_format)
+
+
+def _fwd_save_fake(y, bias, activation, live):
+    return torch.empty_like(y, memory_format=torch.contiguous_format), y.new_empty(_saved_shape(live, y))
+
+
+def _bwd_saved_fake(saved, grad):
+    return torch.empty_like(grad, memory_format=torch.contiguous_format)
+
+
+def _bwd_saved_inplace_fake(saved, grad):
+    return grad.new_empty((grad.shape[2],))
+
+
+def _fwd_inplace_fake(y, bias, activation):
+    return None
+
+
+def _fwd_save_inplace_fake(y, bias, activation, live):
+    return y.new_empty(_saved_shape(live, y))
+
+
+def _net_fwd_fake(h, weights, biases, activation, scale, live, save):
+    T, B = h.shape[0], h.shape[1]
+    out = h.new_empty((T, B, weights[-1].shape[0]))
+    hidden = [h.new_empty((live, B, w.shape[0])) for w in weights[:-1]] if save else []
+    derivatives = [h.new_empty(_saved_shape(live, x)) for x in hidden]
+    return out[:live], out[live:].clone(), hidden, derivatives
+
+
+def _layer_bwd_fake(grad, derivatives, input, weight, input_grad, bias_grad=True):
+    live, B = grad.shape[0], grad.shape[1]
+    grad_input = grad.new_empty((live, B, input.shape[2]) if input_grad else (0,))
+    return grad_input, torch.empty_like(weight), grad.new_empty((grad.shape[2],) if bias_grad else (0,))
+
+
+#: op -> its fake kernel
+FAKES = {
+    "run_kernel": _run_kernel_fake,
+    "mlp_act_fwd": _act_fwd_fake,
+    "mlp_act_bwd": _act_bwd_fake,
+    "mlp_act_fwd_save": _fwd_save_fake,
+    "mlp_act_bwd_saved": _bwd_saved_fake,
+    "mlp_act_bwd_saved_": _bwd_saved_inplace_fake,
+    "mlp_act_fwd_": _fwd_inplace_fake,
+    "mlp_act_fwd_save_": _fwd_save_inplace_fake,
+    "mlp_net_fwd": _net_fwd_fake,
+    "mlp_layer_bwd": _layer_bwd_fake,
+}
+#: ops with a vmap rule (gradcheck's batched-gradient checks call them under vmap)
+VMAPPED = ("mlp_act_fwd", "mlp_act_bwd")
+
+
+def _vmap_rule(name: str):
+    """Batched calls loop over the vmapped dimension."""
+    op = getattr(torch.ops.flowcore, name)
+
+    def rule(info, in_dims, *args):
+        size = info.batch_size
+        tensors = [a.movedim(d, 0) if d is not None else a.expand(size, *a.shape) if isinstance(a, torch.Tensor) else a
+                   for a, d in zip(args, in_dims)]
+        outs = [op(*[t[i] if isinstance(t, torch.Tensor) else t for t in tensors]) for i in range(size)]
+        return torch.stack(outs), 0
+
+    return rule
+
+
+def _defined(name: str) -> bool:
+    try:
+        getattr(torch.ops.flowcore, name)
+        return True
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def register_all() -> None:
+    """Register the fake kernel (and vmap rule) of every op the loaded library defines, once."""
+    if _done.get("registered"):
+        return
+    for name, fake in FAKES.items():
+        if not _defined(name):  # a library built from older sources may lack an op
+            continue
+        try:
+            torch.library.register_fake(f"flowcore::{name}", fake)
+        except RuntimeError as e:  # a C++ Meta kernel (or another copy of this module) registered one already
+            if "already" not in str(e):
+                raise
+        if name in VMAPPED:
+            torch.library.register_vmap(f"flowcore::{name}", _vmap_rule(name))
+    _done["registered"] = True
