@@ -3,6 +3,11 @@
 One `sympy.cse` per kernel names the shared subexpressions (``tmp0, tmp1, …``); each is placed
 where it is first needed — per-sample temporaries once per sample, per-element ones inside the
 loop over a sample's elements that uses them. Independent reductions share one loop.
+
+The schedule holds no dead work, so no backend needs to prune it: a backward kernel recomputes
+its forward's steps, and a step, temporary or loop that no output needs is dropped (before CSE,
+and again once the phases are placed). A power ``(a + b)**2`` of a compound base gets the base as
+a temporary, since printers write small powers as products that would repeat it.
 """
 from __future__ import annotations
 
@@ -45,6 +50,35 @@ def _live_steps(steps: list, outputs: list) -> list:
         if sym in live:
             kept.append((sym, expr, kind))
             live |= expr.free_symbols
+    return kept[::-1]
+
+
+def _without_dead_work(phases: list, sample_outputs: list) -> list:
+    """`phases` less every statement, sum and loop temporary that no output needs (a temporary CSE
+    shared with a dead step, a forward step a backward recomputes), and less any loop left empty."""
+    live = set().union(*(e.free_symbols for _, e in sample_outputs))
+    kept: list = []
+    for phase in reversed(phases):
+        if isinstance(phase, Assign):
+            statements = []
+            for sym, expr in reversed(phase.statements):
+                if sym in live:
+                    statements.append((sym, expr))
+                    live |= expr.free_symbols
+            if statements:
+                kept.append(Assign(tuple(reversed(statements))))
+            continue
+        sums = tuple((sym, expr) for sym, expr in phase.sums if sym in live)
+        if not sums and not phase.outputs:
+            continue
+        inner = set().union(*(e.free_symbols for _, e in sums + phase.outputs))
+        temps = []
+        for sym, expr in reversed(phase.temps):
+            if sym in inner:
+                temps.append((sym, expr))
+                inner |= expr.free_symbols
+        live |= inner
+        kept.append(Loop(tuple(reversed(temps)), sums, phase.outputs))
     return kept[::-1]
 
 
@@ -123,4 +157,5 @@ def schedule(kernel: Kernel) -> Schedule:
     before = sample_statements([e for _, e in sample_outputs])
     if before:
         phases.append(Assign(tuple(before)))
+    phases = _without_dead_work(phases, sample_outputs)
     return Schedule(kernel, tuple(phases), tuple(sample_outputs), frozenset(element_level))

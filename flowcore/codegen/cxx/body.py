@@ -116,35 +116,6 @@ def _signature(kernel: Kernel) -> str:
     return f"{kernel.name}({ins}{'; ' + samples if samples else ''}) -> {outs or '()'}"
 
 
-def live_phases(plan: Schedule) -> list:
-    """`plan.phases` without dead work: a backward kernel recomputes every forward step, but a
-    step (or temporary) that no output needs is dropped, and so is a loop left with nothing to do."""
-    live = set().union(*(e.free_symbols for _, e in plan.sample_outputs)) if plan.sample_outputs else set()
-    kept: list = []
-    for phase in reversed(plan.phases):
-        if isinstance(phase, Assign):
-            statements = []
-            for sym, expr in reversed(phase.statements):
-                if sym in live:
-                    statements.append((sym, expr))
-                    live |= expr.free_symbols
-            if statements:
-                kept.append(Assign(tuple(reversed(statements))))
-            continue
-        sums = tuple((sym, expr) for sym, expr in phase.sums if sym in live)
-        if not sums and not phase.outputs:
-            continue
-        inner = set().union(*(e.free_symbols for _, e in sums + phase.outputs))
-        temps = []
-        for sym, expr in reversed(phase.temps):
-            if sym in inner:
-                temps.append((sym, expr))
-                inner |= expr.free_symbols
-        live |= inner
-        kept.append(Loop(tuple(reversed(temps)), sums, phase.outputs))
-    return list(reversed(kept))
-
-
 def sample_body(kernel: Kernel, plan: Schedule | None = None) -> SampleBody:
     """The per-sample C++ template of `kernel` (see the module docstring)."""
     plan = plan or schedule(kernel)
@@ -158,7 +129,7 @@ def sample_body(kernel: Kernel, plan: Schedule | None = None) -> SampleBody:
             names.add(sym)
     rows = {sym: names.fresh(f"{names[sym]}_row") for sym in kernel.element_inputs}
     rows.update({sym: names.fresh(f"{names[sym]}_row") for sym, _ in kernel.element_outputs})
-    phases = live_phases(plan)
+    phases = plan.phases  # already without dead work (compiler.schedule)
 
     def code(expr: sympy.Expr) -> str:
         return cxx_code(expr, names.of)
