@@ -53,6 +53,34 @@ def _live_steps(steps: list, outputs: list) -> list:
     return kept[::-1]
 
 
+def _bind_power_bases(temps: list, exprs: list, names) -> tuple[list, list]:
+    """`temps` and `exprs` with the compound base of every integer power ``|n| >= 2`` bound once
+    to a temporary from `names`, defined just before its first use."""
+    bound: dict = {}
+    pending: list = []
+
+    def bind(expr: sympy.Expr) -> sympy.Expr:
+        if expr.is_Atom:
+            return expr
+        args = [bind(arg) for arg in expr.args]
+        if any(new is not old for new, old in zip(args, expr.args)):
+            expr = expr.func(*args)
+        if expr.is_Pow and expr.exp.is_Integer and abs(int(expr.exp)) >= 2 and not expr.base.is_Atom:
+            if expr.base not in bound:
+                bound[expr.base] = next(names)
+                pending.append((bound[expr.base], expr.base))
+            return sympy.Pow(bound[expr.base], expr.exp)
+        return expr
+
+    placed: list = []
+    for sym, value in temps:
+        value = bind(value)
+        placed += pending + [(sym, value)]
+        pending.clear()
+    exprs = [bind(e) for e in exprs]
+    return placed + pending, exprs
+
+
 def _without_dead_work(phases: list, sample_outputs: list) -> list:
     """`phases` less every statement, sum and loop temporary that no output needs (a temporary CSE
     shared with a dead step, a forward step a backward recomputes), and less any loop left empty."""
@@ -89,6 +117,9 @@ def schedule(kernel: Kernel) -> Schedule:
                         [e for _, e in element_outputs + sample_outputs])
     expressions = [e for _, e, _ in steps] + [e for _, e in element_outputs] + [e for _, e in sample_outputs]
     temps, reduced = sympy.cse(expressions, symbols=sympy.numbered_symbols("tmp", real=True), order="none")
+    taken = set().union(*(e.free_symbols for e in reduced), (sym for sym, _ in temps))
+    temps, reduced = _bind_power_bases(temps, reduced, sympy.numbered_symbols("tmp", real=True, start=len(temps),
+                                                                              exclude=taken))
     k = len(steps)
     steps = [(sym, reduced[i], kind) for i, (sym, _, kind) in enumerate(steps)]
     element_outputs = [(sym, reduced[k + i]) for i, (sym, _) in enumerate(element_outputs)]

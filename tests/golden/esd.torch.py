@@ -14,7 +14,8 @@ def esd_t0_level0(like, B, N, x0, x1, t):
     return (net0_x,)
 
 def esd_t0_loss(like, B, N, net0, x0, x1):
-    sqnorm0 = _full(((net0 + x0 - x1)*(net0 + x0 - x1)), like, B, N).sum(1, keepdim=True)
+    tmp0 = net0 + x0 - x1
+    sqnorm0 = _full((tmp0*tmp0), like, B, N).sum(1, keepdim=True)
     loss = _full(sqnorm0, like, B, 1).reshape(B)
     return (loss,)
 
@@ -32,7 +33,8 @@ def esd_t1_loss(like, B, N, net1, net1_d1, net2, net1_d0, s, t):
     s = s.reshape(B, 1)
     t = t.reshape(B, 1)
     tmp0 = -s + t
-    sqnorm1 = _full(((-net1 + net1_d0*tmp0 + net1_d1*tmp0 + net2)*(-net1 + net1_d0*tmp0 + net1_d1*tmp0 + net2)), like, B, N).sum(1, keepdim=True)
+    tmp1 = -net1 + net1_d0*tmp0 + net1_d1*tmp0 + net2
+    sqnorm1 = _full((tmp1*tmp1), like, B, N).sum(1, keepdim=True)
     loss = _full(sqnorm1, like, B, 1).reshape(B)
     return (loss,)
 

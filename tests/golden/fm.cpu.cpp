@@ -53,13 +53,14 @@ FLOWCORE_HD inline void fm_t0_loss_sample(int64_t b, int64_t N, const scalar_t* 
   const scalar_t* const net0_row = ein[0] + b * N;
   const scalar_t* const x0_row = ein[1] + b * N;
   const scalar_t* const x1_row = ein[2] + b * N;
-  // loop 1 over the sample's elements: reductions sqnorm0 = sum_j (net0 + x0 - x1)^2
+  // loop 1 over the sample's elements: reductions sqnorm0 = sum_j tmp0^2
   acc_t sqnorm0 = acc_t(0);
   for (int64_t j = 0; j < N; ++j) {
     const acc_t net0 = fc_load<acc_t>(net0_row, j);
     const acc_t x0 = fc_load<acc_t>(x0_row, j);
     const acc_t x1 = fc_load<acc_t>(x1_row, j);
-    sqnorm0 += ((net0 + x0 - x1)*(net0 + x0 - x1));
+    const acc_t tmp0 = net0 + x0 - x1;
+    sqnorm0 += (tmp0*tmp0);
   }
   // sample outputs
   fc_store<scalar_t, acc_t>(sout[0], b, sqnorm0);

@@ -14,7 +14,8 @@ def fm_t0_level0(like, B, N, x0, x1, t):
     return (net0_x,)
 
 def fm_t0_loss(like, B, N, net0, x0, x1):
-    sqnorm0 = _full(((net0 + x0 - x1)*(net0 + x0 - x1)), like, B, N).sum(1, keepdim=True)
+    tmp0 = net0 + x0 - x1
+    sqnorm0 = _full((tmp0*tmp0), like, B, N).sum(1, keepdim=True)
     loss = _full(sqnorm0, like, B, 1).reshape(B)
     return (loss,)
 

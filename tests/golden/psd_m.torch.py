@@ -14,7 +14,8 @@ def psd_m_t0_level0(like, B, N, x0, x1, t):
     return (net0_x,)
 
 def psd_m_t0_loss(like, B, N, net0, x0, x1):
-    sqnorm0 = _full(((net0 + x0 - x1)*(net0 + x0 - x1)), like, B, N).sum(1, keepdim=True)
+    tmp0 = net0 + x0 - x1
+    sqnorm0 = _full((tmp0*tmp0), like, B, N).sum(1, keepdim=True)
     loss = _full(sqnorm0, like, B, 1).reshape(B)
     return (loss,)
 
@@ -33,7 +34,8 @@ def psd_m_t1_level1(like, B, N, x0, x1, net2, s, u):
 
 def psd_m_t1_loss(like, B, N, net1, net2, net3, gamma):
     gamma = gamma.reshape(B, 1)
-    sqnorm1 = _full(((-gamma*net2 + net1 - net3*(1 - gamma))*(-gamma*net2 + net1 - net3*(1 - gamma))), like, B, N).sum(1, keepdim=True)
+    tmp0 = -gamma*net2 + net1 - net3*(1 - gamma)
+    sqnorm1 = _full((tmp0*tmp0), like, B, N).sum(1, keepdim=True)
     loss = _full(sqnorm1, like, B, 1).reshape(B)
     return (loss,)
 
