@@ -209,6 +209,20 @@ def test_objective_prints_its_terms():
         assert part in text, part
 
 
+def test_pretty_prints_a_whole_objective_as_flowcore_show_does(capsys):
+    from flowcore.cli.objectives import cmd_show
+
+    objective = flowcore.objective("lsd")
+    text = flowcore.pretty(objective)
+    assert text.splitlines()[0] == "lsd: Lagrangian self-distillation"
+    assert all(flowcore.pretty(term) in text for term in objective.terms)
+    assert flowcore.pretty(objective.terms[1]).endswith("\n    " + flowcore.pretty(lsd_loss()))
+    cmd_show(type("Args", (), {"objective": "lsd"})())
+    assert capsys.readouterr().out == text + "\n"
+    with pytest.raises(TypeError, match="no printing rule for int"):
+        flowcore.pretty(42)
+
+
 # -- analysis, derivatives, with_options ----------------------------------------------------------------
 def test_analysis_helpers():
     loss = psd_loss()

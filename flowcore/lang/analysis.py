@@ -6,7 +6,11 @@ from collections.abc import Iterator
 import sympy
 
 from . import nodes as n
+from .nodes import free_vars
 from .symbols import symbols_of
+
+__all__ = ["walk", "free_vars", "coefficients", "symbols_used", "first_node_using", "derivative_order",
+           "derivatives", "uses"]
 
 
 def walk(expr: n.Expr) -> Iterator[n.Expr]:
@@ -16,16 +20,6 @@ def walk(expr: n.Expr) -> Iterator[n.Expr]:
         node = stack.pop()
         yield node
         stack.extend(reversed(node.children()))
-
-
-def free_vars(expr: n.Expr) -> frozenset[str]:
-    """Names of the variables used in `expr` and not bound inside it."""
-    if isinstance(expr, n.Var):
-        return frozenset({expr.name})
-    if isinstance(expr, n.Bind):
-        inner = free_vars(expr.arg) - {var.name for var, _ in expr.bindings}
-        return inner.union(*(free_vars(value) for _, value in expr.bindings))
-    return frozenset().union(*(free_vars(child) for child in expr.children()))
 
 
 def coefficients(node: n.Expr) -> tuple[sympy.Expr, ...]:

@@ -19,6 +19,7 @@ from typing import ClassVar
 import sympy
 
 from .errors import DeclarationError
+from .printing import pretty
 from .symbols import Param, Time, coefficient
 
 TENSOR, SCALAR, COEF = "tensor", "scalar", "coef"
@@ -59,8 +60,6 @@ class Expr:
         return type(self) is type(other) and self._hash == other._hash and self.key() == other.key()
 
     def __repr__(self) -> str:
-        from .printing import pretty
-
         return pretty(self)
 
     # -- arithmetic ---------------------------------------------------------------------------
@@ -403,8 +402,6 @@ class Bind(Expr):
     bindings: tuple[tuple[Var, Expr], ...]
 
     def __post_init__(self):
-        from .analysis import free_vars
-
         free = free_vars(self.arg)
         for var, value in self.bindings:
             if var.name not in free:
@@ -415,6 +412,17 @@ class Bind(Expr):
     @property
     def kind(self) -> str:  # type: ignore[override]
         return self.arg.kind
+
+
+def free_vars(expr: Expr) -> frozenset[str]:
+    """Names of the variables used in `expr` and not bound inside it (here, not in `analysis`:
+    a `Bind` checks its names against them when it is built)."""
+    if isinstance(expr, Var):
+        return frozenset({expr.name})
+    if isinstance(expr, Bind):
+        inner = free_vars(expr.arg) - {var.name for var, _ in expr.bindings}
+        return inner.union(*(free_vars(value) for _, value in expr.bindings))
+    return frozenset().union(*(free_vars(child) for child in expr.children()))
 
 
 def bind(expr: Expr, **values: object) -> Bind:

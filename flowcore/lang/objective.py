@@ -63,7 +63,7 @@ class Term:
         return analysis.derivatives(self.loss)
 
     def __str__(self) -> str:
-        return f"{self.name} (share {self.share:g}; {self.sampler}):\n    {pretty(self.loss)}"
+        return pretty(self)
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,9 +135,5 @@ class Objective:
         return Objective(**values)
 
     def __str__(self) -> str:
-        lines = [f"{self.name}: {self.description}".rstrip(": ")]
-        if self.equation:
-            lines.append(f"  ({self.equation})")
-        lines.append(f"  interpolant {self.interpolant}; σ = {self.sigma:g}; reduction: {self.reduction}")
-        lines.extend("  " + str(term) for term in self.terms)
-        return "\n".join(lines)
+        """What ``flowcore show`` prints (`pretty`)."""
+        return pretty(self)
