@@ -12,7 +12,7 @@ import pytest
 from flowcore import objectives
 from flowcore.codegen import emit_sources
 from flowcore.compiler.driver import compile_program
-from flowcore.compiler.kernel import backward
+from flowcore.compiler.segments import program_kernels
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("FLOWCORE_UPDATE_GOLDEN") == "1"
@@ -20,8 +20,7 @@ UPDATE = os.environ.get("FLOWCORE_UPDATE_GOLDEN") == "1"
 
 def generated(name: str, backend: str) -> dict[str, str]:
     compilation = compile_program(objectives.get(name))
-    kernels = [seg.kernel for seg in compilation.program.segments if seg.kernel is not None]
-    kernels += [backward(k) for k in kernels]
+    kernels = program_kernels(compilation.program)  # what the runtime builds
     sources = emit_sources(backend, f"objective {name}", compilation.digest, kernels)
     # the shared header ships with flowcore (flowcore/codegen/cxx/include), it is not generated
     return {f"{name}.{backend}.{Path(file).name.split('.', 1)[-1]}": text for file, text in sources.items()

@@ -32,14 +32,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
     """Build an objective's kernels and say how long it took and whether the cache had them."""
     from ..catalog import load
     from ..compiler.driver import compile_program
-    from ..compiler.kernel import backward
+    from ..compiler.segments import program_kernels
 
     objective = load(args.objective)
     start = time.perf_counter()
     compilation = compile_program(objective)
     symbolic = time.perf_counter() - start
-    kernels = [seg.kernel for seg in compilation.program.segments if seg.kernel is not None]
-    kernels += [backward(k) for k in kernels]
+    kernels = program_kernels(compilation.program)
     if args.backend == "cuda" and args.compile_only:
         from ..codegen.cuda import compile_only
 

@@ -8,12 +8,15 @@ stop-gradient values: symbols whose value differentiation treats as a constant (
 substituted when printing).
 
 `backward(kernel)` is derived by `sympy.diff` in reverse mode over the steps, and the result is
-again a `Kernel` — which can itself be differentiated (double backward).
+again a `Kernel` — which can itself be differentiated (double backward). A gradient that is
+structurally zero (the input reaches the outputs only through lets, or its derivative is 0) is no
+output of it: `gradient_of` says which input each output belongs to, and a kernel none of whose
+inputs has a gradient has no backward to build or run.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 
 import sympy
 
@@ -39,6 +42,7 @@ class Kernel:
     element_outputs: tuple[tuple[sympy.Symbol, sympy.Expr], ...]
     sample_outputs: tuple[tuple[sympy.Symbol, sympy.Expr], ...]
     no_grad_inputs: frozenset = field(default_factory=frozenset)  # times: never differentiated
+    gradient_of: tuple[sympy.Symbol, ...] = ()  # of a backward kernel: the input each output is the gradient of
 
     @cached_property
     def element_symbols(self) -> frozenset[sympy.Symbol]:
@@ -80,12 +84,21 @@ def _namer(kernel: Kernel):
     return fresh
 
 
-def backward(kernel: Kernel) -> Kernel:
+@cache
+def backward(kernel: Kernel, wrt: tuple[sympy.Symbol, ...] | None = None) -> Kernel:
     """The vector-Jacobian product of `kernel`: inputs and output cotangents → input gradients.
 
     The forward steps are recomputed (nothing is saved). Adjoints run in reverse:
     ``adj_S = Σ_o g_o ∂S_o/∂S + Σ_later-assign adj_L ∂L/∂S + Σ_j (Σ_o g_oj ∂O_oj/∂S + Σ_later-reduce adj_L ∂body_Lj/∂S)``.
+    An adjoint that is structurally zero is 0, not a step, so zeros propagate. Outputs: the
+    gradients w.r.t. `wrt` (default: every differentiable input) that are not structurally zero,
+    in input order, named by `gradient_of`. A `wrt` subset names the kernel ``<name>_backward_wrt_<inputs>``.
     """
+    if wrt is not None:
+        unknown = [sym for sym in wrt if sym not in kernel.differentiable_inputs]
+        if unknown:
+            raise ValueError(f"backward of kernel {kernel.name!r}: {', '.join(map(str, unknown))} is not one of "
+                             f"its differentiable inputs ({', '.join(map(str, kernel.differentiable_inputs))})")
     fresh = _namer(kernel)
     g_elem = {out: fresh(f"g_{out.name}") for out, _ in kernel.element_outputs}
     g_samp = {out: fresh(f"g_{out.name}") for out, _ in kernel.sample_outputs}
@@ -123,21 +136,28 @@ def backward(kernel: Kernel) -> Kernel:
         symbol = kernel.steps[index].symbol
         s1, e1 = direct(symbol)
         s2, e2 = through_steps(symbol, kernel.steps[index + 1:])
+        if s1 + s2 == ZERO and e1 + e2 == ZERO:
+            adjoint[symbol] = ZERO
+            continue
         adjoint[symbol] = fresh(f"adj_{symbol.name}")
         steps.append(Step(adjoint[symbol], ASSIGN, per_sample(f"adj_{symbol.name}", s1 + s2, e1 + e2)))
 
-    element_outputs, sample_outputs = [], []
-    for symbol in kernel.differentiable_inputs:
+    element_outputs, sample_outputs, gradient_of = [], [], []
+    for symbol in kernel.differentiable_inputs if wrt is None else [s for s in kernel.differentiable_inputs if s in wrt]:
         s1, e1 = direct(symbol)
         s2, e2 = through_steps(symbol, kernel.steps)
+        if s1 + s2 == ZERO and e1 + e2 == ZERO:
+            continue
         grad = fresh(f"grad_{symbol.name}")
+        gradient_of.append(symbol)
         if symbol in kernel.element_inputs:
             element_outputs.append((grad, e1 + e2 + s1 + s2))
         else:
             sample_outputs.append((grad, per_sample(f"grad_{symbol.name}", s1 + s2, e1 + e2)))
 
+    suffix = "" if wrt is None else "_wrt_" + "_".join(sym.name for sym in gradient_of)
     return Kernel(
-        name=f"{kernel.name}_backward",
+        name=f"{kernel.name}_backward{suffix}",
         element_inputs=kernel.element_inputs + tuple(g_elem.values()),
         sample_inputs=kernel.sample_inputs + tuple(g_samp.values()),
         lets=kernel.lets,
@@ -145,4 +165,10 @@ def backward(kernel: Kernel) -> Kernel:
         element_outputs=tuple(element_outputs),
         sample_outputs=tuple(sample_outputs),
         no_grad_inputs=kernel.no_grad_inputs,
+        gradient_of=tuple(gradient_of),
     )
+
+
+def gradient_inputs(kernel: Kernel) -> tuple[sympy.Symbol, ...]:
+    """The inputs of `kernel` whose gradient is not structurally zero (none: it needs no backward)."""
+    return backward(kernel).gradient_of

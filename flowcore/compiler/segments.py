@@ -3,6 +3,9 @@
 Per term and level, one *input* segment computes the inputs (x and its tangents) of that level's
 calls from the sources and earlier calls' outputs; one *loss* segment computes the per-sample loss
 from everything. An input that is already a leaf (x0, or a call's output) needs no kernel.
+
+`program_kernels` lists what a backend builds for a program: every segment's kernel and the
+backward kernels of it that a training step or a gradient check runs (`backward_kernels`).
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from dataclasses import dataclass
 import sympy
 
 from ..lang import nodes as n
-from .kernel import Kernel
+from .kernel import Kernel, backward
 from .lower import leaf_symbol, lower_segment
 from .plan import Call, Plan
 
@@ -71,3 +74,26 @@ def lower_segments(name: str, plan: Plan) -> Program:
         loss_kernel = lower_segment(f"{name}_t{index}_loss", [("loss", term.loss)], leaves)
         segments.append(Segment(index, -1, loss_kernel, ()))
     return Program(name, plan, tuple(segments), {node: sym.name for node, sym in leaves.items()})
+
+
+def backward_kernels(kernel: Kernel) -> list[Kernel]:
+    """The backward kernels built with `kernel`, the one giving every non-zero gradient first.
+
+    None when no input has a gradient (its outputs need no autograd node). When some gradients
+    are w.r.t. the sources (x0, x1, z: data, which a training step does not differentiate) and
+    others are not, a second kernel gives only the others, so training neither computes nor
+    stores the data's gradients (docs/design.md, runtime).
+    """
+    full = backward(kernel)
+    if not full.gradient_of:
+        return []
+    without_sources = tuple(sym for sym in full.gradient_of if sym not in SOURCES.values())
+    if without_sources and without_sources != full.gradient_of:
+        return [full, backward(kernel, without_sources)]
+    return [full]
+
+
+def program_kernels(program: Program) -> list[Kernel]:
+    """Every kernel a backend builds for `program`: the segments' kernels, then their backward kernels."""
+    forward = [segment.kernel for segment in program.segments if segment.kernel is not None]
+    return forward + [derived for kernel in forward for derived in backward_kernels(kernel)]

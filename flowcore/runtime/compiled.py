@@ -15,7 +15,8 @@ import torch
 from ..batch import Evaluation, TermResult, check_models, complete_batch, reduce_loss, term_slices, term_times
 from ..codegen.base import KernelLibrary
 from ..compiler.driver import Compilation, compile_program
-from ..compiler.kernel import Kernel, backward
+from ..compiler.kernel import Kernel
+from ..compiler.segments import program_kernels
 from ..lang.interpolants import Interpolant
 from ..lang.objective import Objective
 from .netcalls import TermState, run_calls
@@ -48,14 +49,13 @@ class CompiledObjective:
         title = f"objective {self.objective.name} ({compilation.interpolant.name} interpolant)"
         forward = [seg.kernel for seg in self.program.segments if seg.kernel is not None]
         start = time.perf_counter()
-        self.library = build(title, compilation.digest, forward + [backward(k) for k in forward])
+        self.library = build(title, compilation.digest, program_kernels(self.program))
         self.compile_seconds = time.perf_counter() - start
 
         def build_more(kernels: list[Kernel]) -> dict[str, Callable]:
             return build(title + " (derived)", compilation.digest, kernels).functions
 
-        self.kernels = {k.name: CompiledKernel(k, self.library[k.name], build_more)
-                        .with_backward(self.library[f"{k.name}_backward"]) for k in forward}
+        self.kernels = {k.name: CompiledKernel.from_library(k, self.library, build_more) for k in forward}
 
     @property
     def cache_hit(self) -> bool:

@@ -54,6 +54,12 @@ def esd_t0_loss_backward(like, B, N, net0, x0, x1, g_loss):
     grad_x1 = _full(-adj_sqnorm0*tmp0, like, B, N)
     return (grad_net0, grad_x0, grad_x1,)
 
+def esd_t0_loss_backward_wrt_net0(like, B, N, net0, x0, x1, g_loss):
+    g_loss = g_loss.reshape(B, 1)
+    adj_sqnorm0 = g_loss
+    grad_net0 = _full(adj_sqnorm0*(2*net0 + 2*x0 - 2*x1), like, B, N)
+    return (grad_net0,)
+
 def esd_t1_level0_backward(like, B, N, x0, x1, g_net2_x, s):
     s = s.reshape(B, 1)
     grad_x0 = _full(g_net2_x*(1 - s), like, B, N)
@@ -76,6 +82,4 @@ def esd_t1_loss_backward(like, B, N, net1, net1_d1, net2, net1_d0, s, t, g_loss)
     tmp2 = net1_d1*tmp0
     grad_net1 = _full(adj_sqnorm1*(2*net1 - 2*net2 - 2*tmp1 - 2*tmp2), like, B, N)
     grad_net1_d1 = _full(adj_sqnorm1*(-2*s + 2*t)*(-net1 + net2 + tmp1 + tmp2), like, B, N)
-    grad_net2 = _full(0.0, like, B, N)
-    grad_net1_d0 = _full(0.0, like, B, N)
-    return (grad_net1, grad_net1_d1, grad_net2, grad_net1_d0,)
+    return (grad_net1, grad_net1_d1,)

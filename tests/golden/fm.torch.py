@@ -34,3 +34,9 @@ def fm_t0_loss_backward(like, B, N, net0, x0, x1, g_loss):
     grad_x0 = _full(tmp1, like, B, N)
     grad_x1 = _full(-adj_sqnorm0*tmp0, like, B, N)
     return (grad_net0, grad_x0, grad_x1,)
+
+def fm_t0_loss_backward_wrt_net0(like, B, N, net0, x0, x1, g_loss):
+    g_loss = g_loss.reshape(B, 1)
+    adj_sqnorm0 = g_loss
+    grad_net0 = _full(adj_sqnorm0*(2*net0 + 2*x0 - 2*x1), like, B, N)
+    return (grad_net0,)

@@ -1,6 +1,6 @@
 // flowcore generated code: objective `objective lsd`, digest 38471da5d40c3ada; backend cuda.
 // Do not edit: it is regenerated from the objective's declaration (the digest names it).
-// 10 kernel(s), one per segment (forward and backward), each a per-sample body
+// 10 kernel(s), each segment's and the backward kernels it needs, each a per-sample body
 // `K_sample<scalar_t, acc_t>` computing in acc_t, plus thin entry points:
 //   lsd_t0_level0(x0, x1; t) -> net0_x
 //   lsd_t0_loss(net0, x0, x1) -> loss
@@ -9,9 +9,9 @@
 //   lsd_t1_loss(net1, net1_d0, net2; s, t) -> loss
 //   lsd_t0_level0_backward(x0, x1, g_net0_x; t) -> grad_x0, grad_x1
 //   lsd_t0_loss_backward(net0, x0, x1; g_loss) -> grad_net0, grad_x0, grad_x1
+//   lsd_t0_loss_backward_wrt_net0(net0, x0, x1; g_loss) -> grad_net0
 //   lsd_t1_level0_backward(x0, x1, g_net1_x; s) -> grad_x0, grad_x1
-//   lsd_t1_level1_backward(x0, x1, net1, g_net2_x; s, t) -> grad_x0, grad_x1, grad_net1
-//   lsd_t1_loss_backward(net1, net1_d0, net2; s, t, g_loss) -> grad_net1, grad_net1_d0, grad_net2
+//   lsd_t1_loss_backward(net1, net1_d0, net2; s, t, g_loss) -> grad_net1, grad_net1_d0
 #include <cmath>
 #include <cstdint>
 
@@ -353,6 +353,55 @@ FLOWCORE_EXPORT int lsd_t0_loss_backward_cuda_bf16(int64_t B, int64_t N, const v
   return fc_cuda_launch<__nv_bfloat16, 3, 1, 3, 0>(lsd_t0_loss_backward_kernel<__nv_bfloat16, float>, B, N, ein, sin, eout, sout, stream);
 }
 
+// ---- lsd_t0_loss_backward_wrt_net0(net0, x0, x1; g_loss) -> grad_net0
+// element inputs : ein[0] = net0, ein[1] = x0, ein[2] = x1
+// sample inputs  : sin[0] = g_loss
+// element outputs: eout[0] = grad_net0
+template <typename scalar_t, typename acc_t>
+FLOWCORE_HD inline void lsd_t0_loss_backward_wrt_net0_sample(int64_t b, int64_t N, const scalar_t* const* ein, const scalar_t* const* sin,
+                                                             scalar_t* const* eout, scalar_t* const* sout) {
+  (void)sout;  // not used by this kernel
+  // sample inputs
+  const acc_t g_loss = fc_load<acc_t>(sin[0], b);
+  // this sample's rows of the element inputs and outputs
+  const scalar_t* const net0_row = ein[0] + b * N;
+  const scalar_t* const x0_row = ein[1] + b * N;
+  const scalar_t* const x1_row = ein[2] + b * N;
+  scalar_t* const grad_net0_row = eout[0] + b * N;
+  // per-sample values
+  const acc_t adj_sqnorm0 = g_loss;
+  // loop 1 over the sample's elements: element outputs grad_net0
+  for (int64_t j = 0; j < N; ++j) {
+    const acc_t net0 = fc_load<acc_t>(net0_row, j);
+    const acc_t x0 = fc_load<acc_t>(x0_row, j);
+    const acc_t x1 = fc_load<acc_t>(x1_row, j);
+    fc_store<scalar_t, acc_t>(grad_net0_row, j, adj_sqnorm0*(acc_t(2)*net0 + acc_t(2)*x0 - acc_t(2)*x1));
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void lsd_t0_loss_backward_wrt_net0_kernel(int64_t B, int64_t N, fc_pointers<const scalar_t*, 3> ein, fc_pointers<const scalar_t*, 1> sin,
+                                                     fc_pointers<scalar_t*, 1> eout, fc_pointers<scalar_t*, 0> sout) {
+  for (int64_t b = fc_first_sample(); b < B; b += fc_sample_stride())
+    lsd_t0_loss_backward_wrt_net0_sample<scalar_t, acc_t>(b, N, ein.p, sin.p, eout.p, sout.p);
+}
+FLOWCORE_EXPORT int lsd_t0_loss_backward_wrt_net0_cuda_f32(int64_t B, int64_t N, const void* const* ein, const void* const* sin,
+                                                           void* const* eout, void* const* sout, void* stream) {
+  return fc_cuda_launch<float, 3, 1, 1, 0>(lsd_t0_loss_backward_wrt_net0_kernel<float, float>, B, N, ein, sin, eout, sout, stream);
+}
+FLOWCORE_EXPORT int lsd_t0_loss_backward_wrt_net0_cuda_f64(int64_t B, int64_t N, const void* const* ein, const void* const* sin,
+                                                           void* const* eout, void* const* sout, void* stream) {
+  return fc_cuda_launch<double, 3, 1, 1, 0>(lsd_t0_loss_backward_wrt_net0_kernel<double, double>, B, N, ein, sin, eout, sout, stream);
+}
+FLOWCORE_EXPORT int lsd_t0_loss_backward_wrt_net0_cuda_f16(int64_t B, int64_t N, const void* const* ein, const void* const* sin,
+                                                           void* const* eout, void* const* sout, void* stream) {
+  return fc_cuda_launch<__half, 3, 1, 1, 0>(lsd_t0_loss_backward_wrt_net0_kernel<__half, float>, B, N, ein, sin, eout, sout, stream);
+}
+FLOWCORE_EXPORT int lsd_t0_loss_backward_wrt_net0_cuda_bf16(int64_t B, int64_t N, const void* const* ein, const void* const* sin,
+                                                            void* const* eout, void* const* sout, void* stream) {
+  return fc_cuda_launch<__nv_bfloat16, 3, 1, 1, 0>(lsd_t0_loss_backward_wrt_net0_kernel<__nv_bfloat16, float>, B, N, ein, sin, eout, sout, stream);
+}
+
 // ---- lsd_t1_level0_backward(x0, x1, g_net1_x; s) -> grad_x0, grad_x1
 // element inputs : ein[0] = x0, ein[1] = x1, ein[2] = g_net1_x
 // sample inputs  : sin[0] = s
@@ -398,53 +447,10 @@ FLOWCORE_EXPORT int lsd_t1_level0_backward_cuda_bf16(int64_t B, int64_t N, const
   return fc_cuda_launch<__nv_bfloat16, 3, 1, 2, 0>(lsd_t1_level0_backward_kernel<__nv_bfloat16, float>, B, N, ein, sin, eout, sout, stream);
 }
 
-// ---- lsd_t1_level1_backward(x0, x1, net1, g_net2_x; s, t) -> grad_x0, grad_x1, grad_net1
-// element inputs : ein[0] = x0, ein[1] = x1, ein[2] = net1, ein[3] = g_net2_x
-// sample inputs  : sin[0] = s, sin[1] = t
-// element outputs: eout[0] = grad_x0, eout[1] = grad_x1, eout[2] = grad_net1
-template <typename scalar_t, typename acc_t>
-FLOWCORE_HD inline void lsd_t1_level1_backward_sample(int64_t b, int64_t N, const scalar_t* const* ein, const scalar_t* const* sin,
-                                                      scalar_t* const* eout, scalar_t* const* sout) {
-  (void)ein; (void)sin; (void)sout;  // not used by this kernel
-  // this sample's rows of the element inputs and outputs
-  scalar_t* const grad_x0_row = eout[0] + b * N;
-  scalar_t* const grad_x1_row = eout[1] + b * N;
-  scalar_t* const grad_net1_row = eout[2] + b * N;
-  // loop 1 over the sample's elements: element outputs grad_x0, grad_x1, grad_net1
-  for (int64_t j = 0; j < N; ++j) {
-    fc_store<scalar_t, acc_t>(grad_x0_row, j, acc_t(0));
-    fc_store<scalar_t, acc_t>(grad_x1_row, j, acc_t(0));
-    fc_store<scalar_t, acc_t>(grad_net1_row, j, acc_t(0));
-  }
-}
-
-template <typename scalar_t, typename acc_t>
-__global__ void lsd_t1_level1_backward_kernel(int64_t B, int64_t N, fc_pointers<const scalar_t*, 4> ein, fc_pointers<const scalar_t*, 2> sin,
-                                              fc_pointers<scalar_t*, 3> eout, fc_pointers<scalar_t*, 0> sout) {
-  for (int64_t b = fc_first_sample(); b < B; b += fc_sample_stride())
-    lsd_t1_level1_backward_sample<scalar_t, acc_t>(b, N, ein.p, sin.p, eout.p, sout.p);
-}
-FLOWCORE_EXPORT int lsd_t1_level1_backward_cuda_f32(int64_t B, int64_t N, const void* const* ein, const void* const* sin,
-                                                    void* const* eout, void* const* sout, void* stream) {
-  return fc_cuda_launch<float, 4, 2, 3, 0>(lsd_t1_level1_backward_kernel<float, float>, B, N, ein, sin, eout, sout, stream);
-}
-FLOWCORE_EXPORT int lsd_t1_level1_backward_cuda_f64(int64_t B, int64_t N, const void* const* ein, const void* const* sin,
-                                                    void* const* eout, void* const* sout, void* stream) {
-  return fc_cuda_launch<double, 4, 2, 3, 0>(lsd_t1_level1_backward_kernel<double, double>, B, N, ein, sin, eout, sout, stream);
-}
-FLOWCORE_EXPORT int lsd_t1_level1_backward_cuda_f16(int64_t B, int64_t N, const void* const* ein, const void* const* sin,
-                                                    void* const* eout, void* const* sout, void* stream) {
-  return fc_cuda_launch<__half, 4, 2, 3, 0>(lsd_t1_level1_backward_kernel<__half, float>, B, N, ein, sin, eout, sout, stream);
-}
-FLOWCORE_EXPORT int lsd_t1_level1_backward_cuda_bf16(int64_t B, int64_t N, const void* const* ein, const void* const* sin,
-                                                     void* const* eout, void* const* sout, void* stream) {
-  return fc_cuda_launch<__nv_bfloat16, 4, 2, 3, 0>(lsd_t1_level1_backward_kernel<__nv_bfloat16, float>, B, N, ein, sin, eout, sout, stream);
-}
-
-// ---- lsd_t1_loss_backward(net1, net1_d0, net2; s, t, g_loss) -> grad_net1, grad_net1_d0, grad_net2
+// ---- lsd_t1_loss_backward(net1, net1_d0, net2; s, t, g_loss) -> grad_net1, grad_net1_d0
 // element inputs : ein[0] = net1, ein[1] = net1_d0, ein[2] = net2
 // sample inputs  : sin[0] = s, sin[1] = t, sin[2] = g_loss
-// element outputs: eout[0] = grad_net1, eout[1] = grad_net1_d0, eout[2] = grad_net2
+// element outputs: eout[0] = grad_net1, eout[1] = grad_net1_d0
 template <typename scalar_t, typename acc_t>
 FLOWCORE_HD inline void lsd_t1_loss_backward_sample(int64_t b, int64_t N, const scalar_t* const* ein, const scalar_t* const* sin,
                                                     scalar_t* const* eout, scalar_t* const* sout) {
@@ -459,10 +465,9 @@ FLOWCORE_HD inline void lsd_t1_loss_backward_sample(int64_t b, int64_t N, const 
   const scalar_t* const net2_row = ein[2] + b * N;
   scalar_t* const grad_net1_row = eout[0] + b * N;
   scalar_t* const grad_net1_d0_row = eout[1] + b * N;
-  scalar_t* const grad_net2_row = eout[2] + b * N;
   // per-sample values
   const acc_t adj_sqnorm1 = g_loss;
-  // loop 1 over the sample's elements: element outputs grad_net1, grad_net1_d0, grad_net2
+  // loop 1 over the sample's elements: element outputs grad_net1, grad_net1_d0
   for (int64_t j = 0; j < N; ++j) {
     const acc_t net1 = fc_load<acc_t>(net1_row, j);
     const acc_t net1_d0 = fc_load<acc_t>(net1_d0_row, j);
@@ -470,29 +475,28 @@ FLOWCORE_HD inline void lsd_t1_loss_backward_sample(int64_t b, int64_t N, const 
     const acc_t tmp0 = net1_d0*(-s + t);
     fc_store<scalar_t, acc_t>(grad_net1_row, j, adj_sqnorm1*(acc_t(2)*net1 - acc_t(2)*net2 + acc_t(2)*tmp0));
     fc_store<scalar_t, acc_t>(grad_net1_d0_row, j, adj_sqnorm1*(-acc_t(2)*s + acc_t(2)*t)*(net1 - net2 + tmp0));
-    fc_store<scalar_t, acc_t>(grad_net2_row, j, acc_t(0));
   }
 }
 
 template <typename scalar_t, typename acc_t>
 __global__ void lsd_t1_loss_backward_kernel(int64_t B, int64_t N, fc_pointers<const scalar_t*, 3> ein, fc_pointers<const scalar_t*, 3> sin,
-                                            fc_pointers<scalar_t*, 3> eout, fc_pointers<scalar_t*, 0> sout) {
+                                            fc_pointers<scalar_t*, 2> eout, fc_pointers<scalar_t*, 0> sout) {
   for (int64_t b = fc_first_sample(); b < B; b += fc_sample_stride())
     lsd_t1_loss_backward_sample<scalar_t, acc_t>(b, N, ein.p, sin.p, eout.p, sout.p);
 }
 FLOWCORE_EXPORT int lsd_t1_loss_backward_cuda_f32(int64_t B, int64_t N, const void* const* ein, const void* const* sin,
                                                   void* const* eout, void* const* sout, void* stream) {
-  return fc_cuda_launch<float, 3, 3, 3, 0>(lsd_t1_loss_backward_kernel<float, float>, B, N, ein, sin, eout, sout, stream);
+  return fc_cuda_launch<float, 3, 3, 2, 0>(lsd_t1_loss_backward_kernel<float, float>, B, N, ein, sin, eout, sout, stream);
 }
 FLOWCORE_EXPORT int lsd_t1_loss_backward_cuda_f64(int64_t B, int64_t N, const void* const* ein, const void* const* sin,
                                                   void* const* eout, void* const* sout, void* stream) {
-  return fc_cuda_launch<double, 3, 3, 3, 0>(lsd_t1_loss_backward_kernel<double, double>, B, N, ein, sin, eout, sout, stream);
+  return fc_cuda_launch<double, 3, 3, 2, 0>(lsd_t1_loss_backward_kernel<double, double>, B, N, ein, sin, eout, sout, stream);
 }
 FLOWCORE_EXPORT int lsd_t1_loss_backward_cuda_f16(int64_t B, int64_t N, const void* const* ein, const void* const* sin,
                                                   void* const* eout, void* const* sout, void* stream) {
-  return fc_cuda_launch<__half, 3, 3, 3, 0>(lsd_t1_loss_backward_kernel<__half, float>, B, N, ein, sin, eout, sout, stream);
+  return fc_cuda_launch<__half, 3, 3, 2, 0>(lsd_t1_loss_backward_kernel<__half, float>, B, N, ein, sin, eout, sout, stream);
 }
 FLOWCORE_EXPORT int lsd_t1_loss_backward_cuda_bf16(int64_t B, int64_t N, const void* const* ein, const void* const* sin,
                                                    void* const* eout, void* const* sout, void* stream) {
-  return fc_cuda_launch<__nv_bfloat16, 3, 3, 3, 0>(lsd_t1_loss_backward_kernel<__nv_bfloat16, float>, B, N, ein, sin, eout, sout, stream);
+  return fc_cuda_launch<__nv_bfloat16, 3, 3, 2, 0>(lsd_t1_loss_backward_kernel<__nv_bfloat16, float>, B, N, ein, sin, eout, sout, stream);
 }

@@ -54,19 +54,17 @@ def lsd_t0_loss_backward(like, B, N, net0, x0, x1, g_loss):
     grad_x1 = _full(-adj_sqnorm0*tmp0, like, B, N)
     return (grad_net0, grad_x0, grad_x1,)
 
+def lsd_t0_loss_backward_wrt_net0(like, B, N, net0, x0, x1, g_loss):
+    g_loss = g_loss.reshape(B, 1)
+    adj_sqnorm0 = g_loss
+    grad_net0 = _full(adj_sqnorm0*(2*net0 + 2*x0 - 2*x1), like, B, N)
+    return (grad_net0,)
+
 def lsd_t1_level0_backward(like, B, N, x0, x1, g_net1_x, s):
     s = s.reshape(B, 1)
     grad_x0 = _full(g_net1_x*(1 - s), like, B, N)
     grad_x1 = _full(g_net1_x*s, like, B, N)
     return (grad_x0, grad_x1,)
-
-def lsd_t1_level1_backward(like, B, N, x0, x1, net1, g_net2_x, s, t):
-    s = s.reshape(B, 1)
-    t = t.reshape(B, 1)
-    grad_x0 = _full(0.0, like, B, N)
-    grad_x1 = _full(0.0, like, B, N)
-    grad_net1 = _full(0.0, like, B, N)
-    return (grad_x0, grad_x1, grad_net1,)
 
 def lsd_t1_loss_backward(like, B, N, net1, net1_d0, net2, s, t, g_loss):
     s = s.reshape(B, 1)
@@ -76,5 +74,4 @@ def lsd_t1_loss_backward(like, B, N, net1, net1_d0, net2, s, t, g_loss):
     tmp0 = net1_d0*(-s + t)
     grad_net1 = _full(adj_sqnorm1*(2*net1 - 2*net2 + 2*tmp0), like, B, N)
     grad_net1_d0 = _full(adj_sqnorm1*(-2*s + 2*t)*(net1 - net2 + tmp0), like, B, N)
-    grad_net2 = _full(0.0, like, B, N)
-    return (grad_net1, grad_net1_d0, grad_net2,)
+    return (grad_net1, grad_net1_d0,)

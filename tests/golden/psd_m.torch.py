@@ -55,6 +55,12 @@ def psd_m_t0_loss_backward(like, B, N, net0, x0, x1, g_loss):
     grad_x1 = _full(-adj_sqnorm0*tmp0, like, B, N)
     return (grad_net0, grad_x0, grad_x1,)
 
+def psd_m_t0_loss_backward_wrt_net0(like, B, N, net0, x0, x1, g_loss):
+    g_loss = g_loss.reshape(B, 1)
+    adj_sqnorm0 = g_loss
+    grad_net0 = _full(adj_sqnorm0*(2*net0 + 2*x0 - 2*x1), like, B, N)
+    return (grad_net0,)
+
 def psd_m_t1_level0_backward(like, B, N, x0, x1, g_net1_x, g_net2_x, s):
     s = s.reshape(B, 1)
     tmp0 = 1 - s
@@ -70,11 +76,15 @@ def psd_m_t1_level1_backward(like, B, N, x0, x1, net2, g_net3_x, s, u):
     grad_net2 = _full(g_net3_x*(-s + u), like, B, N)
     return (grad_x0, grad_x1, grad_net2,)
 
+def psd_m_t1_level1_backward_wrt_net2(like, B, N, x0, x1, net2, g_net3_x, s, u):
+    s = s.reshape(B, 1)
+    u = u.reshape(B, 1)
+    grad_net2 = _full(g_net3_x*(-s + u), like, B, N)
+    return (grad_net2,)
+
 def psd_m_t1_loss_backward(like, B, N, net1, net2, net3, gamma, g_loss):
     gamma = gamma.reshape(B, 1)
     g_loss = g_loss.reshape(B, 1)
     adj_sqnorm1 = g_loss
     grad_net1 = _full(adj_sqnorm1*(-2*gamma*net2 + 2*net1 - 2*net3*(1 - gamma)), like, B, N)
-    grad_net2 = _full(0.0, like, B, N)
-    grad_net3 = _full(0.0, like, B, N)
-    return (grad_net1, grad_net2, grad_net3,)
+    return (grad_net1,)

@@ -227,7 +227,7 @@ def file_header(title: str, digest: str, backend: str, kernels: list[Kernel]) ->
     lines = [
         f"// flowcore generated code: objective `{title}`, digest {digest}; backend {backend}.",
         "// Do not edit: it is regenerated from the objective's declaration (the digest names it).",
-        f"// {len(kernels)} kernel(s), one per segment (forward and backward), each a per-sample body",
+        f"// {len(kernels)} kernel(s), each segment's and the backward kernels it needs, each a per-sample body",
         "// `K_sample<scalar_t, acc_t>` computing in acc_t, plus thin entry points:",
     ]
     lines += [f"//   {_signature(k)}" for k in kernels]
