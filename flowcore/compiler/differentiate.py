@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import sympy
 
 from ..lang import nodes as n
+from ..lang.functions import BY_SYMPY_NAME, FUNCTIONS
 from .ir import Jet, Zero, jet
 from .rewrite import map_children, memoized, rebind
 
@@ -59,17 +60,36 @@ def _mul(left, right):
     return n.mul(left, right)
 
 
+_U = sympy.Dummy("u")
+
+
 def _func_derivative(name: str, arg: n.Expr) -> n.Expr:
-    """f'(arg) for the language's elementwise functions."""
-    f = n.Func
-    return {
-        "exp": lambda: f("exp", arg),
-        "log": lambda: n.power(arg, -1),
-        "sin": lambda: f("cos", arg),
-        "cos": lambda: n.scale(-1, f("sin", arg)),
-        "tanh": lambda: n.add(n.Coef(sympy.Integer(1)), n.scale(-1, n.power(f("tanh", arg), 2))),
-        "sqrt": lambda: n.scale(sympy.Rational(1, 2), n.power(f("sqrt", arg), -1)),
-    }[name]()
+    """f'(arg): the function table's derivative rule f'(u), written in the language at u = arg."""
+    return _in_language(FUNCTIONS[name].derivative(_U), arg)
+
+
+def _in_language(expr: sympy.Expr, arg: n.Expr) -> n.Expr:
+    """The sympy expression `expr` of u as an expression of the language, with `arg` for u."""
+    if expr == _U:
+        return arg
+    if not expr.has(_U):
+        return n.Coef(expr)
+    if expr.is_Add:
+        return _sum(*(_in_language(term, arg) for term in expr.args))
+    if expr.is_Mul:
+        constant = sympy.Mul(*(f for f in expr.args if not f.has(_U)))
+        factors = [_in_language(f, arg) for f in expr.args if f.has(_U)]
+        product = factors[0]
+        for factor in factors[1:]:
+            product = n.mul(product, factor)
+        return n.scale(constant, product)
+    if expr.is_Pow and not expr.exp.has(_U):
+        return n.power(_in_language(expr.base, arg), expr.exp)
+    entry = BY_SYMPY_NAME.get(type(expr).__name__)
+    if entry is not None:
+        return n.Func(entry.name, _in_language(expr.args[0], arg))
+    raise ValueError(f"differentiate: the derivative rule `{expr}` uses `{type(expr).__name__}`, which is neither "
+                     f"+, *, a constant power nor a function of the table ({', '.join(FUNCTIONS)})")
 
 
 def derive(expr: n.Expr, tangent: Tangent):

@@ -11,12 +11,10 @@ import itertools
 import sympy
 
 from ..lang import nodes as n
+from ..lang.functions import FUNCTIONS
 from ..lang.symbols import Param, Time
 from .ir import Zero
 from .kernel import REDUCE, Kernel, Step
-
-_SYMPY_FUNCTIONS = {"exp": sympy.exp, "log": sympy.log, "sin": sympy.sin, "cos": sympy.cos, "tanh": sympy.tanh,
-                    "sqrt": sympy.sqrt}
 
 
 def leaf_symbol(name: str) -> sympy.Symbol:
@@ -67,7 +65,7 @@ class SegmentLowering:
         if isinstance(node, n.Pow):
             return self.to_sympy(node.base) ** node.exponent
         if isinstance(node, n.Func):
-            return _SYMPY_FUNCTIONS[node.name](self.to_sympy(node.arg))
+            return FUNCTIONS[node.name].sympy(self.to_sympy(node.arg))
         if isinstance(node, n.SqNorm):
             return self._reduce("sqnorm", self.to_sympy(node.arg) ** 2)
         if isinstance(node, n.Dot):

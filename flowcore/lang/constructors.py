@@ -5,9 +5,12 @@
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import sympy
 
 from . import nodes as n
+from .functions import FUNCTIONS
 from .symbols import s, t, u
 
 x0 = n.Source("x0")
@@ -79,16 +82,20 @@ def dot(a: n.Expr, b: n.Expr) -> n.Dot:
     return n.Dot(n.as_expr(a, "the left operand of dot"), n.as_expr(b, "the right operand of dot"))
 
 
-def _function(name: str):
-    def apply(e):
+def _function(name: str) -> Callable[[object], n.Expr]:
+    to_sympy = FUNCTIONS[name].sympy
+
+    def apply(e: object) -> n.Expr:
         e = n.as_expr(e, f"the argument of {name}")
-        if isinstance(e, n.Coef):
-            return n.Coef(getattr(sympy, name)(e.value))
+        if isinstance(e, n.Coef):  # a function of the times stays a coefficient
+            return n.Coef(to_sympy(e.value))
         return n.Func(name, e)
 
-    apply.__name__ = name
-    apply.__doc__ = f"Elementwise {name}."
+    apply.__name__ = apply.__qualname__ = name
+    apply.__doc__ = f"Elementwise {name} (flowcore.lang.functions); of a coefficient, a coefficient."
     return apply
 
 
-exp, log, sin, cos, tanh, sqrt = (_function(name) for name in n.FUNCTIONS)
+#: one constructor per entry of the function table: ``exp(e)``, ``softplus(e)``, … (the package
+#: exports each under its name)
+ELEMENTWISE: dict[str, Callable[[object], n.Expr]] = {name: _function(name) for name in FUNCTIONS}

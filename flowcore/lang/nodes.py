@@ -19,13 +19,13 @@ from typing import ClassVar
 import sympy
 
 from .errors import DeclarationError
+from .functions import FUNCTIONS
 from .printing import pretty
 from .symbols import Param, Time, coefficient
 
 TENSOR, SCALAR, COEF = "tensor", "scalar", "coef"
 
 SOURCES = ("x0", "x1", "z")
-FUNCTIONS = ("exp", "log", "sin", "cos", "tanh", "sqrt")
 
 
 def as_expr(value: object, where: str = "an operand") -> "Expr":
@@ -258,7 +258,7 @@ class Pow(Expr):
 
 @dataclass(frozen=True, eq=False, repr=False)
 class Func(Expr):
-    """An elementwise function (exp, log, sin, cos, tanh, sqrt)."""
+    """An elementwise function of the table in `functions` (exp, log, sin, …), by its name."""
 
     name: str
     arg: Expr

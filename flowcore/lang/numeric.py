@@ -10,11 +10,14 @@ import math
 import sympy
 import torch
 
+from .functions import FUNCTIONS
+
+# sympy class name -> torch function: the language's functions (their table), and the sympy
+# functions only a coefficient of the times may contain.
 _FUNCTIONS = {
-    sympy.sin: torch.sin, sympy.cos: torch.cos, sympy.tan: torch.tan, sympy.exp: torch.exp,
-    sympy.log: torch.log, sympy.tanh: torch.tanh, sympy.sinh: torch.sinh, sympy.cosh: torch.cosh,
-    sympy.atan: torch.atan, sympy.asin: torch.asin, sympy.acos: torch.acos, sympy.erf: torch.erf,
-    sympy.Abs: torch.abs,
+    **{f.sympy_name: f.torch_function for f in FUNCTIONS.values()},
+    "tan": torch.tan, "sinh": torch.sinh, "cosh": torch.cosh, "atan": torch.atan, "asin": torch.asin,
+    "acos": torch.acos, "erf": torch.erf, "Abs": torch.abs,
 }
 
 
@@ -54,9 +57,9 @@ def _eval(expr: sympy.Expr, values):
         if exponent.is_Integer:
             return b ** int(exponent)
         return b ** _eval(exponent, values)
-    func = _FUNCTIONS.get(type(expr))
+    func = _FUNCTIONS.get(type(expr).__name__)
     if func is not None:
         arg = _eval(expr.args[0], values)
         return func(arg) if isinstance(arg, torch.Tensor) else func(torch.tensor(arg, dtype=torch.float64)).item()
     raise NotImplementedError(f"flowcore cannot evaluate `{expr}` numerically: {type(expr).__name__} is not one of "
-                              f"{', '.join(sorted(f.__name__ for f in _FUNCTIONS))}, +, *, **")
+                              f"{', '.join(sorted(_FUNCTIONS))}, +, *, **")

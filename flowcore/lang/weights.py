@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from . import nodes as n
-from .constructors import exp, sg
+from .constructors import ELEMENTWISE, sg
 from .errors import DeclarationError
 from .symbols import coefficient, s, t
 
@@ -15,7 +15,7 @@ def fixed(loss: n.Expr, weight) -> n.Expr:
 def learned_logvar(loss: n.Expr, a=s, b=t) -> n.Expr:
     """EDM2's uncertainty weight ``exp(−w_{a,b})·ℓ + w_{a,b}``, w from the log-variance head."""
     w = n.LogVar(a, b)
-    return exp(-w) * loss + w
+    return ELEMENTWISE["exp"](-w) * loss + w
 
 
 def adaptive(loss: n.Expr, c: float = 1e-3, p: float = 1.0) -> n.Expr:

@@ -15,12 +15,15 @@ import sympy
 from sympy.printing.cxx import CXX17CodePrinter
 from sympy.printing.precedence import PRECEDENCE
 
+from ...lang.functions import FUNCTIONS as LANGUAGE_FUNCTIONS
+
 ACC = "acc_t"
 
-#: sympy function class name -> the header's wrapper (flowcore_kernel.h)
+#: sympy function class name -> the header's wrapper (flowcore_kernel.h): the language's functions
+#: (their table), and the sympy functions coefficients of the times and their derivatives contain
 FUNCTIONS = {
-    "exp": "fc_exp", "log": "fc_log", "sin": "fc_sin", "cos": "fc_cos", "tan": "fc_tan",
-    "sinh": "fc_sinh", "cosh": "fc_cosh", "tanh": "fc_tanh", "asin": "fc_asin", "acos": "fc_acos",
+    **{f.sympy_name: f.c for f in LANGUAGE_FUNCTIONS.values()},
+    "tan": "fc_tan", "sinh": "fc_sinh", "cosh": "fc_cosh", "asin": "fc_asin", "acos": "fc_acos",
     "atan": "fc_atan", "asinh": "fc_asinh", "acosh": "fc_acosh", "atanh": "fc_atanh", "erf": "fc_erf",
     "erfc": "fc_erfc", "Abs": "fc_abs", "sign": "fc_sign", "floor": "fc_floor", "ceiling": "fc_ceil",
     "Heaviside": "fc_heaviside", "atan2": "fc_atan2",

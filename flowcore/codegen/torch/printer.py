@@ -5,6 +5,8 @@ from __future__ import annotations
 import sympy
 from sympy.printing.pytorch import TorchPrinter
 
+from ...lang.functions import BY_SYMPY_NAME
+
 
 class KernelTorchPrinter(TorchPrinter):
     def _print_Symbol(self, expr):
@@ -13,6 +15,9 @@ class KernelTorchPrinter(TorchPrinter):
     def _print_Function(self, expr):
         if expr.is_number:  # a constant like exp(2): a Python float, never a tensor op on a number
             return repr(float(expr))
+        entry = BY_SYMPY_NAME.get(type(expr).__name__)
+        if entry is not None:  # the function table's torch spelling
+            return f"{entry.torch}({self._print(expr.args[0])})"
         return super()._print_Function(expr)
 
     def _print_Pow(self, expr):

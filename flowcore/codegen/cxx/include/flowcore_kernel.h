@@ -5,7 +5,8 @@
 //   * FLOWCORE_HD: `__host__ __device__` under nvcc, empty otherwise, so the one per-sample body
 //     of a kernel is shared text between the CPU and the CUDA build;
 //   * fc_exp, fc_log, fc_sqrt, ...: math with one overload per precision, so a float kernel never
-//     does silent double math (fc_exp(float) is expf, never exp(double));
+//     does silent double math (fc_exp(float) is expf, never exp(double)), and the table's
+//     functions C lacks (fc_softplus);
 //   * fc_load / fc_store: element access that converts fp16/bf16 storage to the float accumulator;
 //   * the CUDA launch helper and FLOWCORE_EXPORT for the extern "C" entry points.
 #pragma once
@@ -72,6 +73,12 @@ FC_MATH2(min, fminf, fmin)
 
 #undef FC_MATH1
 #undef FC_MATH2
+
+// Functions of flowcore's table (flowcore/lang/functions.py) that C does not have: one each,
+// templated on the accumulator type (float for float/half/bfloat16 kernels, double for double).
+// softplus(x) = log(1 + e^x), written so that e^x never overflows.
+template <typename T>
+FLOWCORE_HD inline T fc_softplus(T x) { return fc_max(x, T(0)) + fc_log1p(fc_exp(-fc_abs(x))); }
 
 // sign(x) in {-1, 0, 1} (NaN propagates), as torch.sign.
 template <typename T>
