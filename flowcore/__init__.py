@@ -12,7 +12,7 @@ _source_tree.install()  # a source checkout finds the built-ins in ../objectives
 from .lang import *  # noqa: E402,F401,F403 - the language is the public API
 from .lang import __all__ as _lang_all  # noqa: E402
 from . import nn  # noqa: E402,F401 - flowcore.nn is part of the public API
-from .batch import Evaluation, TermResult  # noqa: E402
+from .terms import Evaluation, TermResult  # noqa: E402
 from .reference import evaluate, evaluate_term  # noqa: E402
 from .runtime.compiled import CompiledObjective, compile  # noqa: E402
 

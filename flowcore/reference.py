@@ -24,11 +24,11 @@ import sympy
 import torch
 from torch import nn
 
-from .batch import Evaluation, TermResult, check_models, complete_batch, reduce_loss, term_slices, term_times
 from .lang import nodes as n
 from .lang.interpolants import Interpolant
 from .lang.numeric import evaluate_sympy
 from .lang.objective import Objective, Term
+from .terms import Evaluation, TermResult, check_models, complete_batch, reduce_loss, term_slices, term_times
 
 Thunk = Callable[[bool], torch.Tensor]
 _FUNCTIONS = {"exp": torch.exp, "log": torch.log, "sin": torch.sin, "cos": torch.cos, "tanh": torch.tanh,

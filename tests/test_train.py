@@ -15,11 +15,11 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 import torch
 
-from flowcore.batch import Evaluation
+from flowcore.terms import Evaluation
 from flowcore.cli import main
 from flowcore.train import CheckpointError, ConfigError, TrainConfig, Trainer, TrainingStopped, from_dict, load_config
 from flowcore.train import checkpoint as ckpt
-from flowcore.train.batches import BatchStream, check_split
+from flowcore.train.batch_stream import BatchStream, check_split
 from flowcore.train.build import build_objective
 from flowcore.train.config import ObjectiveConfig, OptimConfig
 from flowcore.train.presets import BUDGETS, QUICK
@@ -121,7 +121,7 @@ def test_shards_partition_the_global_batch():
     from flowcore.data import make_source
 
     source = make_source("checkerboard", 48, seed=0)
-    stream = BatchStream(objective, source, 0.5, torch.Generator().manual_seed(1), torch.device("cpu"), shards=4)
+    stream = BatchStream(objective, source, torch.Generator().manual_seed(1), torch.device("cpu"), shards=4)
     batch = stream.next()
     shards = [stream.shard(batch, j) for j in range(4)]
     assert torch.equal(torch.cat([s.x1 for s in shards]).sort(0).values, batch.x1.sort(0).values)

@@ -9,23 +9,24 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..batch import complete_batch
+from ..terms import draw_noise_and_times
 from .config import NETS, VARIANTS, BenchConfig, NetSpec, load_objective
 
 
 def draw_inputs(objective, batch: int, generator: torch.Generator, like: torch.Tensor):
-    """x0 = σ·N(0, I), z (stochastic interpolants) and every term's times, as the compiled objective
-    and the interpreter would draw them.
+    """x0 = σ·N(0, I), z (stochastic interpolants) and every term's times, drawn by
+    flowcore.terms.draw_noise_and_times as the compiled objective and the interpreter would draw
+    them; the times keyed ``{term name: {time name: (count,) tensor}}``. `batch` is x1's row count.
 
     Drawn outside the timed loss functions so that the three variants (torch.compile included,
     which cannot trace a Generator) see identical inputs; the draw is part of each timed step.
     """
-    x0, z = complete_batch(objective, objective.interpolant, like, None, None, generator)
-    times = {}
-    for term, count in zip(objective.terms, objective.split(batch)):
-        drawn = term.sampler.sample(count, generator, like.dtype, like.device)
-        times[term.name] = {symbol.name: value for symbol, value in drawn.items()}
-    return x0, z, times
+    if batch != like.shape[0]:
+        raise ValueError(f"batch = {batch} but the data holds {like.shape[0]} rows")
+    drawn = draw_noise_and_times(objective, like, generator)
+    times = {term.name: {symbol.name: value for symbol, value in term_times.items()}
+             for term, term_times in zip(objective.terms, drawn.times)}
+    return drawn.x0, drawn.z, times
 
 
 def error_text(error: BaseException) -> str:

@@ -12,13 +12,13 @@ from typing import Callable
 
 import torch
 
-from ..batch import Evaluation, TermResult, check_models, complete_batch, reduce_loss, term_slices, term_times
 from ..codegen.base import KernelLibrary
 from ..compiler.driver import Compilation, compile_program
 from ..compiler.kernel import Kernel
 from ..compiler.segments import program_kernels
 from ..lang.interpolants import Interpolant
 from ..lang.objective import Objective
+from ..terms import Evaluation, TermResult, check_models, complete_batch, reduce_loss, term_slices, term_times
 from .netcalls import TermState, run_calls
 from .segment_op import CompiledKernel, run_kernel
 

@@ -6,7 +6,7 @@ from typing import Callable
 
 import torch
 
-from ..batch import Evaluation
+from ..terms import Evaluation
 from ..reference import evaluate
 
 # float64 tolerance of compiled-vs-reference: both compute the same function with different op

@@ -3,7 +3,7 @@
     trainer = Trainer(load_config("configs/checkerboard-lsd.toml"))
     summary = trainer.train()        # checkpoints, metrics.csv, TensorBoard, samples.png under config.out
 
-A step: draw the global batch (``batches.py``), run this rank's micro-batches through the compiled
+A step: draw the global batch (``batch_stream.py``), run this rank's micro-batches through the compiled
 objective and backpropagate, average gradients over the ranks (``distributed.py``), clip their
 global norm, and — unless the loss or the gradient is not finite — take a RAdam step at the
 scheduled learning rate and update the EMAs. The teacher of self-distillation is the network
@@ -28,7 +28,7 @@ import torch
 from ..data import make_source
 from . import checkpoint as ckpt
 from . import distributed, evaluation
-from .batches import BatchStream
+from .batch_stream import BatchStream
 from .build import build_network, build_objective, compile_objective, load_teacher, pick_backend
 from .config import TrainConfig, from_dict
 from .ema import EMA
@@ -65,7 +65,7 @@ class Trainer:
         self.device = self.context.device
         c = config
 
-        # Data: every rank reads the same global stream and keeps its shard (batches.py).
+        # Data: every rank reads the same global stream and keeps its shard (batch_stream.py).
         self.data = make_source(c.data.name, c.data.batch, seed=c.seed, key=c.data.key or None)
         self.sigma = self.data.std if c.network.sigma == "data" else float(c.network.sigma)
 
@@ -101,7 +101,7 @@ class Trainer:
 
         # x0, z and the times come from one generator, on the device, seeded apart from the data.
         self.generator = torch.Generator(self.device).manual_seed(c.seed + 1)
-        self.batches = BatchStream(self.objective, self.data, self.sigma, self.generator, self.device,
+        self.batches = BatchStream(self.objective, self.data, self.generator, self.device,
                                    shards=self.context.world * c.accumulate)
 
         self.step = 0

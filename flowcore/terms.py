@@ -1,7 +1,9 @@
-"""Batch plumbing shared by the reference interpreter and compiled objectives.
+"""Per-term evaluation helpers shared by the reference interpreter and compiled objectives.
 
 How a batch is completed (x0, z draws), split among terms, given its times and reduced to a loss
 (MATH.md §3) must be identical for both, or a comparison between them would test the plumbing.
+:func:`draw_noise_and_times` is the one place a batch's random inputs are drawn: the trainer's
+batch stream and the benchmark's steps call it too, so every consumer sees the same stream.
 """
 from __future__ import annotations
 
@@ -37,9 +39,13 @@ class Evaluation:
     terms: dict[str, TermResult]
 
 
+def _draw_device(generator: torch.Generator | None, like: torch.Tensor) -> torch.device:
+    """Where a draw happens: on the generator's device (a generator only draws there), else beside `like`."""
+    return generator.device if generator is not None else like.device
+
+
 def _normal_like(x1: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    device = generator.device if generator is not None else x1.device
-    return torch.randn(x1.shape, generator=generator, dtype=x1.dtype, device=device).to(x1.device)
+    return torch.randn(x1.shape, generator=generator, dtype=x1.dtype, device=_draw_device(generator, x1)).to(x1.device)
 
 
 def complete_batch(objective: Objective, interpolant: Interpolant, x1: torch.Tensor, x0: torch.Tensor | None,
@@ -86,9 +92,11 @@ def _name(symbol) -> str:
 
 def term_times(term: Term, given: dict | None, count: int, generator: torch.Generator | None,
                like: torch.Tensor) -> dict:
-    """The term's per-sample times: `given[term.name]` (keyed by symbol or name) or sampled."""
+    """The term's per-sample times: `given[term.name]` (keyed by symbol or name) or sampled (on the
+    generator's device, returned on `like`'s)."""
     if given is None or term.name not in given:
-        return term.sampler.sample(count, generator, like.dtype, like.device)
+        drawn = term.sampler.sample(count, generator, like.dtype, _draw_device(generator, like))
+        return {symbol: value.to(like.device) for symbol, value in drawn.items()}
     by_name = {_name(sym): sym for sym in term.sampler.produces}
     times = {}
     for key, value in given[term.name].items():
@@ -105,6 +113,32 @@ def term_times(term: Term, given: dict | None, count: int, generator: torch.Gene
     if missing:
         raise ValueError(f"term {term.name!r}: no times given for {', '.join(missing)}")
     return times
+
+
+@dataclass(frozen=True)
+class NoiseAndTimes:
+    """A batch's random inputs besides the data: noise `x0`, the stochastic interpolant's `z` (None
+    for a deterministic one) and each term's times, one dict per term in declaration order, keyed
+    by time symbol; the term owns the rows of its :func:`term_slices` slice."""
+
+    x0: torch.Tensor
+    z: torch.Tensor | None
+    times: list[dict]
+
+
+def draw_noise_and_times(objective: Objective, x1: torch.Tensor, generator: torch.Generator | None, *,
+                         x0: torch.Tensor | None = None, z: torch.Tensor | None = None, times: dict | None = None,
+                         interpolant: Interpolant | None = None) -> NoiseAndTimes:
+    """The random inputs of a batch of data `x1` (B, *dims), drawn from `generator` in one fixed
+    order: ``x0 = σ·N(0, I)`` unless given, then z (stochastic interpolant) unless given, then each
+    term's times in declaration order unless `times` gives them (``{term: {symbol or name: (count,)}}``,
+    see :func:`term_times`). Draws happen on the generator's device and land on x1's. The reference
+    interpreter and compiled objectives draw with these same steps, so one seed gives one stream
+    everywhere (docs/design.md)."""
+    x0, z = complete_batch(objective, interpolant or objective.interpolant, x1, x0, z, generator)
+    drawn = [term_times(term, times, part.stop - part.start, generator, x1)
+             for term, part in term_slices(objective, x1.shape[0])]
+    return NoiseAndTimes(x0, z, drawn)
 
 
 def reduce_loss(per_term: list[torch.Tensor], batch: int, reduction: str) -> torch.Tensor:

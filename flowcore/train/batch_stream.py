@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ..lang.objective import Objective
+from ..terms import draw_noise_and_times, term_slices
 
 
 @dataclass
@@ -59,30 +60,20 @@ def _splits_evenly(objective: Objective, batch: int, shards: int) -> bool:
 
 
 class BatchStream:
-    """Global batches: data from `source` (a flowcore.data.DataSource), the rest from `generator`."""
+    """Global batches: data from `source` (a flowcore.data.DataSource); x0, z and the times from
+    `generator`, drawn by flowcore.terms.draw_noise_and_times (σ and the interpolant are the objective's)."""
 
-    def __init__(self, objective: Objective, source, sigma: float, generator: torch.Generator, device: torch.device,
+    def __init__(self, objective: Objective, source, generator: torch.Generator, device: torch.device,
                  shards: int = 1):
         check_split(objective, source.batch_size, shards)
-        self.objective, self.source, self.sigma = objective, source, float(sigma)
+        self.objective, self.source = objective, source
         self.generator, self.device, self.shards = generator, torch.device(device), shards
-        self.stochastic = objective.interpolant.stochastic
-
-    def _normal(self, like: torch.Tensor) -> torch.Tensor:
-        where = self.generator.device
-        return torch.randn(like.shape, generator=self.generator, dtype=like.dtype, device=where).to(like.device)
 
     def next(self) -> Batch:
         x1 = next(self.source).to(self.device)
-        x0 = self.sigma * self._normal(x1)
-        z = self._normal(x1) if self.stochastic else None
-        times, slices, start = [], [], 0
-        for term, count in zip(self.objective.terms, self.objective.split(x1.shape[0])):
-            drawn = term.sampler.sample(count, self.generator, x1.dtype, self.generator.device)
-            times.append({symbol: value.to(self.device) for symbol, value in drawn.items()})
-            slices.append(slice(start, start + count))
-            start += count
-        return Batch(x1, x0, z, times, slices)
+        drawn = draw_noise_and_times(self.objective, x1, self.generator)
+        slices = [part for _, part in term_slices(self.objective, x1.shape[0])]
+        return Batch(x1, drawn.x0, drawn.z, drawn.times, slices)
 
     def shard(self, batch: Batch, index: int) -> Shard:
         """Shard `index` of `self.shards`: rows index::shards of every term, terms in order."""
