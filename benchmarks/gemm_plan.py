@@ -9,8 +9,10 @@ import argparse
 import sys
 
 import flowcore
-from flowcore.bench import NETS, mlp_layers, step_gemms, stream_units
+from flowcore.bench import NETS, step_gemms, stream_units
 from flowcore.cli.table import table
+from flowcore.data import CHECKERBOARD_STD
+from flowcore.nn.registry import gemm_layers
 
 
 def main(argv=None) -> int:
@@ -21,10 +23,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     spec = NETS[args.net]
     objective = flowcore.objective(args.objective)
-    gemms = step_gemms(objective, args.batch, mlp_layers(2, spec.width, spec.depth))
+    layers = gemm_layers(spec.kind, spec.build((2,), CHECKERBOARD_STD))
+    gemms = step_gemms(objective, args.batch, layers)
     rows = [[g.call, str(g.layer), g.kind, f"{g.m} x {g.k} @ {g.k} x {g.n}", f"{g.flops / 1e6:.1f}"] for g in gemms]
     print(table(rows, ["call", "layer", "kind", "shape", "MFLOP"]))
-    fm = step_gemms(flowcore.objective("fm"), args.batch, mlp_layers(2, spec.width, spec.depth))
+    fm = step_gemms(flowcore.objective("fm"), args.batch, layers)
     total, base = sum(g.flops for g in gemms), sum(g.flops for g in fm)
     units = ", ".join(f"{k} {v:g}" for k, v in stream_units(objective, args.batch).items())
     print(f"\n{args.objective}, net {args.net} ({spec.depth}x{spec.width}), batch {args.batch}: "

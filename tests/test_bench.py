@@ -9,13 +9,17 @@ import pytest
 import torch
 
 import flowcore
-from flowcore.bench import BenchConfig, count_flops, mlp_layers, net_layers, step_gemms, stream_units
+from flowcore.bench import NETS, QUICK_NETS, BenchConfig, NetSpec, count_flops, step_gemms, stream_units
 from flowcore.bench.flops import Gemm
 from flowcore.bench.measure import GemmStep, gemm_operands
 from flowcore.bench.row import bench_row
 from flowcore.bench.steps import Builds, TrainingStep
 from flowcore.cli import build_parser, main
 from flowcore.nn import FlowMapMLP
+from flowcore.nn.mlp import layer_shapes as mlp_layers
+from flowcore.nn import registry
+from flowcore.nn.registry import gemm_layers, register_network
+from flowcore.testing.nets import SmoothVelocity
 
 VARIANT_KEYS = {"median_ms", "min_ms", "max_ms", "samples_ms", "first_step_ms", "first_loss", "last_loss",
                 "peak_memory_bytes", "efficiency", "breakdown"}
@@ -84,7 +88,7 @@ def test_quick_mode_tables_render_from_the_json(quick):
 def test_flops_of_a_tiny_net_match_a_hand_count():
     # FlowMapMLP(2, width 4, depth 2): layers 4→4, 4→4, 4→2: 2·(16 + 16 + 8) = 80 FLOPs per row forward.
     layers = mlp_layers(2, 4, 2)
-    assert layers == [(4, 4), (4, 4), (4, 2)] == net_layers(FlowMapMLP(2, 4, 2))
+    assert layers == [(4, 4), (4, 4), (4, 2)] == gemm_layers("mlp", FlowMapMLP(2, 4, 2))
     # FM, batch 8: forward 8·80; weight grads 8·80; input grads of layers 2 and 3 only: 2·8·(16 + 8).
     assert count_flops(flowcore.objective("fm"), 8, layers) == 640 + 640 + 384 == 1664
     # LSD, batch 8 → 6 on the diagonal (as FM: 6·80 + 6·80 + 2·6·24 = 1248) and 2 off it:
@@ -132,6 +136,25 @@ def test_a_frozen_teacher_has_no_backward_unless_its_input_is_live():
     assert not any(g.kind == "dgrad" for g in teacher)  # LMD's teacher input is sg(X̂): no gradient
     diagonal = step_gemms(flowcore.objective("emd"), 16, layers, layers)
     assert all(g.kind == "fwd" for g in diagonal if g.call.startswith("teacher"))
+
+
+def test_bench_nets_are_network_kinds_built_and_counted_by_their_registration(monkeypatch):
+    assert {spec.kind for spec in [*NETS.values(), *QUICK_NETS.values()]} == {"mlp"}
+    net = NETS["small"].build((2,), 1.0)
+    assert isinstance(net, FlowMapMLP) and gemm_layers("mlp", net) == mlp_layers(2, 256, 4)
+    # A kind registered from outside: the bench builds it through the registry and counts its GEMMs with
+    # the counter registered beside it (SmoothVelocity: (s, t, x) → width → width → x).
+    monkeypatch.setattr(registry, "_KINDS", dict(registry._KINDS))
+    register_network("smooth", lambda config, shape, sigma: SmoothVelocity(shape, config.width, dtype=torch.float32),
+                     gemm_layers=lambda net: [(m.in_features, m.out_features) for m in net.children()])
+    spec = NetSpec("smooth", "smooth", 1, 8)
+    config = BenchConfig(objectives=["fm"], nets=["small"], batches=[16], quick=True, profile=False).resolved()
+    row = bench_row("fm", spec, 16, "cpu", config, Builds(), variants=("reference",))
+    assert row["gemm_flops"] == count_flops(flowcore.objective("fm"), 16, [(4, 8), (8, 8), (8, 2)])
+    assert not row["native_jvp"] and row["variants"]["reference"]["median_ms"] > 0
+    monkeypatch.setitem(NETS, "odd", NetSpec("odd", "no_such_kind", 1, 8))
+    with pytest.raises(ValueError, match=r"unknown network kind 'no_such_kind'; registered kinds: mlp, smooth"):
+        BenchConfig(nets=["odd"], devices=["cpu"]).resolved()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ and writes the JSON file.
 """
 from .compile_times import fresh_objective
 from .config import NETS, QUICK_NETS, SCHEMA, BenchConfig, NetSpec
-from .flops import Gemm, count_flops, mlp_layers, net_layers, plan_gemms, step_gemms, stream_units
+from .flops import Gemm, count_flops, plan_gemms, step_gemms, stream_units
 from .report import render, write_json
 from .suite import run_suite
 
@@ -26,8 +26,6 @@ __all__ = [
            "NetSpec",
            "count_flops",
            "fresh_objective",
-           "mlp_layers",
-           "net_layers",
            "plan_gemms",
            "render",
            "run_suite",

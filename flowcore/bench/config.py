@@ -1,5 +1,6 @@
-"""What a benchmark run measures: the nets, the objectives (built-ins with builder options or
-``.py`` files) and `BenchConfig`, validated before anything runs."""
+"""What a benchmark run measures: the nets (each a registered network kind with its options), the
+objectives (built-ins with builder options or ``.py`` files) and `BenchConfig`, validated before
+anything runs."""
 from __future__ import annotations
 
 import copy
@@ -7,6 +8,10 @@ import os
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+
+from ..nn.registry import build_network, network_kind
+from ..train.config import NetworkConfig
 
 SCHEMA = "flowcore-bench/1"
 DEFAULT_OBJECTIVES = ("fm", "lsd", "esd", "psd_m", "meanflow")
@@ -16,7 +21,11 @@ VARIANTS = ("flowcore", "reference", "torch_compile")
 
 @dataclass(frozen=True)
 class NetSpec:
+    """A benchmarked net: `kind` (flowcore.nn.registry) built with these options, as ``[network]`` of a
+    training config would."""
+
     name: str
+    kind: str
     depth: int
     width: int
     activation: str = "gelu"
@@ -25,10 +34,15 @@ class NetSpec:
     def label(self) -> str:
         return f"{self.depth}x{self.width}"
 
+    def build(self, data_shape: tuple[int, ...], sigma: float) -> nn.Module:
+        """A fresh network of this spec for samples shaped `data_shape` (its kind's builder)."""
+        options = NetworkConfig(kind=self.kind, width=self.width, depth=self.depth, activation=self.activation)
+        return build_network(self.kind, options, data_shape, sigma)
+
 
 # The paper's 2-D MLP and a smaller one (MATH.md §4, §6); --quick swaps in tiny ones of the same names.
-NETS = {"paper": NetSpec("paper", 5, 512), "small": NetSpec("small", 4, 256)}
-QUICK_NETS = {"paper": NetSpec("paper", 2, 32), "small": NetSpec("small", 1, 16)}
+NETS = {"paper": NetSpec("paper", "mlp", 5, 512), "small": NetSpec("small", "mlp", 4, 256)}
+QUICK_NETS = {"paper": NetSpec("paper", "mlp", 2, 32), "small": NetSpec("small", "mlp", 1, 16)}
 
 
 @dataclass
@@ -75,6 +89,7 @@ class BenchConfig:
         for name in c.nets:
             if name not in NETS:
                 raise ValueError(f"unknown net {name!r}; choose from {', '.join(NETS)}")
+            network_kind(c.net(name).kind)  # a kind that is not registered: a ValueError naming it
         c.batches = list(c.batches or ([64] if c.quick else DEFAULT_BATCHES))
         if any(not isinstance(b, int) or b < 1 for b in c.batches):
             raise ValueError(f"batch sizes must be positive integers, got {c.batches}")

@@ -1,7 +1,9 @@
 """GEMM FLOPs of one training step, counted analytically from the net's shape and the objective's plan.
 
-The unit of work is one *stream* through the MLP: one GEMM per linear layer over the stream's rows
-(``2·rows·in·out`` FLOPs for a layer ``in → out``). A training step is, per planned call batch
+The unit of work is one *stream* through the network: one GEMM per layer over the stream's rows
+(``2·rows·in·out`` FLOPs for a layer ``in → out``). The layers are the ``(in, out)`` list that the
+network's kind registers with it (``flowcore.nn.registry.gemm_layers``; the MLP: its linear layers).
+A training step is, per planned call batch
 (`flowcore.compiler.plan`: calls of one level with the same signature, run on their concatenated
 rows ``R``):
 
@@ -45,8 +47,6 @@ import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from torch import nn
-
 from ..compiler.driver import compile_program
 from ..compiler.ir import LOGVAR, NET
 from ..compiler.plan import Call, Plan, _live_jets
@@ -71,22 +71,6 @@ class Gemm:
     @property
     def shape(self) -> tuple[str, int, int, int]:
         return (self.kind, self.m, self.k, self.n)
-
-
-def mlp_layers(dim: int, width: int, depth: int) -> list[tuple[int, int]]:
-    """The ``(in, out)`` of each linear layer of ``FlowMapMLP(dim, width, depth)``: input (s, t, x)."""
-    sizes = [dim + 2] + [width] * depth + [dim]
-    return list(itertools.pairwise(sizes))
-
-
-def net_layers(net: nn.Module) -> list[tuple[int, int]]:
-    """The ``(in, out)`` of each ``nn.Linear`` of `net`'s body (FlowMapMLP's ``body``; else the whole
-    module), in registration order — a plain MLP's order. A time embedding's layers are not counted."""
-    body = getattr(net, "body", net)
-    layers = [(m.in_features, m.out_features) for m in body.modules() if isinstance(m, nn.Linear)]
-    if not layers:
-        raise ValueError(f"{type(net).__name__} has no nn.Linear layers: the GEMM count needs an MLP")
-    return layers
 
 
 def _closure(patterns: Iterable[tuple]) -> set[tuple]:

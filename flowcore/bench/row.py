@@ -10,8 +10,9 @@ from collections.abc import Callable
 
 import torch
 
+from ..nn.registry import gemm_layers
 from .config import VARIANTS, BenchConfig, NetSpec, load_objective
-from .flops import net_layers, plan_gemms
+from .flops import plan_gemms
 from .measure import GemmStep, breakdown, peak_memory, summary, time_calls
 from .steps import Builds, Models, TrainingStep, compiled_loss, error_text, flowcore_loss, reference_loss
 
@@ -71,8 +72,8 @@ def bench_row(name: str, spec: NetSpec, batch: int, device_name: str, config: Be
                  "native_jvp": callable(getattr(models.net, "jvp", None)), "notes": []}
 
     compiled, note, build_seconds = builds.get(name, objective, device)
-    layers = net_layers(models.net)
-    teacher_layers = net_layers(models.teacher_net) if models.teacher_net is not None else None
+    layers = gemm_layers(spec.kind, models.net)
+    teacher_layers = gemm_layers(spec.kind, models.teacher_net) if models.teacher_net is not None else None
     gemms = plan_gemms(compiled.program.plan, list(objective.split(batch)), layers, teacher_layers)
     row["gemm_flops"] = sum(g.flops for g in gemms)
     row["gemm_count"] = len(gemms)

@@ -39,14 +39,13 @@ class Models:
 
     def __init__(self, objective, spec: NetSpec, device: torch.device, dtype: torch.dtype, seed: int, dim: int = 2):
         from ..data import CHECKERBOARD_STD
-        from ..nn import FlowMapMLP, LogVarHead
+        from ..nn import LogVarHead
 
         torch.manual_seed(seed)
-        self.net = FlowMapMLP(dim, spec.width, spec.depth, spec.activation, sigma=CHECKERBOARD_STD).to(device, dtype)
+        self.net = spec.build((dim,), CHECKERBOARD_STD).to(device, dtype)
         self.teacher_net = None
         if objective.needs_teacher:
-            self.teacher_net = FlowMapMLP(dim, spec.width, spec.depth, spec.activation, sigma=CHECKERBOARD_STD)
-            self.teacher_net = self.teacher_net.to(device, dtype).requires_grad_(False)
+            self.teacher_net = spec.build((dim,), CHECKERBOARD_STD).to(device, dtype).requires_grad_(False)
         self.weight_net = LogVarHead().to(device, dtype) if objective.needs_weight_net else None
 
     def fresh(self):

@@ -87,7 +87,7 @@ def _network(args: argparse.Namespace):
     weights = "eval" if args.ema is None else args.ema
     net, config, sigma = network_from_checkpoint(state, weights)
     decay = config.eval.ema if weights == "eval" else float(weights)
-    return net, config, sigma, path, state["step"], (f"EMA {decay}" if decay else "raw weights")
+    return net, config, sigma, path, state["step"], (f"EMA {decay}" if decay else "raw weights"), tuple(state["dims"])
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -96,8 +96,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from ..data import make_source
     from ..train.evaluation import draw
 
-    net, config, sigma, path, step, weights = _network(args)
-    dims = (net.dim,)
+    net, config, sigma, path, step, weights, dims = _network(args)
     prefix = "" if args.method == "flow_map" else f"{args.method}_"  # the ODE check is named apart
     arrays, titles = {}, {}
     for k, x in draw(net, args.steps, args.n, sigma, dims, args.seed, "cpu", args.method).items():
@@ -137,7 +136,7 @@ def _grid(text: str) -> list[float]:
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..train.evaluation import evaluate, table
 
-    net, config, sigma, path, step, weights = _network(args)
+    net, config, sigma, path, step, weights, _ = _network(args)
     results = evaluate(net, args.steps, args.n, sigma, args.seed, config.data.name, config.data.key, args.method)
     method = "flow map" if args.method == "flow_map" else f"{args.method} ODE of the diagonal"
     print(f"{path} (step {step}, {weights}, {config.objective.name} on {config.data.name}, {args.n} samples, "

@@ -1,6 +1,13 @@
-"""Flow-map networks, their time embeddings and heads (MATH.md §3–4)."""
+"""Flow-map networks, their time embeddings and heads (MATH.md §3–4).
+
+``protocol`` says what a network must provide (shapes and calls); ``registry`` resolves
+``network.kind`` to a builder. Importing this package registers the built-in kinds (``mlp``).
+"""
 from .embeddings import RawTimes, SinusoidalTimes
 from .heads import LogVarHead
 from .mlp import FlowMapMLP
+from .protocol import FlowMapNetwork, NativeJvp
+from .registry import build_network, network_kinds, register_network
 
-__all__ = ["FlowMapMLP", "LogVarHead", "RawTimes", "SinusoidalTimes"]
+__all__ = ["FlowMapMLP", "FlowMapNetwork", "LogVarHead", "NativeJvp", "RawTimes", "SinusoidalTimes", "build_network",
+           "network_kinds", "register_network"]

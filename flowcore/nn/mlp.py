@@ -1,5 +1,6 @@
 """The paper's 2-D flow-map network: ``v̂_{s,t}(x) = σ·MLP(x/σ; s, t)`` (MATH.md §4), with a fused
-JVP whose backward runs THROUGH the tangent (LSD trains ``∂_t X̂``; MATH.md §2, §6).
+JVP whose backward runs THROUGH the tangent (LSD trains ``∂_t X̂``; MATH.md §2, §6). It is the first
+implementation of the network protocol (flowcore.nn.protocol), registered as ``network.kind = "mlp"``.
 
 ``forward`` is the plain ``nn.Sequential`` (what the reference interpreter and ``torch.func.jvp``
 see). ``jvp`` / ``jvp_many`` push one primal and k tangents through each layer together: the rows
@@ -12,13 +13,16 @@ node: its forward one extension op over every layer, its backward two ops per la
 """
 from __future__ import annotations
 
+import itertools
 import math
+from typing import Any
 
 import torch
 from torch import nn
 
 from .embeddings import time_embedding as _time_embedding
 from .netcall import net_call
+from .registry import register_network
 
 ACTIVATIONS = {"gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
@@ -131,3 +135,29 @@ class FlowMapMLP(nn.Module):
 
 def count_parameters(module: nn.Module) -> int:
     return sum(math.prod(p.shape) for p in module.parameters())
+
+
+def layer_shapes(dim: int, width: int, depth: int, time_channels: int = 2) -> list[tuple[int, int]]:
+    """The ``(in, out)`` of each linear layer of ``FlowMapMLP(dim, width, depth)`` whose time embedding
+    has `time_channels` features (the raw times (s, t): 2), without building it."""
+    return list(itertools.pairwise([time_channels + dim] + [width] * depth + [dim]))
+
+
+def gemm_layers(net: FlowMapMLP) -> list[tuple[int, int]]:
+    """The ``(in, out)`` of each linear layer of `net`'s body: one GEMM each per stream of rows
+    (flowcore.bench.flops); the time embedding has no GEMM."""
+    return [(layer.in_features, layer.out_features) for layer in net.body if isinstance(layer, nn.Linear)]
+
+
+def build_mlp(config: Any, data_shape: tuple[int, ...], sigma: float) -> FlowMapMLP:
+    """The ``"mlp"`` kind: ``FlowMapMLP`` of the config's width, depth and activation on flat points."""
+    if len(data_shape) != 1:
+        raise ValueError(f"network.kind = 'mlp' trains on flat points; the data has samples shaped {data_shape} "
+                         f"(flatten them to (N, {math.prod(data_shape)}), or choose another network.kind)")
+    (dim,) = data_shape
+    if config.dim and config.dim != dim:
+        raise ValueError(f"network.dim = {config.dim}, but the data has dimension {dim}")
+    return FlowMapMLP(dim, config.width, config.depth, config.activation, sigma)
+
+
+register_network("mlp", build_mlp, gemm_layers=gemm_layers)

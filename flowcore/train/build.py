@@ -4,7 +4,8 @@
   the configured interpolant, σ and batch reduction; with ``learned_weight`` every term's loss ℓ
   becomes ``exp(−w)·ℓ + w`` (EDM2's learned log-variance, MATH.md §3), w from a `LogVarHead` at the
   term's own times (``w(s, t)``; ``w(t, t)`` for a term that only draws t).
-* The network is the paper's MLP ``v̂ = σ·net(x/σ; s, t)`` (MATH.md §4).
+* The network is the registered kind ``network.kind`` (flowcore.nn.registry; by default the paper's
+  MLP ``v̂ = σ·net(x/σ; s, t)``, MATH.md §4) for samples of the shape the data source yields.
 * Distillation objectives get their frozen teacher velocity from a flowcore checkpoint.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ..catalog import load
 from ..lang import DeclarationError, Term, learned_logvar, s, t
 from ..lang.interpolants import linear, trig
 from ..lang.objective import Objective
-from ..nn import FlowMapMLP
+from ..nn.registry import build_network
 from ..runtime.compiled import CompiledObjective, compile
 from .config import ObjectiveConfig, TrainConfig
 
@@ -85,25 +86,22 @@ def compile_objective(objective: Objective, backend: str) -> CompiledObjective:
     return compile(objective, backend=backend)
 
 
-def build_network(config: TrainConfig, dims: tuple[int, ...], sigma: float) -> FlowMapMLP:
-    if len(dims) != 1:
-        raise ValueError(f"the flow-map MLP trains on flat points; data {config.data.name!r} has samples shaped "
-                         f"{dims} (flatten them to (N, {int(torch.tensor(dims).prod())}))")
-    dim = dims[0]
-    if config.network.dim and config.network.dim != dim:
-        raise ValueError(f"network.dim = {config.network.dim}, but data {config.data.name!r} has dimension {dim}")
-    n = config.network
-    return FlowMapMLP(dim, n.width, n.depth, n.activation, sigma)
+def make_network(config: TrainConfig, dims: tuple[int, ...], sigma: float) -> nn.Module:
+    """A fresh network of the run's ``network.kind`` for samples shaped `dims` (the data source's)."""
+    try:
+        return build_network(config.network.kind, config.network, dims, sigma)
+    except ValueError as error:
+        raise ValueError(f"data {config.data.name!r}: {error}") from None
 
 
-def network_from_checkpoint(state: dict, weights: float | str = "eval") -> tuple[FlowMapMLP, TrainConfig, float]:
+def network_from_checkpoint(state: dict, weights: float | str = "eval") -> tuple[nn.Module, TrainConfig, float]:
     """The network of a checkpoint with the EMA weights of decay `weights` ("eval": the config's
     eval.ema; 0: the raw weights), frozen, in eval mode, on the CPU; also its config and σ."""
     from .config import from_dict
 
     config = from_dict(state["config"])
     sigma = float(state["sigma"])
-    net = build_network(config, tuple(state["dims"]), sigma)
+    net = make_network(config, tuple(state["dims"]), sigma)
     decay = config.eval.ema if weights == "eval" else float(weights)
     if decay:
         shadows = state["ema"]["shadows"]

@@ -29,6 +29,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+from ..nn.registry import network_kinds
+
 SCHEDULES = ("paper", "constant", "cosine")
 BACKENDS = ("auto", "torch", "cpu", "cuda")
 DEVICES = ("auto", "cpu", "cuda")
@@ -55,6 +57,7 @@ class ObjectiveConfig:
 
 @dataclass
 class NetworkConfig:
+    kind: str = "mlp"              # a registered network kind (flowcore.nn.registry); the rest are its options
     width: int = 512               # the paper's 2-D network: 5 × 512 GELU (MATH.md §4)
     depth: int = 5
     activation: str = "gelu"
@@ -311,6 +314,7 @@ def validate(c: TrainConfig) -> None:
     _choice("objective.reduction", o.reduction, REDUCTIONS)
     _choice("objective.interpolant", o.interpolant, INTERPOLANTS)
     n = c.network
+    _choice("network.kind", n.kind, network_kinds())
     _check(n.width >= 1, "network.width", n.width, "must be >= 1")
     _check(n.depth >= 1, "network.depth", n.depth, "must be >= 1")
     _choice("network.activation", n.activation, ACTIVATIONS)

@@ -29,7 +29,7 @@ from ..data import make_source
 from . import checkpoint as ckpt
 from . import distributed, evaluation
 from .batch_stream import BatchStream
-from .build import build_network, build_objective, compile_objective, load_teacher, pick_backend
+from .build import build_objective, compile_objective, load_teacher, make_network, pick_backend
 from .config import TrainConfig, from_dict
 from .ema import EMA
 from .precision import autocast_dtype, wrap
@@ -77,7 +77,7 @@ class Trainer:
 
         # Networks: the same seed on every rank gives the same initial weights.
         torch.manual_seed(c.seed)
-        self.net = build_network(c, self.data.dims, self.sigma).to(self.device)
+        self.net = make_network(c, self.data.dims, self.sigma).to(self.device)
         self.weight_net = None
         if self.objective.needs_weight_net:
             from ..nn import LogVarHead
