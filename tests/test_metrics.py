@@ -1,4 +1,4 @@
-"""flowcore.metrics: the checkerboard KL, energy distance, sliced W2, evaluate_sampler (MATH.md §5)."""
+"""flowcore.eval: the checkerboard KL, energy distance, sliced W2, evaluate_sampler (MATH.md §5)."""
 import math
 
 import numpy as np
@@ -9,16 +9,9 @@ from hypothesis import strategies as st
 from test_sample import GaussianFlowMap
 
 from flowcore.data import FILLED, checkerboard
-from flowcore.metrics import (
-    checkerboard_bin_mass,
-    checkerboard_kl,
-    discrete_kl,
-    energy_distance,
-    evaluate_sampler,
-    format_table,
-    histogram_mass,
-    sliced_wasserstein2,
-)
+from flowcore.eval.checkerboard_kl import checkerboard_bin_mass, checkerboard_kl, discrete_kl, histogram_mass
+from flowcore.eval.distances import energy_distance, sliced_wasserstein2
+from flowcore.eval.evaluate import evaluate_sampler, format_table
 from flowcore.nn import FlowMapMLP
 
 
@@ -168,11 +161,12 @@ def test_sliced_w2_exact_cases():
 
 def test_evaluate_sampler_on_the_checkerboard_gives_a_row_per_k():
     net = FlowMapMLP(dim=2, width=16, depth=2, sigma=0.58)
-    results = evaluate_sampler(net, steps_list=(1, 2), n=2048, generator=gen(0), energy_points=512, projections=16)
+    options = {"energy": {"max_points": 512}, "sw2": {"projections": 16}}
+    results = evaluate_sampler(net, steps_list=(1, 2), n=2048, generator=gen(0), options=options)
     assert sorted(results) == [1, 2]
     assert all(set(row) == {"kl", "energy", "sw2"} and all(math.isfinite(v) and v >= 0 for v in row.values())
                for row in results.values())
-    again = evaluate_sampler(net, steps_list=(1, 2), n=2048, generator=gen(0), energy_points=512, projections=16)
+    again = evaluate_sampler(net, steps_list=(1, 2), n=2048, generator=gen(0), options=options)
     assert again == results
     table = format_table(results)
     assert "k=1" in table and "kl" in table and "sw2" in table
@@ -185,12 +179,13 @@ def test_evaluate_sampler_with_an_exact_map_on_array_data(tmp_path):
     data = mu + std * torch.randn(4096, 2, generator=gen(11), dtype=torch.float64)
     np.save(tmp_path / "gauss.npy", data.numpy())
     net = GaussianFlowMap(mu, std, sigma)
+    options = {"energy": {"max_points": 1024}, "sw2": {"projections": 64}}
     results = evaluate_sampler(net, steps_list=(1, 3), n=4096, sigma=sigma, dataset=tmp_path / "gauss.npy",
-                               energy_points=1024, projections=64)
+                               options=options)
     assert set(results[1]) == {"energy", "sw2"}
     for row in results.values():
         assert row["energy"] < 5e-3 and row["sw2"] < 0.02, row
     # with the wrong σ the exact map is wrong, and the metrics see it
     off = evaluate_sampler(net, steps_list=(1,), n=4096, sigma=2 * sigma, dataset=tmp_path / "gauss.npy",
-                           energy_points=1024, projections=64)
+                           options=options)
     assert off[1]["sw2"] > 0.1 and off[1]["energy"] > 0.02

@@ -1,4 +1,4 @@
-"""flowcore.plots: sample panels and loss curves written as PNG files (Agg, no display)."""
+"""flowcore.eval.plots: sample panels and loss curves written as PNG files (Agg, no display)."""
 import csv
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from flowcore.data import checkerboard
-from flowcore.plots import plot_losses, plot_samples, read_loss_csv
+from flowcore.eval.plots import plot_losses, plot_samples, read_loss_csv
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -1,4 +1,4 @@
-"""flowcore.sample: k-step flow-map sampling, ODE sampling of the diagonal, time grids (MATH.md §1)."""
+"""flowcore.eval.sample: k-step flow-map sampling, ODE sampling of the diagonal, time grids (MATH.md §1)."""
 import math
 
 import pytest
@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from flowcore.nn import FlowMapMLP
-from flowcore.sample import flow_map_sample, ode_sample, time_grid, trajectories
+from flowcore.eval.sample import flow_map_sample, ode_sample, time_grid, trajectories
 
 
 class GaussianFlowMap(nn.Module):

@@ -33,7 +33,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..train import Trainer, load_config
     from ..train.checkpoint import read, resolve
     from ..train.config import from_dict
-    from ..train.evaluation import PAPER_CHECKERBOARD_KL, table
+    from ..eval.evaluate import PAPER_CHECKERBOARD_KL, format_table
 
     config = load_config(args.config, args.set)
     out = Path(args.out or config.out)
@@ -66,11 +66,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             name = trainer.objective.name.removesuffix("_logvar")
             paper = PAPER_CHECKERBOARD_KL.get(name) if config.data.name == "checkerboard" else None
             print(_kl_rows(summary.results, f"this run, {summary.step} steps of batch {config.data.batch}", paper))
-            # metrics.py: E[KL] ≈ (M − 1) / 2N for N exact samples, M = 1396 bins of the 50×50 grid
+            # eval/checkerboard_kl.py: E[KL] ≈ (M − 1) / 2N for N exact samples, M = 1396 bins of the 50×50 grid
             print(f"({config.eval.samples} samples: histogram noise alone gives KL ≈ "
                   f"{1395 / (2 * config.eval.samples):.3f}, the floor under any sampler)")
         else:
-            print(table(summary.results))
+            print(format_table(summary.results))
     if summary.samples:
         print(f"samples: {summary.samples}")
     if summary.losses:
@@ -94,7 +94,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..data import make_source
-    from ..train.evaluation import draw
+    from ..eval.evaluate import draw
 
     net, config, sigma, path, step, weights, dims = _network(args)
     prefix = "" if args.method == "flow_map" else f"{args.method}_"  # the ODE check is named apart
@@ -111,7 +111,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     print(f"{path} (step {step}, {weights}): {args.n} samples each, {method}: {', '.join(arrays)}")
     print(f"wrote {out / 'samples.npz'} (arrays {', '.join(arrays)})")
     if dims == (2,):
-        from ..plots import plot_samples
+        from ..eval.plots import plot_samples
 
         data = next(make_source(config.data.name, min(args.n, 20000), seed=args.seed + 1,
                                 key=config.data.key or None))
@@ -124,8 +124,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _grid(text: str) -> list[float]:
-    """``--grid 0,0.25,1``: a time grid for the flow-map sampler (checked by flowcore.sample)."""
-    from ..sample import time_grid
+    """``--grid 0,0.25,1``: a time grid for the flow-map sampler (checked by flowcore.eval.sample)."""
+    from ..eval.sample import time_grid
 
     try:
         return time_grid(grid=[float(v) for v in text.split(",")])
@@ -134,14 +134,16 @@ def _grid(text: str) -> list[float]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..train.evaluation import evaluate, table
+    from ..eval.evaluate import evaluate, format_table
 
     net, config, sigma, path, step, weights, _ = _network(args)
-    results = evaluate(net, args.steps, args.n, sigma, args.seed, config.data.name, config.data.key, args.method)
+    metrics = args.metrics if args.metrics is not None else config.eval.metrics
+    results = evaluate(net, args.steps, args.n, sigma, args.seed, config.data.name, config.data.key, args.method,
+                       metrics)
     method = "flow map" if args.method == "flow_map" else f"{args.method} ODE of the diagonal"
     print(f"{path} (step {step}, {weights}, {config.objective.name} on {config.data.name}, {args.n} samples, "
           f"{method})")
-    print(table(results))
+    print(format_table(results))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"checkpoint": str(path), "step": step, "weights": weights,
@@ -213,9 +215,13 @@ def register(commands) -> None:
                         help="also sample on this time grid (0 = noise, ..., 1 = data), e.g. 0,0.5,0.8,1 "
                              "(repeatable)")
     sample.set_defaults(func=_reporting_errors(cmd_sample))
-    evaluate = commands.add_parser("eval", help="KL / energy / sliced-W2 table of a checkpoint's k-step samplers")
+    evaluate = commands.add_parser("eval", help="metrics table (e.g. KL / energy / sliced W2) of a checkpoint's "
+                                               "k-step samplers")
     add_checkpoint_options(evaluate, 65536)
     evaluate.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    evaluate.add_argument("--metrics", nargs="+", metavar="NAME",
+                          help="metrics to compute (flowcore.eval.metrics; default: the config's eval.metrics, "
+                               "or the data kind's defaults)")
     evaluate.set_defaults(func=_reporting_errors(cmd_eval))
     reproduce = commands.add_parser("reproduce", help="retrain the paper's checkerboard table (LSD, ESD, PSD-U, PSD-M)")
     reproduce.add_argument("experiment", choices=["checkerboard"])

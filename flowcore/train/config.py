@@ -29,6 +29,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+from ..eval.metrics import METRICS
+
 from ..nn.registry import network_kinds
 
 SCHEDULES = ("paper", "constant", "cosine")
@@ -67,7 +69,7 @@ class NetworkConfig:
 
 @dataclass
 class DataConfig:
-    name: str = "checkerboard"     # a built-in set (checkerboard, eight_gaussians, two_moons, spirals) or .npy/.npz
+    name: str = "checkerboard"     # a registered data set (flowcore.data: checkerboard, eight_gaussians, …) or .npy/.npz
     batch: int = 4096              # GLOBAL batch of one optimizer step (all ranks and micro-batches together)
     key: str = ""                  # the array of a .npz file
 
@@ -104,6 +106,7 @@ class EvalConfig:
     samples: int = 65536           # MATH.md §5: 64k samples
     ema: float = 0.9999            # which EMA samples and is evaluated (one of `ema`); 0: the raw weights
     seed: int = 0                  # noise of the evaluation (independent of training)
+    metrics: list[str] = field(default_factory=list)  # flowcore.eval.metrics names; []: the data kind's defaults
 
 
 @dataclass
@@ -339,6 +342,10 @@ def validate(c: TrainConfig) -> None:
     _check(all(k >= 1 for k in e.steps), "eval.steps", e.steps, "step counts must be >= 1")
     _check(e.samples >= 1, "eval.samples", e.samples, "must be >= 1")
     _check(e.ema == 0 or e.ema in c.ema, "eval.ema", e.ema, f"must be 0 (the raw weights) or one of ema = {c.ema}")
+    unknown = [name for name in e.metrics if name not in METRICS]
+    _check(not unknown, "eval.metrics", e.metrics, f"unknown metric(s) {', '.join(unknown)}; registered: "
+           f"{', '.join(METRICS)} (empty: the data kind's defaults)")
+    _check(len(set(e.metrics)) == len(e.metrics), "eval.metrics", e.metrics, "a metric is listed twice")
 
 
 # --------------------------------------------------------------------------- writing TOML

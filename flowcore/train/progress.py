@@ -150,7 +150,7 @@ class Progress:
 
     def loss_series(self) -> dict[str, list[float]]:
         """The loss columns of metrics.csv, for the loss figure."""
-        from ..plots import read_loss_csv
+        from ..eval.plots import read_loss_csv
 
         columns = read_loss_csv(self.csv_path)
         keep = ["step", "loss"] + [f"loss_{t}" for t in self.terms]

@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from . import evaluation
+from ..eval import evaluate as evaluation
 from .config import TrainConfig, from_dict
 from .presets import BUDGETS
 from .trainer import Trainer

@@ -27,7 +27,9 @@ import torch
 
 from ..data import make_source
 from . import checkpoint as ckpt
-from . import distributed, evaluation
+from ..eval import evaluate as evaluation
+from ..eval.metrics import select_metrics
+from . import distributed
 from .batch_stream import BatchStream
 from .build import build_objective, compile_objective, load_teacher, make_network, pick_backend
 from .config import TrainConfig, from_dict
@@ -51,7 +53,7 @@ class Summary:
     seconds: float
     interrupted: str | None = None          # "SIGINT" / "SIGTERM" when a signal stopped it
     checkpoint: Path | None = None
-    results: dict = field(default_factory=dict)    # {k: {"kl": …, …}} of the final evaluation
+    results: dict = field(default_factory=dict)    # {k: {metric: …}} of the final evaluation
     samples: Path | None = None                    # samples.png
     losses: Path | None = None                     # losses.png
 
@@ -67,6 +69,8 @@ class Trainer:
 
         # Data: every rank reads the same global stream and keeps its shard (batch_stream.py).
         self.data = make_source(c.data.name, c.data.batch, seed=c.seed, key=c.data.key or None)
+        # The metrics of eval.metrics (empty: the data kind's defaults), checked before any step runs.
+        self.metrics = [metric.name for metric in select_metrics(self.data.kind, c.eval.metrics)]
         self.sigma = self.data.std if c.network.sigma == "data" else float(c.network.sigma)
 
         # The objective, compiled once; its options carry η, the interpolant and the reduction.
@@ -239,20 +243,20 @@ class Trainer:
         return self.ema.copy_of(self.net, self.config.eval.ema)
 
     def evaluate(self, progress: Progress | None = None) -> dict:
-        """KL and friends of the k-step samplers (rank 0); also checks that the ranks agree."""
+        """The metrics (eval.metrics) of the k-step samplers (rank 0); also checks that the ranks agree."""
         distributed.check_agreement(self.parameters, self.context, self.step)
         if not self.context.is_main:
             return {}
         e = self.config.eval
         results = evaluation.evaluate(self.averaged_network(), e.steps, e.samples, self.sigma, e.seed,
-                                      self.config.data.name, self.config.data.key)
+                                      self.config.data.name, self.config.data.key, metrics=self.metrics)
         if progress is not None:
             weights = f"EMA {e.ema}" if e.ema else "raw weights"
-            progress.evaluation(self.step, weights, results, evaluation.table(results))
+            progress.evaluation(self.step, weights, results, evaluation.format_table(results))
         return results
 
     def figures(self, progress: Progress) -> tuple[Path | None, Path | None]:
-        from ..plots import plot_losses, plot_samples
+        from ..eval.plots import plot_losses, plot_samples
 
         samples_path = losses_path = None
         if len(self.data.dims) == 1 and self.data.dims[0] == 2:
