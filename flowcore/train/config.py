@@ -32,6 +32,7 @@ except ModuleNotFoundError:  # Python 3.10
 from ..eval.metrics import METRICS
 
 from ..nn.registry import network_kinds
+from .optim import OPTIMIZERS
 
 SCHEDULES = ("paper", "constant", "cosine")
 BACKENDS = ("auto", "torch", "cpu", "cuda")
@@ -76,9 +77,11 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-3               # RAdam; 1e-3 for 2-D (MATH.md §3)
+    name: str = "radam"            # radam (MATH.md §3), adam, adamw (flowcore.train.optim)
+    lr: float = 1e-3               # 1e-3 for 2-D (MATH.md §3)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
+    weight_decay: float = 0.0      # the recipe has none (decoupled from the gradient for adamw)
     clip: float = 10.0             # global gradient-norm clip (10 for 2-D, 1 for images); 0: off
     schedule: str = "paper"        # "paper": lr / sqrt(max(k / decay_start, 1)); "constant"; "cosine"
     decay_start: int = 35000       # the paper schedule's k₀
@@ -326,9 +329,11 @@ def validate(c: TrainConfig) -> None:
     _check(n.dim >= 0, "network.dim", n.dim, "must be >= 0 (0: the data's dimension)")
     _check(c.data.batch >= 1, "data.batch", c.data.batch, "must be >= 1")
     p = c.optim
+    _choice("optim.name", p.name, tuple(OPTIMIZERS))
     _check(p.lr > 0 and math.isfinite(p.lr), "optim.lr", p.lr, "must be a positive number")
     _check(len(p.betas) == 2 and all(0 <= b < 1 for b in p.betas), "optim.betas", p.betas, "give two numbers in [0, 1)")
     _check(p.eps > 0, "optim.eps", p.eps, "must be > 0")
+    _check(p.weight_decay >= 0, "optim.weight_decay", p.weight_decay, "must be >= 0 (0: none)")
     _check(p.clip >= 0, "optim.clip", p.clip, "must be >= 0 (0: no clipping)")
     _choice("optim.schedule", p.schedule, SCHEDULES)
     _check(p.decay_start >= 1, "optim.decay_start", p.decay_start, "must be >= 1")

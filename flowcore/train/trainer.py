@@ -5,9 +5,10 @@
 
 A step: draw the global batch (``batch_stream.py``), run this rank's micro-batches through the compiled
 objective and backpropagate, average gradients over the ranks (``distributed.py``), clip their
-global norm, and — unless the loss or the gradient is not finite — take a RAdam step at the
-scheduled learning rate and update the EMAs. The teacher of self-distillation is the network
-itself with its CURRENT weights (it is inside the objective); samples and evaluations use an EMA.
+global norm, and — unless the loss or the gradient is not finite — take an optimizer step (RAdam by
+default, ``optim.py``) at the scheduled learning rate and update the EMAs. The teacher of
+self-distillation is the network itself with its CURRENT weights (it is inside the objective);
+samples and evaluations use an EMA.
 A run stopped by SIGINT/SIGTERM writes a checkpoint first; ``resume=True`` continues from the
 latest checkpoint bit for bit. Checkpoints already in the output folder are an error, except with
 ``resume`` — or with ``restart=True`` when they belong to a run of exactly this configuration, which
@@ -34,6 +35,7 @@ from .batch_stream import BatchStream
 from .build import build_objective, compile_objective, load_teacher, make_network, pick_backend
 from .config import TrainConfig, from_dict
 from .ema import EMA
+from .optim import make_optimizer
 from .precision import autocast_dtype, wrap
 from .progress import Progress
 from .schedule import learning_rate
@@ -98,9 +100,7 @@ class Trainer:
         self.parameters = list(self.net.parameters())
         if self.weight_net is not None:
             self.parameters += list(self.weight_net.parameters())
-        # foreach: one multi-tensor update, not a Python loop per tensor (torch defaults to it only on CUDA)
-        self.optimizer = torch.optim.RAdam(self.parameters, lr=c.optim.lr, betas=tuple(c.optim.betas), eps=c.optim.eps,
-                                           foreach=True)
+        self.optimizer = make_optimizer(self.parameters, c.optim)
         self.ema = EMA(self.net, c.ema, c.ema_warmup)
 
         # x0, z and the times come from one generator, on the device, seeded apart from the data.
@@ -190,7 +190,8 @@ class Trainer:
             else str(self.device)
         progress.message(f"training {self.objective.name} on {c.data.name} ({self.context.world} process(es), "
                          f"{where}, backend {self.backend}): {c.steps} steps of batch {c.data.batch}, "
-                         f"network {c.network.depth}x{c.network.width} {c.network.activation}; output {self.out}")
+                         f"network {c.network.kind} {c.network.depth}x{c.network.width} {c.network.activation}, "
+                         f"optimizer {c.optim.name}; output {self.out}")
         summary = Summary(self.out, self.step, self.skipped, 0.0)
         previous = self._install_signal_handlers()
         threads = torch.get_num_threads()
