@@ -25,14 +25,13 @@ import torch
 from torch import nn
 
 from .lang import nodes as n
+from .lang.functions import FUNCTIONS
 from .lang.interpolants import Interpolant
 from .lang.numeric import evaluate_sympy
 from .lang.objective import Objective, Term
 from .terms import Evaluation, TermResult, check_models, complete_batch, reduce_loss, term_slices, term_times
 
 Thunk = Callable[[bool], torch.Tensor]
-_FUNCTIONS = {"exp": torch.exp, "log": torch.log, "sin": torch.sin, "cos": torch.cos, "tanh": torch.tanh,
-              "sqrt": torch.sqrt}
 
 
 @dataclass(frozen=True)
@@ -152,7 +151,8 @@ class Interpreter:
         return self.evaluate(e.base, scope) ** exponent
 
     def _eval_Func(self, e: n.Func, scope: Scope):
-        return _FUNCTIONS[e.name](self.evaluate(e.arg, scope))
+        # the table's torch function; its derivatives are autograd's, never the table's rule
+        return FUNCTIONS[e.name].torch_function(self.evaluate(e.arg, scope))
 
     def _eval_SqNorm(self, e: n.SqNorm, scope: Scope):
         return self.evaluate(e.arg, scope).square().flatten(1).sum(1)

@@ -8,6 +8,8 @@ import torch
 from hypothesis import strategies as st
 
 from .. import lang as L
+from ..lang.constructors import ELEMENTWISE
+from ..lang.functions import FUNCTIONS, Function
 from ..lang.interpolants import TAU
 
 SHAPES = [(2,), (3,), (1, 2, 2), (2, 2, 3)]
@@ -60,6 +62,13 @@ _s, _t, _u = L.s, L.t, L.u
 _COEFS = [sympy.Integer(1), _t - _s, sympy.cos(_t), 2 * _s + _u, sympy.Rational(1, 2), _s / (1 + _t) ** 2]
 
 
+def _function_of(function: Function, arg: L.Expr) -> L.Expr:
+    """`function` of a drawn expression, kept finite however deep the nesting: the argument is squashed
+    into (-1, 1) by tanh, then into (1/2, 5/2) for a function of positive arguments (log, sqrt)."""
+    squashed = L.tanh(arg)
+    return ELEMENTWISE[function.name](squashed + sympy.Rational(3, 2) if function.positive_domain else squashed)
+
+
 def _tensors(depth: int, scope: tuple) -> st.SearchStrategy:
     leaves = [st.just(L.x0), st.just(L.x1), st.sampled_from([L.I(_s), L.I(_t), L.I(_u)])]
     leaves += [st.just(var) for var in scope]
@@ -74,7 +83,7 @@ def _tensors(depth: int, scope: tuple) -> st.SearchStrategy:
         st.builds(lambda c, a: c * a, st.sampled_from(_COEFS), inner),
         st.builds(lambda a, b: a * b, inner, inner),
         st.builds(L.sg, inner),
-        st.builds(L.tanh, inner),
+        st.builds(_function_of, st.sampled_from(list(FUNCTIONS.values())), inner),
         st.builds(L.D, inner, times),
     ]
     if scope:
@@ -84,8 +93,8 @@ def _tensors(depth: int, scope: tuple) -> st.SearchStrategy:
 
 @st.composite
 def objectives(draw, max_depth: int = 3) -> L.Objective:
-    """A random objective: sums, products, sg, D (nested too), Dx over V, X and I, reduced by
-    sqnorm or dot, optionally weighted, with a bound variable x := I(s)."""
+    """A random objective: sums, products, sg, every function of the table, D (nested too), Dx over
+    V, X and I, reduced by sqnorm or dot, optionally weighted, with a bound variable x := I(s)."""
     x = L.Var("x")
     depth = draw(st.integers(1, max_depth))
     use_var = draw(st.booleans())
