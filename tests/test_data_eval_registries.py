@@ -138,3 +138,19 @@ def test_registrations_are_checked(registries):
         register_metric("mean gap", mean_gap)
     with pytest.raises(ValueError, match="options for metrics that are not computed: kl"):
         evaluate_sampler(lambda s, t, x: x, (1,), n=16, dataset="two_moons", options={"kl": {"bins": 10}})
+
+
+def test_flowcore_eval_takes_the_configs_metrics_or_its_own(tmp_path, capsys, registries):
+    from flowcore.cli import main
+
+    register_metric("mean_gap", mean_gap)
+    Trainer(load_config(None, TINY + ["eval.metrics=mean_gap", f"out={tmp_path}"])).train()
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path), "--steps", "1", "--n", "256"]) == 0
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:]]
+    assert rows == ["mean_gap"]  # the run's eval.metrics
+    assert main(["eval", str(tmp_path), "--steps", "1", "--n", "256", "--metrics", "sw2", "kl"]) == 0
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:]]
+    assert rows == ["sw2", "kl"]
+    assert main(["eval", str(tmp_path), "--steps", "1", "--n", "256", "--metrics", "nope"]) == 2
+    assert "unknown metric 'nope'; registered: kl, energy, sw2, mean_gap" in capsys.readouterr().err
