@@ -5,7 +5,7 @@ plain module and this file all-reduces the gradients itself: after backward, eve
 few step statistics are flattened into ONE buffer, summed over the ranks and divided by the world
 size. Every rank then holds the same averaged gradient, takes the same optimizer step and keeps
 the same weights; :func:`check_agreement` verifies that cheaply (a parameter checksum) at every
-evaluation. Ranks draw the same global batch and keep their shard (see ``batches.py``); only rank 0
+evaluation. Ranks draw the same global batch and keep their shard (see ``batch_stream.py``); only rank 0
 logs, evaluates and writes checkpoints.
 
 Run with ``torchrun --standalone --nproc_per_node=N -m flowcore.cli train CONFIG.toml``
