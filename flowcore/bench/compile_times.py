@@ -9,6 +9,7 @@ import time
 
 import torch
 
+from ..codegen import backends
 from .config import BenchConfig
 from .measure import synchronize
 from .steps import Models, draw_inputs, error_text
@@ -77,12 +78,11 @@ def compile_times(device_name: str, config: BenchConfig) -> list[dict]:
     on its own): a cold cache must not make the cold figure include building the extension.
     """
     device = torch.device(device_name)
-    native = "cuda" if device.type == "cuda" else "cpu"
     rows = []
-    for backend in (native, "torch"):
-        row: dict = {"backend": backend, "device": device_name}
+    for backend in (backends.native_for(device.type), backends.portable()):
+        row: dict = {"backend": backend.name, "device": device_name}
         try:
-            if backend != "torch":
+            if backend.uses_extension:
                 from ..native.extension import extension_info, load_extension
 
                 start = time.perf_counter()
@@ -92,8 +92,8 @@ def compile_times(device_name: str, config: BenchConfig) -> list[dict]:
             objective = fresh_objective()
             row["objective"] = objective.name
             with tempfile.TemporaryDirectory(prefix="flowcore-bench-cache-") as tmp, _cache_dir(tmp):
-                row["cold"] = _compile_once(objective, backend, device, config)
-                row["warm"] = _compile_once(objective, backend, device, config)
+                row["cold"] = _compile_once(objective, backend.name, device, config)
+                row["warm"] = _compile_once(objective, backend.name, device, config)
         except Exception as error:  # noqa: BLE001 - report it and go on
             row["error"] = error_text(error)
         rows.append(row)

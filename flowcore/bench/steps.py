@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..codegen import backends
 from ..terms import draw_noise_and_times
 from ..train.config import OptimConfig
 from ..train.optim import make_optimizer
@@ -73,14 +74,14 @@ class Builds:
         if key not in self.compiled:
             from .. import compile as fc_compile
 
-            backend = "cuda" if device.type == "cuda" else "cpu"
+            backend, fallback = backends.native_for(device.type).name, backends.portable().name
             note = None
             start = time.perf_counter()
             try:
                 compiled = fc_compile(objective, backend=backend)
             except Exception as error:  # noqa: BLE001 - a missing compiler or extension: fall back, say so
-                note = f"backend {backend} unavailable ({error_text(error)}); fell back to the torch backend"
-                compiled = fc_compile(objective, backend="torch")
+                note = f"backend {backend} unavailable ({error_text(error)}); fell back to the {fallback} backend"
+                compiled = fc_compile(objective, backend=fallback)
             self.compiled[key] = (compiled, note, time.perf_counter() - start)
         return self.compiled[key]
 
@@ -88,9 +89,10 @@ class Builds:
         from .. import compile as fc_compile
 
         start = time.perf_counter()
-        compiled = fc_compile(objective, backend="torch")
+        fallback = backends.portable().name
+        compiled = fc_compile(objective, backend=fallback)
         note = f"backend {self.compiled[(name, device.type)][0].backend} failed at run time ({error_text(error)}); " \
-               "fell back to the torch backend"
+               f"fell back to the {fallback} backend"
         self.compiled[(name, device.type)] = (compiled, note, time.perf_counter() - start)
         return self.compiled[(name, device.type)]
 
@@ -165,7 +167,7 @@ def training_step(name: str, variant: str = "flowcore", net: str = "small", batc
     models = Models(objective, spec, where, torch.float32, seed)
     x1 = checkerboard(batch, torch.Generator().manual_seed(seed)).to(where)
     if variant == "flowcore":
-        make = flowcore_loss(fc_compile(objective, backend=backend or ("cuda" if where.type == "cuda" else "cpu")))
+        make = flowcore_loss(fc_compile(objective, backend=backend or backends.native_for(where.type).name))
     elif variant == "reference":
         make = reference_loss(objective)
     else:

@@ -6,6 +6,7 @@ import time
 
 import torch
 
+from ..codegen import backends
 from .table import table as _table
 
 
@@ -39,29 +40,24 @@ def cmd_compile(args: argparse.Namespace) -> int:
     compilation = compile_program(objective)
     symbolic = time.perf_counter() - start
     kernels = program_kernels(compilation.program)
-    if args.backend == "cuda" and args.compile_only:
-        from ..codegen.cuda import compile_only
-
+    backend = backends.get(args.backend)
+    if args.compile_only and backend.compile_only is not None:
         start = time.perf_counter()
-        library_path = compile_only(objective.name, compilation.digest, kernels)
-        print(f"compiled {len(kernels)} CUDA kernels of {objective.name} to {library_path} "
+        library_path = backend.compile_only(objective.name, compilation.digest, kernels)
+        print(f"compiled {len(kernels)} {backend.name.upper()} kernels of {objective.name} to {library_path} "
               f"in {time.perf_counter() - start:.2f} s (symbolic passes {symbolic:.2f} s; nothing loaded)")
         sources = None
     else:
-        from ..runtime.compiled import _builder
-
-        library = _builder(args.backend)(objective.name, compilation.digest, kernels)
+        library = backend.build(objective.name, compilation.digest, kernels)
         print(f"compiled {objective.name} for {args.backend}: {len(kernels)} kernels; symbolic passes "
               f"{symbolic:.2f} s, build {library.build_seconds:.2f} s, cache {'hit' if library.cache_hit else 'miss'}")
         sources = library.sources
     if args.emit:
         from pathlib import Path
 
-        from ..codegen import emit_sources
-
         out = Path(args.emit)
         out.mkdir(parents=True, exist_ok=True)
-        for name, text in (sources or emit_sources(args.backend, objective.name, compilation.digest, kernels)).items():
+        for name, text in (sources or backend.emit(objective.name, compilation.digest, kernels)).items():
             (out / name).write_text(text)
             print(f"wrote {out / name}")
     return 0
@@ -118,14 +114,15 @@ def register(commands) -> None:
     show.set_defaults(func=cmd_show)
     build = commands.add_parser("compile", help="build an objective's kernels")
     build.add_argument("objective", help="a built-in name or a Python file declaring one Objective")
-    build.add_argument("--backend", choices=["torch", "cpu", "cuda"], default="cpu")
+    build.add_argument("--backend", choices=backends.names(), default="cpu")
     build.add_argument("--emit", metavar="DIR", help="write the generated sources to DIR")
     build.add_argument("--compile-only", action="store_true",
-                       help="cuda: compile without a GPU and load nothing")
+                       help=f"{', '.join(b.name for b in backends.REGISTERED if b.compile_only)}: "
+                            "compile without a device and load nothing")
     build.set_defaults(func=cmd_compile)
     check = commands.add_parser("check", help="property-test compiled against reference")
     check.add_argument("objective", help="a built-in name or a Python file declaring one Objective")
-    check.add_argument("--backend", choices=["torch", "cpu", "cuda"], default="torch")
+    check.add_argument("--backend", choices=backends.names(), default="torch")
     check.add_argument("--examples", type=int, default=20)
     check.add_argument("--seed", type=int, default=0)
     check.set_defaults(func=cmd_check)

@@ -1,17 +1,10 @@
-"""Code generators, one folder per backend (a printer and its config): torch, cpu, cuda."""
+"""Code generators, one folder per backend (torch, cpu, cuda), the C++ that cpu and cuda share (cxx/),
+and the registry that lists them (flowcore.codegen.backends; README.md says how to add one)."""
 from __future__ import annotations
+
+from . import backends
 
 
 def emit_sources(backend: str, title: str, digest: str, kernels: list) -> dict[str, str]:
     """The generated source files of `kernels` for `backend`, without building anything."""
-    if backend == "torch":
-        from .torch import emit_module
-
-        return {f"{digest}.py": emit_module(f"{title}, digest {digest}", kernels)}
-    if backend == "cpu":
-        from .cpu import emit_sources as emit
-    elif backend == "cuda":
-        from .cuda import emit_sources as emit
-    else:
-        raise ValueError(f"unknown backend {backend!r}; choose one of torch, cpu, cuda")
-    return emit(title, digest, kernels)
+    return backends.get(backend).emit(title, digest, kernels)

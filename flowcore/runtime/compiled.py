@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from ..codegen.base import KernelLibrary
+from ..codegen import backends
 from ..compiler.driver import Compilation, compile_program
 from ..compiler.kernel import Kernel
 from ..compiler.segments import program_kernels
@@ -22,21 +22,6 @@ from ..terms import Evaluation, TermResult, check_models, complete_batch, reduce
 from .netcalls import TermState, run_calls
 from .segment_op import CompiledKernel, run_kernel
 
-BACKENDS = ("torch", "cpu", "cuda")
-
-
-def _builder(backend: str) -> Callable[[str, str, list[Kernel]], KernelLibrary]:
-    if backend == "torch":
-        from ..codegen.torch import build
-    elif backend == "cpu":
-        from ..codegen.cpu import build
-    elif backend == "cuda":
-        from ..codegen.cuda import build
-    else:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    return build
-
-
 class CompiledObjective:
     """Call it like `flowcore.evaluate`: ``compiled(net, x1, x0=None, *, times=..., teacher=...)``."""
 
@@ -45,7 +30,7 @@ class CompiledObjective:
         self.objective = compilation.objective
         self.program = compilation.program
         self.backend = backend
-        build = _builder(backend)
+        build = backends.get(backend).build
         title = f"objective {self.objective.name} ({compilation.interpolant.name} interpolant)"
         forward = [seg.kernel for seg in self.program.segments if seg.kernel is not None]
         start = time.perf_counter()
@@ -120,9 +105,9 @@ def compile(objective: Objective | str, backend: str = "torch", interpolant: Int
             **options) -> CompiledObjective:
     """Compile `objective` (or a built-in's name) into fused kernels for `backend`.
 
-    ``backend``: ``torch`` (emitted Python, no compiler needed), ``cpu`` (C++), ``cuda``. The
-    interpolant's α, β become kernel coefficients; times stay data. `options` go to a built-in's
-    builder (e.g. ``eta=0.5``).
+    ``backend``: ``torch`` (emitted Python, no compiler needed), ``cpu`` (C++), ``cuda`` — the names
+    registered in flowcore.codegen.backends. The interpolant's α, β become kernel coefficients;
+    times stay data. `options` go to a built-in's builder (e.g. ``eta=0.5``).
     """
     if isinstance(objective, str):
         from ..catalog import load
@@ -130,7 +115,6 @@ def compile(objective: Objective | str, backend: str = "torch", interpolant: Int
         objective = load(objective, **options)
     elif options:
         objective = objective.with_options(**options)
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    backends.get(backend)  # an unknown name fails here, before the symbolic passes
     return CompiledObjective(compile_program(objective, interpolant), backend)
 

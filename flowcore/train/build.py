@@ -17,6 +17,7 @@ from torch import nn
 
 from .. import objectives as builtins
 from ..catalog import load
+from ..codegen import backends
 from ..lang import DeclarationError, Term, learned_logvar, s, t
 from ..lang.interpolants import linear, trig
 from ..lang.objective import Objective
@@ -73,13 +74,14 @@ def with_learned_weight(objective: Objective) -> Objective:
 
 
 def pick_backend(choice: str, device: torch.device) -> str:
-    """"auto": the CUDA kernels on a GPU; on the CPU the emitted-torch backend (no compiler needed;
-    as fast as the C++ one for the small 2-D nets, whose steps are GEMM- or overhead-bound)."""
-    if choice != "auto":
-        if choice == "cuda" and device.type != "cuda":
-            raise ValueError("backend = 'cuda' needs device = 'cuda'")
-        return choice
-    return "cuda" if device.type == "cuda" else "torch"
+    """A registered backend (flowcore.codegen.backends) that runs on `device`; "auto": the device's
+    default (`backends.default_for`: the CUDA kernels on a GPU, the emitted-torch backend on the CPU)."""
+    if choice == "auto":
+        return backends.default_for(device.type).name
+    backend = backends.get(choice)
+    if device.type not in backend.devices:
+        raise ValueError(f"backend = {choice!r} needs device = {' or '.join(map(repr, backend.devices))}")
+    return choice
 
 
 def compile_objective(objective: Objective, backend: str) -> CompiledObjective:

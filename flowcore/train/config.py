@@ -29,13 +29,13 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+from ..codegen import backends
 from ..eval.metrics import METRICS
 
 from ..nn.registry import network_kinds
 from .optim import OPTIMIZERS
 
 SCHEDULES = ("paper", "constant", "cosine")
-BACKENDS = ("auto", "torch", "cpu", "cuda")
 DEVICES = ("auto", "cpu", "cuda")
 AUTOCAST = ("auto", "bf16", "off")
 PROGRESS = ("auto", "on", "off")
@@ -307,7 +307,7 @@ def validate(c: TrainConfig) -> None:
     _check(c.seed >= 0, "seed", c.seed, "must be >= 0")
     _choice("device", c.device, DEVICES)
     _check(c.threads >= 0, "threads", c.threads, "must be >= 0 (0: torch's default)")
-    _choice("backend", c.backend, BACKENDS)
+    _choice("backend", c.backend, ("auto", *backends.names()))  # the registry as it is now
     _check(c.accumulate >= 1, "accumulate", c.accumulate, "must be >= 1")
     _choice("autocast", c.autocast, AUTOCAST)
     _check(len(c.ema) >= 1 and all(0 < d < 1 for d in c.ema), "ema", c.ema, "give decays in (0, 1), at least one")

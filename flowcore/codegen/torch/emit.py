@@ -54,6 +54,11 @@ def emit_module(title: str, kernels: list[Kernel]) -> str:
     return "\n\n".join([header + HELPERS] + [emit_function(k) for k in kernels]) + "\n"
 
 
+def emit_sources(title: str, digest: str, kernels: list[Kernel]) -> dict[str, str]:
+    """{file name: text}: the module ``<digest>.py`` (what `build` loads)."""
+    return {f"{digest}.py": emit_module(f"{title}, digest {digest}", kernels)}
+
+
 def load_module(source: str, name: str) -> ModuleType:
     module = ModuleType(name)
     exec(compile(source, f"<flowcore {name}>", "exec"), module.__dict__)
@@ -63,7 +68,7 @@ def load_module(source: str, name: str) -> ModuleType:
 def build(title: str, digest: str, kernels: list[Kernel]) -> KernelLibrary:
     """Emit and load the module; nothing to cache, a build takes milliseconds."""
     start = time.perf_counter()
-    source = emit_module(f"{title}, digest {digest}", kernels)
-    module = load_module(source, f"flowcore_{digest}")
+    sources = emit_sources(title, digest, kernels)
+    module = load_module(sources[f"{digest}.py"], f"flowcore_{digest}")
     functions = {k.name: getattr(module, k.name) for k in kernels}
-    return KernelLibrary("torch", functions, {f"{digest}.py": source}, time.perf_counter() - start)
+    return KernelLibrary("torch", functions, sources, time.perf_counter() - start)
