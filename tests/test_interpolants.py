@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 from flowcore.lang import (DeclarationError, Dt, I, Interpolant, custom, linear, param, s, t, times, trig, u)
 from flowcore.lang.interpolants import TAU
 from flowcore.reference import Interpreter, Scope
-
-from nets import TinyVelocity
+from flowcore.testing.nets import SmoothVelocity
 
 gamma = param("gamma")
 r = sympy.Symbol("r", real=True)
@@ -79,7 +78,7 @@ def test_reference_I_is_alpha_x0_plus_beta_x1_plus_gamma_z(name, seed, batch, sh
     a, b, noise = (torch.randn((batch, *shape), generator=gen, dtype=torch.float64) for _ in range(3))
     tau = torch.rand(batch, generator=gen, dtype=torch.float64)
     tau[0] = 0.0 if seed % 2 else 1.0  # an end point in every example
-    interpreter = Interpreter(TinyVelocity(shape), a, b, interp, z=noise)
+    interpreter = Interpreter(SmoothVelocity(shape), a, b, interp, z=noise)
     got = interpreter.evaluate(I(t), Scope(times={t: tau}, vars={}))
     torch.testing.assert_close(got, expected_I(interp, tau, a, b, noise), rtol=1e-12, atol=1e-12)
     # the ends: noise at τ = 0, data at τ = 1
@@ -98,7 +97,7 @@ def test_reference_I_at_an_expression_of_the_times(name, seed):
     gen = torch.Generator().manual_seed(seed)
     a, b, noise = (torch.randn((5, 3), generator=gen, dtype=torch.float64) for _ in range(3))
     sv, tv, gv = (torch.rand(5, generator=gen, dtype=torch.float64) for _ in range(3))
-    interpreter = Interpreter(TinyVelocity((3,)), a, b, interp, z=noise)
+    interpreter = Interpreter(SmoothVelocity((3,)), a, b, interp, z=noise)
     scope = Scope(times={s: sv, t: tv, gamma: gv}, vars={})
     uv = sv + gv * (tv - sv)
     got = interpreter.evaluate(I(s + gamma * (t - s)), scope)
@@ -111,8 +110,8 @@ def test_reference_I_at_an_expression_of_the_times(name, seed):
 def test_deterministic_interpolant_ignores_z():
     a, b = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
     tau = torch.rand(4, dtype=torch.float64)
-    with_z = Interpreter(TinyVelocity((3,)), a, b, linear(), z=torch.randn(4, 3, dtype=torch.float64))
-    without = Interpreter(TinyVelocity((3,)), a, b, linear())
+    with_z = Interpreter(SmoothVelocity((3,)), a, b, linear(), z=torch.randn(4, 3, dtype=torch.float64))
+    without = Interpreter(SmoothVelocity((3,)), a, b, linear())
     scope = Scope(times={t: tau}, vars={})
     assert torch.equal(with_z.evaluate(I(t), scope), without.evaluate(I(t), scope))
 

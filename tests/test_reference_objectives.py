@@ -37,15 +37,14 @@ from hypothesis import strategies as st
 
 import flowcore
 from flowcore import objectives
+from flowcore.testing.nets import SmoothTeacher, SmoothVelocity
 
 try:  # tests/ as a plain directory (pytest's rootdir-relative sys.path entry) or as a package
     from handwritten import (CASES, FIXED_GAMMA, INTERPOLANTS, TEACHER_DIAGONAL, USES_U, distill_term_name,
                              handwritten_loss, handwritten_term_loss, split_counts, term_layout)
-    from nets import TinyTeacher, TinyVelocity
 except ImportError:  # pragma: no cover
     from .handwritten import (CASES, FIXED_GAMMA, INTERPOLANTS, TEACHER_DIAGONAL, USES_U, distill_term_name,
                               handwritten_loss, handwritten_term_loss, split_counts, term_layout)
-    from .nets import TinyTeacher, TinyVelocity
 
 RTOL = 1e-10
 TINY = 1e-8  # see the module docstring: only near-cancelling tensors fall below it
@@ -72,7 +71,7 @@ def build(case: str, eta: float | None):
 
 
 def make_models(shape, seed: int):
-    return TinyVelocity(shape, width=8, seed=seed), TinyTeacher(shape, seed=seed + 1000)
+    return SmoothVelocity(shape, width=8, seed=seed), SmoothTeacher(shape, seed=seed + 1000)
 
 
 def make_data(shape, batch: int, seed: int):

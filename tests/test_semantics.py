@@ -21,8 +21,7 @@ from hypothesis import strategies as st
 from flowcore.lang import (D, Ds, Dt, Dx, I, Term, UpperTriangle, V, Var, X, adaptive, dot, fixed, learned_logvar,
                            linear, s, sg, sqnorm, t, trig, x0, x1)
 from flowcore.reference import Interpreter, Scope, evaluate_term
-
-from nets import TinyLogVar, TinyVelocity
+from flowcore.testing.nets import SmoothLogVar, SmoothVelocity
 
 x = Var("x")
 SHAPES = [(3,), (2, 2), (1, 2, 3)]
@@ -46,7 +45,7 @@ class Case:
 
     def __init__(self, seed: int, interp: str = "linear", shape=(3,), batch: int = 4):
         gen = torch.Generator().manual_seed(seed)
-        self.net = TinyVelocity(shape, width=12, seed=seed)
+        self.net = SmoothVelocity(shape, width=12, seed=seed)
         self.a = torch.randn((batch, *shape), generator=gen, dtype=torch.float64)  # x0
         self.b = torch.randn((batch, *shape), generator=gen, dtype=torch.float64)  # x1
         pair = torch.rand(2, batch, generator=gen, dtype=torch.float64)
@@ -264,7 +263,7 @@ def test_fixed_weight(case):
 
 @given(case=cases, head_seed=st.integers(0, 1000))
 def test_learned_logvar_weight(case, head_seed):
-    head = TinyLogVar(seed=head_seed)
+    head = SmoothLogVar(seed=head_seed)
     expr, ell = residual_loss(case)
     got = evaluate(case, learned_logvar(expr), weight_net=head)
     w = head(case.s, case.t)

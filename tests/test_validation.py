@@ -19,8 +19,7 @@ from flowcore.lang import (D, DeclarationError, Derived, Dt, Dx, I, Objective, T
 from flowcore.lang import nodes as n
 from flowcore.lang.interpolants import TAU
 from flowcore.reference import Interpreter, Scope, evaluate_term
-
-from nets import TinyLogVar, TinyTeacher, TinyVelocity
+from flowcore.testing.nets import SmoothLogVar, SmoothTeacher, SmoothVelocity
 
 x = Var("x")
 gamma = param("gamma")
@@ -248,7 +247,7 @@ def _batch(shape=(3,), batch=4):
 
 
 def test_reference_requires_a_teacher_when_the_objective_distils_one():
-    net, (a, b) = TinyVelocity((3,)), _batch()
+    net, (a, b) = SmoothVelocity((3,)), _batch()
     objective = flowcore.objective("lmd")
     with pytest.raises(ValueError, match=r"'lmd' distils a teacher.*teacher="):
         flowcore.evaluate(objective, net, b, a)
@@ -257,12 +256,12 @@ def test_reference_requires_a_teacher_when_the_objective_distils_one():
     with pytest.raises(ValueError, match=re.escape("`Teacher(t, I(t))` needs a teacher")):
         evaluate_term(term, net, a, b, times, interpolant=linear())
     # given one, both evaluate
-    assert flowcore.evaluate(objective, net, b, a, teacher=TinyTeacher((3,))).loss.isfinite()
-    assert evaluate_term(term, net, a, b, times, interpolant=linear(), teacher=TinyTeacher((3,))).shape == (4,)
+    assert flowcore.evaluate(objective, net, b, a, teacher=SmoothTeacher((3,))).loss.isfinite()
+    assert evaluate_term(term, net, a, b, times, interpolant=linear(), teacher=SmoothTeacher((3,))).shape == (4,)
 
 
 def test_reference_requires_a_weight_net_for_a_learned_weight():
-    net, (a, b) = TinyVelocity((3,)), _batch()
+    net, (a, b) = SmoothVelocity((3,)), _batch()
     term = Term("lw", learned_logvar(sqnorm(V(s, t, I(s)) - x1)), UpperTriangle(s, t), 1.0)
     objective = Objective("weighted", [term])
     with pytest.raises(ValueError, match=r"'weighted' has a learned weight.*weight_net="):
@@ -270,11 +269,11 @@ def test_reference_requires_a_weight_net_for_a_learned_weight():
     times = {s: torch.zeros(4, dtype=torch.float64), t: torch.ones(4, dtype=torch.float64)}
     with pytest.raises(ValueError, match=re.escape("`w(s, t)` needs a log-variance head")):
         evaluate_term(term, net, a, b, times, interpolant=linear())
-    assert flowcore.evaluate(objective, net, b, a, weight_net=TinyLogVar()).loss.isfinite()
+    assert flowcore.evaluate(objective, net, b, a, weight_net=SmoothLogVar()).loss.isfinite()
 
 
 def test_reference_requires_z_for_a_stochastic_interpolant_and_values_for_times():
-    net, (a, b) = TinyVelocity((3,)), _batch()
+    net, (a, b) = SmoothVelocity((3,)), _batch()
     stochastic = custom(1 - TAU, TAU, TAU * (1 - TAU))
     interpreter = Interpreter(net, a, b, stochastic)
     with pytest.raises(ValueError, match="no `z` tensor"):

@@ -1,4 +1,6 @@
-"""Small smooth networks for checks: any data shape (B, *dims), times entering nonlinearly.
+"""Small smooth networks for checks and for the test suite: any data shape (B, *dims), times
+entering nonlinearly. Each follows the network protocol (flowcore.nn.protocol) through ``forward``
+alone, so compiled objectives reach it through ``torch.func.jvp``.
 
 Smoothness matters — second derivatives in time must be non-trivial — so the activations are
 tanh and sin, never ReLU. Parameters are drawn from a seed, so a check is reproducible.
