@@ -58,7 +58,7 @@ stage build "$python" -c "
 from flowcore.native.extension import extension_info, load_extension
 load_extension()
 print(extension_info())"
-stage tests "$python" -m pytest -q -p no:cacheprovider -rs tests/test_mlp.py tests/test_netcall.py \
+stage tests "$python" -m pytest -q -p no:cacheprovider -rs tests/test_mlp.py tests/test_mlp_call.py \
     tests/test_codegen_cuda.py -k "cuda or opcheck"
 stage bench "$python" -m flowcore.cli bench --device "$device" --no-compile-times "${bench_args[@]}" \
     --json "$out/gpu.json"

@@ -9,7 +9,7 @@ rows only, added inside the activation) and ONE fused elementwise op ``a = σ(y)
 (flowcore.nn.fused). Their backward is stacked GEMMs again plus one fused op for
 ``g_y = σ'g_a + σ''Σ ẏ_j g_ȧj``, ``g_ẏj = σ'g_ȧj``. In plain autograd a whole call is one autograd
 node: its forward one extension op over every layer, its backward two ops per layer
-(flowcore.nn.netcall). Under ``torch.no_grad()`` (sg'd JVPs) nothing is saved for backward.
+(flowcore.nn.mlp_call). Under ``torch.no_grad()`` (sg'd JVPs) nothing is saved for backward.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .embeddings import time_embedding as _time_embedding
-from .netcall import net_call
+from .mlp_call import net_call
 from .registry import register_network
 
 ACTIVATIONS = {"gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
@@ -95,7 +95,7 @@ class FlowMapMLP(nn.Module):
                  ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``(v, [v̇_1, …, v̇_k])`` for k ≥ 0 tangents ``(ṡ, ṫ, ẋ)`` sharing one primal pass: each
         layer is one GEMM over the stacked rows and one fused activation, and in plain autograd the
-        whole call is one autograd node (flowcore.nn.netcall). With no tangents this is
+        whole call is one autograd node (flowcore.nn.mlp_call). With no tangents this is
         the forward, through the same fused path (compiled objectives call it; `forward` stays the
         plain ``nn.Sequential`` that the reference interpreter and torch.func see).
 

@@ -1,4 +1,4 @@
-"""flowcore.nn.netcall: a whole stacked MLP call as one autograd node (csrc/mlp_net.cpp, with the
+"""flowcore.nn.mlp_call: a whole stacked MLP call as one autograd node (csrc/mlp_net.cpp, with the
 saving activation ops of csrc/mlp_saved.cpp), against its layer-by-layer twin `stacked_layers` in
 torch ops (itself tested against plain autograd in test_mlp.py).
 
@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from flowcore.nn import FlowMapMLP, fused
 from flowcore.nn.fused import act_bwd_torch, act_fwd_torch
-from flowcore.nn.netcall import NetCall, net_call, stacked_layers
+from flowcore.nn.mlp_call import NetCall, net_call, stacked_layers
 
 F64 = torch.float64
 RTOL = 1e-12
@@ -259,11 +259,11 @@ def test_an_sg_call_under_no_grad_asks_the_op_for_no_saved_rows(monkeypatch):
     """A Function's needs_input_grad ignores no_grad: through NetCall, LSD's sg'd teacher call saved
     every layer's rows for nothing (20 MiB at the peak of a paper-net step). net_call calls the op
     itself there, with save=False."""
-    from flowcore.nn import netcall
+    from flowcore.nn import mlp_call
 
     weights, biases = layers([3, 8, 8, 2], seed=4)
     h = torch.randn(2, 5, 3, dtype=F64)
-    real, saves = netcall.mlp_ops(), []
+    real, saves = mlp_call.mlp_ops(), []
 
     class Recorder:
         def __getattr__(self, name):
@@ -273,7 +273,7 @@ def test_an_sg_call_under_no_grad_asks_the_op_for_no_saved_rows(monkeypatch):
             saves.append(args[-1])
             return real.mlp_net_fwd(*args)
 
-    monkeypatch.setattr(netcall, "mlp_ops", Recorder)
+    monkeypatch.setattr(mlp_call, "mlp_ops", Recorder)
     want, want_dead = stacked_layers(h, 1, weights, biases, "gelu", 1.0)
     with torch.no_grad():
         out, dead = net_call(h, 1, weights, biases, "gelu", 1.0)
