@@ -54,7 +54,8 @@ def extension_compile_commands(archs: list[str], out_dir: Path) -> list[tuple[st
     includes = [p for p in cpp_extension.include_paths("cuda") if Path(p).is_dir()]
     if home:
         includes.append(str(Path(home) / "include"))
-    flags = ["-O3", "-std=c++20", "-Xcompiler", "-fPIC", f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
+    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
+    flags = ["-O3", "-std=c++20", "-Xcompiler", "-fPIC", f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
              *cpp_extension.COMMON_NVCC_FLAGS, *gencode_flags(archs)]
     commands = []
     root = csrc_dir()
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the extension's .cu files and every built-in objective (the default)")
     parser.add_argument("--extension", action="store_true", help="the extension's .cu files")
     parser.add_argument("--objective", action="append", default=[], help="a built-in objective (repeatable)")
-    parser.add_argument("--arch", default=None, help="architectures, as TORCH_CUDA_ARCH_LIST (default: 9.0 without a GPU)")
+    parser.add_argument("--arch", default=None,
+                        help="architectures, as TORCH_CUDA_ARCH_LIST (default: 9.0 without a GPU)")
     parser.add_argument("--jobs", "-j", type=int, default=max(1, min(4, os.cpu_count() or 1)))
     parser.add_argument("--keep", default=None, help="write sources and libraries to this directory")
     args = parser.parse_args(argv)

@@ -7,7 +7,7 @@
 // bfloat16] (0 = not built); the CPU implementation calls `K_f32/K_f64(begin, end, N, ein, sin,
 // eout, sout)` on chunks of samples with at::parallel_for (torch's own thread pool: no second
 // OpenMP runtime). The CUDA implementation lives in flowcore_cuda.cu; the fake (meta) kernel is
-// registered from Python (flowcore.runtime.extension).
+// registered from Python (flowcore.native.ops).
 //
 // This file holds the one TORCH_LIBRARY(flowcore, ...) block; other files of the extension add
 // ops with TORCH_LIBRARY_FRAGMENT(flowcore, m).

@@ -7,7 +7,7 @@
 // also compiled for x86-64-v3 (AVX2 + FMA) and picked at load time (FLOWCORE_CLONES), so a build
 // for baseline x86-64 still runs 8-wide where it can. Rows are split over torch's thread pool
 // with at::parallel_for, whose OpenMP pragmas need the extension compiled with -fopenmp
-// (flowcore.runtime.extension).
+// (flowcore.native.toolchain.openmp_flags).
 #pragma once
 
 #include <ATen/core/Tensor.h>

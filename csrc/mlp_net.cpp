@@ -22,13 +22,13 @@
 // block: the gradient THROUGH the JVP; g_y = g for the linear last layer, no derivatives), then
 // g_W = g_yᵀ·input, g_b = Σ rows of g_y's primal block if `bias_grad` (else empty) and, if
 // `input_grad`, g_input = g_y·W (else empty); no activation is evaluated again.
-// flowcore.nn.netcall walks the layers back and drops each layer's saved rows once it is done, so
+// flowcore.nn.mlp_call walks the layers back and drops each layer's saved rows once it is done, so
 // a backward holds no more memory than autograd's layer-by-layer one; it computes g_y and g_b
 // itself (mlp_act_bwd_saved_, in place over the gradient, the bias sum in the same pass) and
 // passes no derivatives here, so that σ' is freed before this op's GEMMs allocate theirs.
 //
 // Device-generic (at::mm and the activation ops through the dispatcher), so the CPU and CUDA
-// kernels of mlp_act_* serve both; autograd is netcall's (one node per network call). On the CPU
+// kernels of mlp_act_* serve both; autograd is mlp_call's (one node per network call). On the CPU
 // the thin products — the first layer's few input features, the last layer's few outputs — are
 // mlp_thin.h's memory passes, not BLAS calls: in a small-net LSD step (4×256, batch 1024) the
 // last layer's backward took 314 µs with MKL and 176 µs so, the first layer's 175 and 130 µs.

@@ -15,7 +15,7 @@
 // blocks: g_y0 = σ'·g_0 + σ''·Σ_j ẏ_j·g_j, g_ẏj = σ'·g_j — a pure multiply-add stream. σ, σ', σ''
 // share their exp / erfc / tanh, so the forward computes them at little more than σ's cost, and
 // the backward (which mlp_act_bwd spends on re-evaluating them) costs a memory pass.
-// mlp_act_bwd_saved_ is the backward of a network call (flowcore.nn.netcall): it writes g_y over
+// mlp_act_bwd_saved_ is the backward of a network call (flowcore.nn.mlp_call): it writes g_y over
 // `grad` (the GEMM output the backward owns; no new block, and the writes hit cache lines the
 // reads just brought in) and returns the layer's bias gradient Σ_rows g_y0, summed in the same
 // pass instead of a second pass over g_y. Its partial sums are per fixed 64-row slab, in double,
