@@ -29,9 +29,11 @@ def _load_toolchain():
 
 
 toolchain = _load_toolchain()
-packages = find_packages(include=["flowcore", "flowcore.*"]) + ["flowcore.objectives", "flowcore.csrc"]
-package_dir = {"flowcore.objectives": "objectives", "flowcore.csrc": "csrc"}
-package_data = {"flowcore.csrc": ["*.cpp", "*.cu", "*.h", "*.cuh"], "flowcore.codegen.cxx": ["include/*.h"]}
+packages = find_packages(include=["flowcore", "flowcore.*"]) + ["flowcore.objectives", "flowcore.csrc",
+                                                                "flowcore.docs"]
+package_dir = {"flowcore.objectives": "objectives", "flowcore.csrc": "csrc", "flowcore.docs": "docs"}
+package_data = {"flowcore.csrc": ["*.cpp", "*.cu", "*.h", "*.cuh"], "flowcore.codegen.cxx": ["include/*.h"],
+                "flowcore.docs": ["*.md"]}
 
 
 def extensions():
