@@ -1,8 +1,8 @@
 """The docs inside the repository: every citation of them in the code resolves.
 
 Docstrings and comments cite ``docs/math.md §N`` (a section number, several as ``§2, §3`` or a
-range ``§3–4``) and ``docs/design.md "Heading"``. Each cited file must exist and each cited section
-must be a heading of it; no citation of the team's old notes (a bare ``MATH.md`` / ``DESIGN.md``)
+range ``§3–4``), ``docs/design.md "Heading"`` and ``(docs/design.md, the heading's words)``. Each
+cited file must exist and each cited section must be a heading of it; no citation of the team's old notes (a bare ``MATH.md`` / ``DESIGN.md``)
 may remain, since a user of the package does not have them. The pages ship with the package.
 """
 from __future__ import annotations
@@ -21,6 +21,8 @@ SUFFIXES = {".py", ".cpp", ".cu", ".h", ".cuh", ".toml", ".md", ".sh"}
 CITATION = re.compile(r'docs/(?P<file>[\w.-]+?\.md)(?P<rest>(?:[ ,;]*(?:§\d+(?:[–-]\d+)?|"[^"\n]+"))*)')
 SECTION = re.compile(r"§(\d+)(?:[–-](\d+))?")
 QUOTED = re.compile(r'"([^"\n]+)"')
+# `(docs/design.md, the network protocol)`: a section named in words, up to `)`, `;`, `:` or `.`.
+NAMED = re.compile(r"docs/(?P<file>[\w.-]+?\.md), (?:the )?(?P<name>[A-Za-z][\w -]*?)\s*(?:[);:.]|$)")
 OLD_NOTE = re.compile(r"(?<![\w/.-])(?:MATH|DESIGN)\.md")
 
 
@@ -34,12 +36,14 @@ def _files() -> list[Path]:
 
 
 def _citations() -> list[tuple[str, str, str]]:
-    """(where, file, the sections part) of every docs citation in the citing files."""
+    """(where, file, what it cites in it) of every docs citation in the citing files: the sections
+    part (``§2, §4``, ``"Heading"``) or, for the words form, the heading's words in quotes."""
     found = []
     for path in _files():
         for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-            for match in CITATION.finditer(line):
-                found.append((f"{path.relative_to(ROOT)}:{number}", match["file"], match["rest"]))
+            where = f"{path.relative_to(ROOT)}:{number}"
+            found += [(where, match["file"], match["rest"]) for match in CITATION.finditer(line)]
+            found += [(where, match["file"], f'"{match["name"]}"') for match in NAMED.finditer(line)]
     return found
 
 
@@ -66,6 +70,9 @@ def test_the_citation_parser_reads_every_form():
     got = [(m["file"], _section_numbers(m["rest"]), QUOTED.findall(m["rest"])) for m in CITATION.finditer(text)]
     assert got == [("math.md", [2, 4], []), ("math.md", [3, 4], []), ("design.md", [], ["The language"]),
                    ("math.md", [1], [])]
+    named = [(m["file"], m["name"]) for m in NAMED.finditer(
+        "(docs/design.md, the network protocol; …) (docs/design.md, Backends): (docs/math.md §2, LSD)")]
+    assert named == [("design.md", "network protocol"), ("design.md", "Backends")]
     assert OLD_NOTE.search("(MATH.md §2)") and OLD_NOTE.search('DESIGN.md "The language"')
     assert not OLD_NOTE.search("docs/math.md §2") and not OLD_NOTE.search("benchmarks/README.md")
 
