@@ -158,6 +158,16 @@ def test_psd_gamma_fixed_by_hand_is_the_fraction_from_s_to_t():
     assert torch.allclose(u, s + 0.25 * (t - s), rtol=0, atol=1e-15)  # float64 draws, one rounding
 
 
+def test_the_show_example_is_what_flowcore_show_prints():
+    """The README's ``$ flowcore show lsd`` block, against the declaration it prints (``cmd_show``
+    prints ``str(objective)``), citation line included."""
+    import flowcore as fc
+
+    match = re.search(r"\n```\n\$ flowcore show lsd\n(.*?)```", README.read_text(), re.S)
+    assert match, "README.md has no ``` block starting with `$ flowcore show lsd`"
+    assert match.group(1).rstrip("\n") == str(fc.objective("lsd"))
+
+
 def test_quickstart_commands_are_two_and_ci_reads_the_second():
     text = README.read_text()
     run = _block("quickstart-run", "bash").strip().splitlines()
