@@ -3,7 +3,7 @@
     python benchmarks/gemm_plan.py lsd --net paper --batch 4096
 
 Prints every GEMM (kind, shape, planned call, layer), the FLOPs, and the per-sample stream units
-of MATH.md §6's cost model (1 unit = one forward through the net).
+of docs/math.md §6's cost model (1 unit = one forward through the net).
 """
 import argparse
 import sys

@@ -1,4 +1,4 @@
-// The fused activation of flowcore's flow-map MLP (MATH.md §4, §6): shared by the CPU and CUDA
+// The fused activation of flowcore's flow-map MLP (docs/math.md §4, §6): shared by the CPU and CUDA
 // launchers of
 //
 //   flowcore::mlp_act_fwd(Tensor y, Tensor bias, str activation) -> Tensor

@@ -1,4 +1,4 @@
-// The fused activation of flowcore's flow-map MLP: CUDA kernels (MATH.md §4, §6).
+// The fused activation of flowcore's flow-map MLP: CUDA kernels (docs/math.md §4, §6).
 //
 // Same ops as the CPU ones (schemas in mlp_ops.cpp and mlp_saved.cpp, semantics in mlp_act.h). One thread per
 // (row, column) of the primal block: it reads y_0 and the bias once, evaluates σ, σ', σ'' once and

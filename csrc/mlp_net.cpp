@@ -1,5 +1,5 @@
 // A whole flow-map MLP call in one op: every layer's stacked GEMM and fused activation without
-// returning to Python between layers, and its backward one layer per call (MATH.md §4, §6).
+// returning to Python between layers, and its backward one layer per call (docs/math.md §4, §6).
 //
 //   flowcore::mlp_net_fwd(Tensor h, Tensor[] weights, Tensor[] biases, str activation, float scale,
 //                         int live, bool save) -> (Tensor out, Tensor out_dead, Tensor[] hidden,

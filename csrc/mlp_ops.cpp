@@ -1,4 +1,4 @@
-// The fused activation of flowcore's flow-map MLP: op schemas and the CPU kernels (MATH.md §4, §6).
+// The fused activation of flowcore's flow-map MLP: op schemas and the CPU kernels (docs/math.md §4, §6).
 //
 // Semantics and shapes: mlp_act.h. One pass over the stacked rows replaces the ~10 elementwise
 // torch ops (bias add, σ, σ', products, sums) of an unfused JVP layer and of its backward.

@@ -1,5 +1,5 @@
 // The fused activation with its derivatives saved by the forward, for a backward that evaluates no
-// activation (MATH.md §4, §6): the layers of flowcore::mlp_net_fwd / _bwd (mlp_net.cpp).
+// activation (docs/math.md §4, §6): the layers of flowcore::mlp_net_fwd / _bwd (mlp_net.cpp).
 //
 //   flowcore::mlp_act_fwd_save(Tensor y, Tensor bias, str activation, int live) -> (Tensor out, Tensor saved)
 //   flowcore::mlp_act_fwd_save_(Tensor(a!) y, Tensor bias, str activation, int live) -> Tensor saved

@@ -212,7 +212,7 @@ def evaluate(objective: Objective, net: Callable, x1: torch.Tensor, x0: torch.Te
     x0 (and z for a stochastic interpolant) default to ``σ·N(0, I)`` draws; each term takes its
     share of the batch, in order, and draws its times from its sampler unless `times` gives them
     as ``{term name: {symbol: (count,) tensor}}``. The loss is reduced as `reduction` says
-    (MATH.md §3; default: the objective's).
+    (docs/math.md §3; default: the objective's).
     """
     interpolant = interpolant or objective.interpolant
     x0, z = complete_batch(objective, interpolant, x1, x0, z, generator)

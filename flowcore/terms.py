@@ -1,7 +1,7 @@
 """Per-term evaluation helpers shared by the reference interpreter and compiled objectives.
 
 How a batch is completed (x0, z draws), split among terms, given its times and reduced to a loss
-(MATH.md §3) must be identical for both, or a comparison between them would test the plumbing.
+(docs/math.md §3) must be identical for both, or a comparison between them would test the plumbing.
 :func:`draw_noise_and_times` is the one place a batch's random inputs are drawn: the trainer's
 batch stream and the benchmark's steps call it too, so every consumer sees the same stream.
 """

@@ -5,12 +5,12 @@ from flowcore.lang import (Dt, I, Objective, Teacher, Term, TimeSampler, Uniform
                            s, sg, sqnorm, t, u)
 from flowcore.lang.nodes import Expr
 
-ETA = 0.75  # the paper's diagonal share (MATH.md §3)
+ETA = 0.75  # the paper's diagonal share (docs/math.md §3)
 gamma = param("gamma")
 
 
 def flow_matching_term(share: float) -> Term:
-    """The tangent condition by flow matching: ``|v̂_{t,t}(I_t) − İ_t|²`` (MATH.md §1, L_b)."""
+    """The tangent condition by flow matching: ``|v̂_{t,t}(I_t) − İ_t|²`` (docs/math.md §1, L_b)."""
     return Term("fm", sqnorm(V(t, t, I(t)) - Dt(I(t))), Uniform(t), share)
 
 
@@ -20,16 +20,16 @@ def teacher_diagonal_term(share: float) -> Term:
 
 
 def upper_triangle() -> TimeSampler:
-    """``s = min(U, U')``, ``t = max(U, U')`` (MATH.md §3)."""
+    """``s = min(U, U')``, ``t = max(U, U')`` (docs/math.md §3)."""
     return UpperTriangle(s, t)
 
 
 def psd_residual() -> Expr:
     """``v̂_{s,t}(x) − sg(γ·v̂_{s,u}(x) + (1 − γ)·v̂_{u,t}(X̂_{s,u}(x)))`` at x = I_s, u = s + γ(t − s).
 
-    The semigroup identity X_{u,t} ∘ X_{s,u} = X_{s,t} divided by (t − s) (MATH.md §2, PSD):
+    The semigroup identity X_{u,t} ∘ X_{s,u} = X_{s,t} divided by (t − s) (docs/math.md §2, PSD):
     u − s = γ(t − s) and t − u = (1 − γ)(t − s). Here γ is the fraction of the way from s to t;
-    MATH.md writes u = γs + (1 − γ)t, i.e. its γ is our 1 − γ. PSD-U (γ ~ U[0, 1]) and PSD-M
+    docs/math.md writes u = γs + (1 − γ)t, i.e. its γ is our 1 − γ. PSD-U (γ ~ U[0, 1]) and PSD-M
     (γ = ½) are symmetric in that swap; it matters only when fixing γ by hand.
     """
     x = Var("x")

@@ -1,4 +1,4 @@
-"""Continuous-time consistency (MATH.md §2, special cases; Align Your Flow):
+"""Continuous-time consistency (docs/math.md §2, special cases; Align Your Flow):
 ``v̂_{s,t}(x) − sg(b + (t − s)(∂_s v̂_{s,t}(x) + ∇v̂_{s,t}(x)·b))`` at x = I_s.
 
 It is the Eulerian condition solved for v: with X = x + (t − s)v, ∂_s X + ∇X·b = 0 reads
@@ -26,5 +26,5 @@ def build(eta: float = ETA, mode: str = "distillation", **defaults) -> Objective
     if mode not in LOSSES:
         raise ValueError(f"consistency: unknown mode {mode!r}; choose one of {', '.join(LOSSES)}")
     diagonal = teacher_diagonal_term if mode == "distillation" else flow_matching_term
-    return assemble("consistency", f"continuous-time consistency {mode}", "MATH.md §2, consistency", LOSSES[mode],
+    return assemble("consistency", f"continuous-time consistency {mode}", "docs/math.md §2, consistency", LOSSES[mode],
                     upper_triangle(), eta, diagonal=diagonal, **defaults)

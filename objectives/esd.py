@@ -1,4 +1,4 @@
-"""ESD — Eulerian self-distillation (MATH.md §2): ``∂_s X̂_{s,t}(I_s) + sg(∇X̂_{s,t}(I_s) · v̂_{s,s}(I_s))``.
+"""ESD — Eulerian self-distillation (docs/math.md §2): ``∂_s X̂_{s,t}(I_s) + sg(∇X̂_{s,t}(I_s) · v̂_{s,s}(I_s))``.
 
 The Eulerian condition ∂_s X_{s,t} + ∇X_{s,t}·v_{s,s} = 0. ``∂_s`` is the PARTIAL derivative at
 fixed x (the derivative is taken before x is bound to I_s). Stop-gradient placements:
@@ -6,7 +6,7 @@ fixed x (the derivative is taken before x is bound to I_s). Stop-gradient placem
 - ``teacher`` (default, the paper's): sg on the whole transport term, gradient only through ∂_s X̂;
 - ``none``: no stop-gradient at all;
 - ``convex`` (r): sg on the velocity v̂_{s,s} only, so the residual is linear in X̂ and the loss
-  convex in it. Both alternatives diverged on every image set tried (MATH.md §2).
+  convex in it. Both alternatives diverged on every image set tried (docs/math.md §2).
 """
 from __future__ import annotations
 
@@ -27,5 +27,5 @@ def build(eta: float = ETA, stopgrad: str = "teacher", **defaults) -> Objective:
     if stopgrad not in LOSSES:
         raise ValueError(f"esd: unknown stopgrad {stopgrad!r}; choose one of {', '.join(LOSSES)}")
     name = "esd" if stopgrad == "teacher" else f"esd_{stopgrad}"
-    return assemble(name, f"Eulerian self-distillation (stop-gradient: {stopgrad})", "MATH.md §2, ESD",
+    return assemble(name, f"Eulerian self-distillation (stop-gradient: {stopgrad})", "docs/math.md §2, ESD",
                     LOSSES[stopgrad], upper_triangle(), eta, **defaults)

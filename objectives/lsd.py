@@ -1,4 +1,4 @@
-"""LSD — Lagrangian self-distillation (MATH.md §2): ``∂_t X̂_{s,t}(I_s) − sg(v̂_{t,t}(sg(X̂_{s,t}(I_s))))``.
+"""LSD — Lagrangian self-distillation (docs/math.md §2): ``∂_t X̂_{s,t}(I_s) − sg(v̂_{t,t}(sg(X̂_{s,t}(I_s))))``.
 
 The Lagrangian condition ∂_t X_{s,t} = v_{t,t}(X_{s,t}) with the diagonal as its own teacher; the
 gradient flows only through ∂_t X̂, i.e. it backpropagates THROUGH a JVP in t. The paper's best.
@@ -14,5 +14,5 @@ LOSS = sqnorm(Dt(X(s, t, x)) - sg(V(t, t, sg(X(s, t, x))))).bind(x=I(s))
 
 
 def build(eta: float = ETA, **defaults) -> Objective:
-    return assemble("lsd", "Lagrangian self-distillation", "MATH.md §2, LSD", LOSS, upper_triangle(), eta,
+    return assemble("lsd", "Lagrangian self-distillation", "docs/math.md §2, LSD", LOSS, upper_triangle(), eta,
                     **defaults)

@@ -1,4 +1,4 @@
-"""PFMM — progressive flow map matching (MATH.md §2, Flow map matching):
+"""PFMM — progressive flow map matching (docs/math.md §2, Flow map matching):
 ``X̂_{s,t}(I_s) − sg(X̌_{u,t}(X̌_{s,u}(I_s)))``, u = s + γ(t − s), γ ~ U[0, 1].
 
 The teacher map X̌ starts as one Euler step of the teacher velocity, ``x + (b − a)·b̂_a(x)``
@@ -21,6 +21,6 @@ LOSSES = {
 def build(eta: float = ETA, teacher: str = "euler", **defaults) -> Objective:
     if teacher not in LOSSES:
         raise ValueError(f"pfmm: unknown teacher {teacher!r}; choose one of {', '.join(LOSSES)}")
-    return assemble("pfmm", f"progressive flow map matching (teacher map: {teacher})", "MATH.md §2, PFMM",
+    return assemble("pfmm", f"progressive flow map matching (teacher map: {teacher})", "docs/math.md §2, PFMM",
                     LOSSES[teacher], upper_triangle() & between(u, s, t, gamma), eta,
                     diagonal=teacher_diagonal_term, **defaults)

@@ -1,4 +1,4 @@
-"""Every built-in objective written out by hand in plain PyTorch, straight from MATH.md §1–3.
+"""Every built-in objective written out by hand in plain PyTorch, straight from docs/math.md §1–3.
 
 This is the independent side of ``test_reference_objectives.py``: it shares NOTHING with
 ``flowcore.lang`` or ``flowcore.reference`` (no expression trees, no sympy evaluation, no
@@ -11,12 +11,12 @@ interpreter). Each term's per-sample loss is spelled out with
   residual target, never something a time derivative is taken of afterwards, so detaching the
   value loses nothing the reference keeps (the reference keeps the times live under sg).
 
-Conventions (MATH.md §1): t = 0 noise, t = 1 data, ``I_τ = α(τ) x0 + β(τ) x1``,
+Conventions (docs/math.md §1): t = 0 noise, t = 1 data, ``I_τ = α(τ) x0 + β(τ) x1``,
 ``X_{a,b}(x) = x + (b − a) v̂_{a,b}(x)``, ``net(a, b, x) -> v̂_{a,b}(x)``, ``teacher(τ, x) -> b̂_τ(x)``,
 ``|r|²`` sums over every data dimension of a sample.
 
 PSD's γ: flowcore (objectives/_parts.py) writes ``u = s + γ(t − s)`` and the target
-``γ v̂_{s,u} + (1 − γ) v̂_{u,t}(X̂_{s,u})``. MATH.md §2 writes ``u = γ's + (1 − γ')t`` and
+``γ v̂_{s,u} + (1 − γ) v̂_{u,t}(X̂_{s,u})``. docs/math.md §2 writes ``u = γ's + (1 − γ')t`` and
 ``(1 − γ') v̂_{s,u} + γ' v̂_{u,t}``: the same thing with γ' = 1 − γ (both are the semigroup identity
 divided by t − s, the weights being (u − s)/(t − s) and (t − u)/(t − s)). Times given to this module
 use flowcore's γ, the symbol its samplers produce, and carry u explicitly, as ``evaluate(times=...)``
@@ -138,7 +138,7 @@ def distill_term_name(case: str) -> str:
 
 
 def term_layout(case: str, eta: float | None) -> list[tuple[str, float, tuple[str, ...]]]:
-    """[(term name, share, time symbols it needs)] in batch order: diagonal first, share η (MATH.md §3)."""
+    """[(term name, share, time symbols it needs)] in batch order: diagonal first, share η (docs/math.md §3)."""
     if case == "fm":
         return [("fm", 1.0, ("t",))]
     eta = 0.75 if eta is None else eta
@@ -277,7 +277,7 @@ def handwritten_loss(case: str, net: Callable, x0: torch.Tensor, x1: torch.Tenso
     """(reduced loss, {term name: per-sample losses}) of objective `case` on the batch x0, x1.
 
     The batch is split over the terms in order (`term_layout`, `split_counts`); term k gets its
-    counts[k] consecutive samples and the times ``times[term name]``. Reductions (MATH.md §3):
+    counts[k] consecutive samples and the times ``times[term name]``. Reductions (docs/math.md §3):
     ``"batch"`` = Σ over all samples of ℓ / B; ``"term_mean"`` = Σ over non-empty terms of their mean.
     """
     layout = term_layout(case, eta)

@@ -116,7 +116,7 @@ def test_the_bound_multiplies_each_gemm_in_its_faster_orientation(kind, m, k, n,
 
 
 def test_stream_units_follow_the_cost_model():
-    # MATH.md §6: FM 3 units per sample, LSD off-diagonal 7; η = 0.75 → LSD ≈ 4/3 FM.
+    # docs/math.md §6: FM 3 units per sample, LSD off-diagonal 7; η = 0.75 → LSD ≈ 4/3 FM.
     assert stream_units(flowcore.objective("fm"), 1024) == {"fm": 3.0, "mean": 3.0}
     lsd = stream_units(flowcore.objective("lsd"), 1024)
     assert lsd["lsd"] == 7.0 and lsd["mean"] == pytest.approx(4.0)

@@ -1,4 +1,4 @@
-"""flowcore.data: the 2-D generators, .npy/.npz loading, and DataSource streams (MATH.md §1, §5)."""
+"""flowcore.data: the 2-D generators, .npy/.npz loading, and DataSource streams (docs/math.md §1, §5)."""
 import math
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""flowcore.eval: the checkerboard KL, energy distance, sliced W2, evaluate_sampler (MATH.md §5)."""
+"""flowcore.eval: the checkerboard KL, energy distance, sliced W2, evaluate_sampler (docs/math.md §5)."""
 import math
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""flowcore.nn.FlowMapMLP's fused JVP (MATH.md §4, §6): values, gradients THROUGH the tangent, and
+"""flowcore.nn.FlowMapMLP's fused JVP (docs/math.md §4, §6): values, gradients THROUGH the tangent, and
 higher derivatives, against plain autograd — on both paths (the extension's fused kernels and the
 pure-torch fallback).
 

@@ -1,6 +1,6 @@
 """The reference interpreter against hand-written PyTorch, for every built-in objective.
 
-``tests/handwritten.py`` spells every term of every built-in out in plain torch from MATH.md; here
+``tests/handwritten.py`` spells every term of every built-in out in plain torch from docs/math.md; here
 hypothesis draws batches, data shapes, interpolants, per-term times (s = t exactly and |t − s| < 1e-6
 included), γ, η, the reduction and the seeds, and checks in float64 that the reference's loss, its
 per-sample losses, and the gradients w.r.t. every network parameter and w.r.t. x0 and x1 all equal

@@ -1,4 +1,4 @@
-"""flowcore.eval.sample: k-step flow-map sampling, ODE sampling of the diagonal, time grids (MATH.md §1)."""
+"""flowcore.eval.sample: k-step flow-map sampling, ODE sampling of the diagonal, time grids (docs/math.md §1)."""
 import math
 
 import pytest

@@ -40,7 +40,7 @@ class NetSpec:
         return build_network(self.kind, options, data_shape, sigma)
 
 
-# The paper's 2-D MLP and a smaller one (MATH.md §4, §6); --quick swaps in tiny ones of the same names.
+# The paper's 2-D MLP and a smaller one (docs/math.md §4, §6); --quick swaps in tiny ones of the same names.
 NETS = {"paper": NetSpec("paper", "mlp", 5, 512), "small": NetSpec("small", "mlp", 4, 256)}
 QUICK_NETS = {"paper": NetSpec("paper", "mlp", 2, 32), "small": NetSpec("small", "mlp", 1, 16)}
 

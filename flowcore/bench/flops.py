@@ -27,14 +27,14 @@ backward streams
       - ``wgrad`` ``gᵀ·h`` (weight gradient, ``out × (k_b·R) → in``), for the trained net only (a
         frozen teacher has no weight gradients, and no backward at all unless its input is live,
         as in LMD's ``b̂(X̂_{s,t})``).
-    So backward ≈ 2 × forward per stream, as in MATH.md §6 ("its backward ≈ 2 backwards").
+    So backward ≈ 2 × forward per stream, as in docs/math.md §6 ("its backward ≈ 2 backwards").
 
 Not counted: biases, activations, the loss kernels, the optimizer (all elementwise), the
 log-variance head (no MLP). The count is the *minimal* GEMM work — the reference interpreter does
 more (it recomputes shared values, e.g. LSD's ``X̂_{s,t}`` twice), which is part of what the
 benchmark shows.
 
-Sanity check against MATH.md §6: FM is 1 forward + 2 backward = 3 units per row; LSD's
+Sanity check against docs/math.md §6: FM is 1 forward + 2 backward = 3 units per row; LSD's
 off-diagonal row is a JVP forward (2) + the sg'd teacher forward (1) + backward through primal and
 tangent (4) = 7 units; with η = 0.75 LSD/FM = (0.75·3 + 0.25·7)/3 = 4/3 ≈ 1.33 (exactly so up to
 the first layer's missing dgrad). ESD's off-diagonal row is one call with both tangents (3
@@ -137,7 +137,7 @@ def stream_units(objective: Objective, batch: int) -> dict[str, float]:
     """Per-term average stream units per sample (1 unit = a forward through every layer), for reports.
 
     Counts backward as 2 units per stream (dgrad + wgrad, the first layer's dgrad included): the
-    MATH.md §6 cost model, independent of the net's shape.
+    docs/math.md §6 cost model, independent of the net's shape.
     """
     plan = compile_program(objective).program.plan
     counts = list(objective.split(batch))

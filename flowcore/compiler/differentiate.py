@@ -9,7 +9,7 @@ coefficients are differentiated by sympy; at a network call the derivative becom
 
 A bound variable's derivative is the derivative of its value in the binding's scope (the chain
 rule of a total derivative), while a derivative taken INSIDE the binding holds it fixed — the
-semantics of DESIGN.md. Stop-gradient commutes: ``d sg(e) = sg(d e)``. This module is the
+semantics of docs/design.md. Stop-gradient commutes: ``d sg(e) = sg(d e)``. This module is the
 compiler's own differentiation; the reference interpreter never uses it.
 
 `None` stands for a structural zero while differentiating; `bind_values` finally substitutes the

@@ -1,4 +1,4 @@
-"""Data for training and evaluating flow maps (MATH.md §1, §5), of any sample shape (B, *dims).
+"""Data for training and evaluating flow maps (docs/math.md §1, §5), of any sample shape (B, *dims).
 
 * A registry of data sets by name (:func:`register_dataset`; :mod:`flowcore.data.registry`), each
   declaring its sample shape and its data kind; the 2-D sets made in code are its first entries

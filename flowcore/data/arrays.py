@@ -1,4 +1,4 @@
-"""Samples from ``.npy`` / ``.npz`` files (:func:`load_array`) and the σ of MATH.md §1 of a set of
+"""Samples from ``.npy`` / ``.npz`` files (:func:`load_array`) and the σ of docs/math.md §1 of a set of
 samples (:func:`array_std`); arrays of any sample shape, (N, *dims), e.g. images (N, C, H, W)."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 
 def array_std(x: torch.Tensor) -> float:
-    """σ of MATH.md §1 for samples `x` (N, *dims): the std of all entries together, about their one
+    """σ of docs/math.md §1 for samples `x` (N, *dims): the std of all entries together, about their one
     common mean, ``sqrt(mean((x − mean(x))²))``, computed in float64."""
     x = x.detach().to(torch.float64)
     return float(torch.sqrt(torch.mean((x - x.mean()) ** 2)))

@@ -1,5 +1,5 @@
 """The 2-D data sets made in code (nothing is downloaded), all scaled to lie (essentially) in
-[−1, 1]²: the paper's ``checkerboard`` (MATH.md §5), ``eight_gaussians``, ``two_moons`` and
+[−1, 1]²: the paper's ``checkerboard`` (docs/math.md §5), ``eight_gaussians``, ``two_moons`` and
 ``spirals``. Each is a function ``f(n, generator=None, dtype=torch.float32) -> (n, 2)``, registered
 below as one entry of the data-set registry (flowcore.data.registry).
 """
@@ -33,7 +33,7 @@ def checkerboard(n: int, generator: torch.Generator | None = None, dtype: torch.
 
 
 # Per-coordinate std of the checkerboard (exactly 1/√3: each coordinate is uniform on [−1, 1]),
-# the σ of MATH.md §1 for this data set.
+# the σ of docs/math.md §1 for this data set.
 CHECKERBOARD_STD = 3 ** -0.5
 
 EIGHT_GAUSSIANS_RADIUS, EIGHT_GAUSSIANS_SCALE = 0.8, 0.07
@@ -75,7 +75,7 @@ def spirals(n: int, generator: torch.Generator | None = None, dtype: torch.dtype
     return (points + 0.02 * torch.randn(n, 2, generator=generator, dtype=torch.float64)).to(dtype)
 
 
-# The checkerboard is its own kind: its KL compares samples with its exact density (MATH.md §5).
+# The checkerboard is its own kind: its KL compares samples with its exact density (docs/math.md §5).
 register_dataset("checkerboard", checkerboard, shape=(2,), kind=CHECKERBOARD, std=CHECKERBOARD_STD)
 register_dataset("eight_gaussians", eight_gaussians, shape=(2,), kind=POINTS2D, std=EIGHT_GAUSSIANS_STD)
 register_dataset("two_moons", two_moons, shape=(2,), kind=POINTS2D)

@@ -34,7 +34,7 @@ class Dataset:
     sampler: Sampler
     shape: tuple[int, ...]
     kind: str
-    std: float | None = None     # σ (MATH.md §1) when known exactly; None: estimated once (dataset_std)
+    std: float | None = None     # σ (docs/math.md §1) when known exactly; None: estimated once (dataset_std)
 
     def __call__(self, n: int, generator: torch.Generator | None = None,
                  dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Endless, seeded streams of data batches shaped (batch_size, *dims): :class:`DataSource`, made by
 :func:`make_source` from a registered data set's name or a ``.npy`` / ``.npz`` path. A stream's
 state (``state_dict`` / ``load_state_dict``) restores it bit for bit; it knows ``std`` — the σ of
-MATH.md §1, the data's std as one scalar —, ``dims``, the shape of one sample, and ``kind``, the
+docs/math.md §1, the data's std as one scalar —, ``dims``, the shape of one sample, and ``kind``, the
 data kind that chooses the evaluation metrics (flowcore.data.registry).
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ class DataSource(Iterator[torch.Tensor]):
 
     Attributes: ``name``, ``batch_size``, ``dims`` (shape of one sample; a sampler's is checked on
     every batch), ``kind`` (the data kind; by default from ``dims``, see ``array_kind``), ``std``
-    (σ, MATH.md §1, see :func:`array_std`), ``dtype``, ``device``.
+    (σ, docs/math.md §1, see :func:`array_std`), ``dtype``, ``device``.
     """
 
     def __init__(self, name: str, batch_size: int, seed: int, *, sampler: Sampler | None = None,

@@ -1,4 +1,4 @@
-"""Sampling and evaluating flow maps (MATH.md §1, §5).
+"""Sampling and evaluating flow maps (docs/math.md §1, §5).
 
 * :mod:`~flowcore.eval.sample`: k-step flow-map sampling on any time grid; Euler/Heun on the diagonal.
 * :mod:`~flowcore.eval.metrics`: the metric registry (:func:`register_metric`), chosen per data kind

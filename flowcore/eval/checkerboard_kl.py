@@ -1,4 +1,4 @@
-"""The paper's checkerboard KL (MATH.md §5), exactly as computed here.
+"""The paper's checkerboard KL (docs/math.md §5), exactly as computed here.
 
 Split [−1, 1]² into ``bins × bins`` equal squares (bins closed on the left, the last one also on
 the right, as ``numpy.histogram``). Then
@@ -12,7 +12,7 @@ the right, as ``numpy.histogram``). Then
 * ``KL(p ‖ q) = Σ_{b : p_b > 0} p_b · log(p_b / max(q_b, floor))``, natural log (nats).
 
 For N exact samples the histogram's own noise gives ``E[KL] ≈ (M − 1) / (2N)``, M the number of
-bins with p_b > 0 (1396 of 2500 for 50 bins): ≈ 0.0106 at N = 65536 (MATH.md §5's 64k), the floor
+bins with p_b > 0 (1396 of 2500 for 50 bins): ≈ 0.0106 at N = 65536 (docs/math.md §5's 64k), the floor
 under which no sampler can be told apart at that N.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Distances between two point sets of any sample shape (N, *dims), samples flattened (MATH.md §5):
+"""Distances between two point sets of any sample shape (N, *dims), samples flattened (docs/math.md §5):
 the energy distance and the sliced 2-Wasserstein distance, both in float64.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Evaluating and sampling a trained flow map (MATH.md §5), for the trainer and the CLI.
+"""Evaluating and sampling a trained flow map (docs/math.md §5), for the trainer and the CLI.
 
 :func:`evaluate_sampler` scores the k-step flow-map sampler (or the ODE of its diagonal) with the
 metrics of the registry (flowcore.eval.metrics) chosen for the data's kind; :func:`evaluate` and
@@ -18,7 +18,7 @@ from ..data import make_source
 from .metrics import select_metrics
 from .sample import DEFAULT_CHUNK, METHODS, Net, flow_map_sample, ode_sample, time_grid
 
-# MATH.md §5: checkerboard KL at 1, 2, 4, 8, 16 steps (paper: batch 100k, 150k steps, one A100).
+# docs/math.md §5: checkerboard KL at 1, 2, 4, 8, 16 steps (paper: batch 100k, 150k steps, one A100).
 PAPER_CHECKERBOARD_KL = {
     "lsd": {1: 0.0864, 2: 0.0765, 4: 0.0708, 8: 0.0699, 16: 0.0710},
     "esd": {1: 0.0983, 2: 0.0921, 4: 0.0834, 8: 0.0816, 16: 0.0751},
@@ -32,7 +32,7 @@ def evaluate_sampler(net: Net, steps_list: Sequence[int] = (1, 2, 4, 8, 16), n: 
                      dataset: str | os.PathLike = "checkerboard", *, key: str | None = None,
                      metrics: Sequence[str] | None = None, options: Mapping[str, Mapping[str, Any]] | None = None,
                      chunk_size: int = DEFAULT_CHUNK, method: str = "flow_map") -> dict[int, dict[str, float]]:
-    """Metrics of the k-step flow-map sampler for each k in `steps_list` (MATH.md §5):
+    """Metrics of the k-step flow-map sampler for each k in `steps_list` (docs/math.md §5):
     ``{k: {metric: value}}``, one entry per metric of `metrics` (names in flowcore.eval.metrics;
     default: those registered as defaults for the data's kind — for the checkerboard ``"kl"``, 50
     bins, ``"energy"`` on a 4096-point subsample and ``"sw2"`` with 128 projections; for other data

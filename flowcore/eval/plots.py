@@ -1,4 +1,4 @@
-"""Figures for flow-map training (MATH.md §5): samples of the k-step sampler beside the data, and
+"""Figures for flow-map training (docs/math.md §5): samples of the k-step sampler beside the data, and
 loss curves. Uses matplotlib's Agg backend (files only, never a window); matplotlib is imported
 when a function is called, so ``import flowcore`` does not need it. Each function returns the path
 of the PNG it wrote (parent folders are created).

@@ -1,8 +1,8 @@
-"""Sampling with a flow map (MATH.md §1): compose ``X_{t_i, t_{i+1}}`` on a time grid, or integrate
+"""Sampling with a flow map (docs/math.md §1): compose ``X_{t_i, t_{i+1}}`` on a time grid, or integrate
 the diagonal velocity ``v̂_{t,t}`` as an ODE (a check on the tangent condition ``v_{t,t} = b_t``).
 
 Every sampler takes ``net(s, t, x) -> v̂_{s,t}(x)`` with s, t shaped (B,) and x shaped (B, *dims)
-(t = 0 is noise, t = 1 is data), and noise ``x0`` — draw it as ``σ · randn`` yourself, MATH.md §1.
+(t = 0 is noise, t = 1 is data), and noise ``x0`` — draw it as ``σ · randn`` yourself, docs/math.md §1.
 The flow map is ``X_{s,t}(x) = x + (t − s) · v̂_{s,t}(x)``. Samples are computed in chunks of at
 most `chunk_size` points (each chunk runs every step before the next starts), under
 ``torch.no_grad()`` unless ``no_grad=False``. The network's train/eval mode is left as it is.
@@ -93,7 +93,7 @@ def _run(net: Net, x0: torch.Tensor, times: list[float], method: str, chunk_size
 
 def flow_map_sample(net: Net, x0: torch.Tensor, steps: int | None = None, grid: Grid | None = None, *,
                     chunk_size: int = DEFAULT_CHUNK, no_grad: bool = True) -> torch.Tensor:
-    """Samples ``X_{t_{k−1},1} ∘ … ∘ X_{0,t_1}(x0)``: the k-step flow-map sampler of MATH.md §1,
+    """Samples ``X_{t_{k−1},1} ∘ … ∘ X_{0,t_1}(x0)``: the k-step flow-map sampler of docs/math.md §1,
     no noise re-injected. The grid is ``t_i = i / steps`` (default: one step) or a custom `grid`
     (see :func:`time_grid`). Returns a tensor shaped like `x0`."""
     return _run(net, x0, time_grid(steps, grid), "flow_map", chunk_size, no_grad, keep_path=False)

@@ -1,4 +1,4 @@
-"""The objective language (DESIGN.md "The language"): times, tensors, calls, derivatives, terms."""
+"""The objective language (docs/design.md "The language"): times, tensors, calls, derivatives, terms."""
 from .analysis import derivative_order, derivatives, free_vars, symbols_used, walk
 from .constructors import ELEMENTWISE, D, Ds, Dt, Du, Dx, I, Teacher, TeacherMap, V, Var, X, dot, sg, sqnorm, x0, x1, z
 from .errors import DeclarationError
@@ -15,7 +15,8 @@ globals().update(ELEMENTWISE)  # exp, log, …, one per entry of the function ta
 
 __all__ = [
     "D", "Ds", "Dt", "Du", "Dx", "I", "Teacher", "TeacherMap", "V", "Var", "X", "dot", "sg", "sqnorm", "x0", "x1", "z",
-    "DeclarationError", "Interpolant", "custom", "linear", "trig", "Expr", "bind", "REDUCTIONS", "Objective", "Term", "pretty", "Constant", "Derived", "Diagonal", "Dyadic", "Joint",
+    "DeclarationError", "Interpolant", "custom", "linear", "trig", "Expr", "bind", "REDUCTIONS", "Objective", "Term",
+    "pretty", "Constant", "Derived", "Diagonal", "Dyadic", "Joint",
     "Square", "TimeSampler", "Uniform", "UpperTriangle", "between", "Param", "Time", "param", "s", "t", "times", "u",
     "adaptive", "fixed", "learned_logvar", "derivative_order", "derivatives", "free_vars", "symbols_used", "walk",
     *ELEMENTWISE,

@@ -20,7 +20,7 @@ Var = n.Var
 
 
 def I(tau) -> n.Interp:  # noqa: E743 - the paper's name for the interpolant
-    """The interpolant sample ``I_τ = α(τ)·x0 + β(τ)·x1`` (MATH.md §1)."""
+    """The interpolant sample ``I_τ = α(τ)·x0 + β(τ)·x1`` (docs/math.md §1)."""
     return n.Interp(tau)
 
 
@@ -30,7 +30,7 @@ def V(a, b, x) -> n.Net:
 
 
 def X(a, b, x) -> n.FlowMap:
-    """The flow map ``X_{a,b}(x) = x + (b − a)·v̂_{a,b}(x)`` (MATH.md §1)."""
+    """The flow map ``X_{a,b}(x) = x + (b − a)·v̂_{a,b}(x)`` (docs/math.md §1)."""
     return n.FlowMap(a, b, n.as_expr(x, "the input of X"))
 
 

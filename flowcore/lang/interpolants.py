@@ -1,4 +1,4 @@
-"""Interpolants ``I_τ = α(τ)·x0 + β(τ)·x1 (+ γ(τ)·z)`` with their boundary conditions (MATH.md §1).
+"""Interpolants ``I_τ = α(τ)·x0 + β(τ)·x1 (+ γ(τ)·z)`` with their boundary conditions (docs/math.md §1).
 
 τ = 0 is noise and τ = 1 is data, so α(0) = 1, β(0) = 0, α(1) = 0, β(1) = 1, and the optional
 γ of a stochastic interpolant vanishes at both ends. The checks are exact (sympy), at declaration.

@@ -147,7 +147,7 @@ class Coef(Expr):
 # -- calls ---------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False, repr=False)
 class Interp(Expr):
-    """``I(τ) = α(τ)·x0 + β(τ)·x1 (+ γ(τ)·z)`` for the objective's interpolant (MATH.md §1)."""
+    """``I(τ) = α(τ)·x0 + β(τ)·x1 (+ γ(τ)·z)`` for the objective's interpolant (docs/math.md §1)."""
 
     tau: sympy.Expr
 
@@ -175,7 +175,7 @@ class Net(_TwoTimeCall):
 
 @dataclass(frozen=True, eq=False, repr=False)
 class FlowMap(_TwoTimeCall):
-    """``X(a, b, x) = x + (b − a)·V(a, b, x)``: the flow map's parameterisation (MATH.md §1)."""
+    """``X(a, b, x) = x + (b − a)·V(a, b, x)``: the flow map's parameterisation (docs/math.md §1)."""
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -192,7 +192,7 @@ class TeacherCall(Expr):
 
 @dataclass(frozen=True, eq=False, repr=False)
 class LogVar(Expr):
-    """``w(a, b)``: the learned log-variance head's per-sample output (MATH.md §3)."""
+    """``w(a, b)``: the learned log-variance head's per-sample output (docs/math.md §3)."""
 
     kind: ClassVar[str] = SCALAR
     a: sympy.Expr

@@ -68,7 +68,7 @@ class Term:
 
 @dataclass(frozen=True, eq=False)
 class Objective:
-    """Named terms and the defaults to evaluate them with (MATH.md §2–3)."""
+    """Named terms and the defaults to evaluate them with (docs/math.md §2–3)."""
 
     name: str
     terms: tuple[Term, ...]

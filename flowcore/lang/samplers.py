@@ -1,4 +1,4 @@
-"""Time samplers: how each term draws its per-sample times (MATH.md §3).
+"""Time samplers: how each term draws its per-sample times (docs/math.md §3).
 
 A sampler produces a value per sample for each symbol it names. Samplers combine with ``&``; a
 `Derived` sampler computes a symbol from ones produced before it (``u = s + γ(t − s)``). All draws

@@ -1,4 +1,4 @@
-"""Per-sample loss weights (MATH.md §3): fixed, learned log-variance, adaptive."""
+"""Per-sample loss weights (docs/math.md §3): fixed, learned log-variance, adaptive."""
 from __future__ import annotations
 
 from . import nodes as n

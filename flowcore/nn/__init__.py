@@ -1,4 +1,4 @@
-"""Flow-map networks, their time embeddings and heads (MATH.md §3–4).
+"""Flow-map networks, their time embeddings and heads (docs/math.md §3–4).
 
 ``protocol`` says what a network must provide (shapes and calls); ``registry`` resolves
 ``network.kind`` to a builder. Importing this package registers the built-in kinds (``mlp``).

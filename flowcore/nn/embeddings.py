@@ -1,4 +1,4 @@
-"""Time embeddings of the flow-map MLP's first layer, with their exact time derivatives (MATH.md §4).
+"""Time embeddings of the flow-map MLP's first layer, with their exact time derivatives (docs/math.md §4).
 
 An embedding maps the times ``(s, t)`` of a batch to ``(B, channels)`` features. Its ``jvp``
 pushes time tangents ``(ṡ, ṫ)`` through analytically — sinusoids differentiate to sinusoids —

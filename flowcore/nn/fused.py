@@ -1,4 +1,4 @@
-"""The fused activation of the flow-map MLP's JVP, with backward THROUGH the JVP (MATH.md §4, §6).
+"""The fused activation of the flow-map MLP's JVP, with backward THROUGH the JVP (docs/math.md §4, §6).
 
 A layer's JVP rows are stacked: ``y`` is ``(T, B, N)`` with block 0 the primal pre-activation
 (bias not yet added) and blocks ``1..T−1`` the tangents ``ẏ_j`` (no bias). With ``z = y_0 + b``:

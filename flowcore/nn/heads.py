@@ -1,4 +1,4 @@
-"""The learned log-variance head of the EDM2-style loss weight (MATH.md §3)."""
+"""The learned log-variance head of the EDM2-style loss weight (docs/math.md §3)."""
 from __future__ import annotations
 
 import torch

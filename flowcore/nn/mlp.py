@@ -1,5 +1,5 @@
-"""The paper's 2-D flow-map network: ``v̂_{s,t}(x) = σ·MLP(x/σ; s, t)`` (MATH.md §4), with a fused
-JVP whose backward runs THROUGH the tangent (LSD trains ``∂_t X̂``; MATH.md §2, §6). It is the first
+"""The paper's 2-D flow-map network: ``v̂_{s,t}(x) = σ·MLP(x/σ; s, t)`` (docs/math.md §4), with a fused
+JVP whose backward runs THROUGH the tangent (LSD trains ``∂_t X̂``; docs/math.md §2, §6). It is the first
 implementation of the network protocol (flowcore.nn.protocol), registered as ``network.kind = "mlp"``.
 
 ``forward`` is the plain ``nn.Sequential`` (what the reference interpreter and ``torch.func.jvp``

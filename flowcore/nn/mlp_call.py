@@ -1,4 +1,4 @@
-"""A whole stacked MLP call: the layers of `FlowMapMLP.jvp_many` (MATH.md §4, §6).
+"""A whole stacked MLP call: the layers of `FlowMapMLP.jvp_many` (docs/math.md §4, §6).
 
 The rows ``h = [h_0; ḣ_1; …; ḣ_k]`` (primal, then tangents) go through every layer together:
 ``y_l = h_l·W_lᵀ`` is one GEMM over all rows, ``h_{l+1} = [σ(y_0 + b); σ'·ẏ_j]`` one fused

@@ -4,7 +4,7 @@ Every rank draws the same global batch from the same seeded streams — data `x1
 source, noise `x0` (and `z`) and every term's times from one generator — and keeps its shard. Shard
 ``j`` of ``S = world × accumulate`` takes, within each term's rows, rows ``j, j + S, j + 2S, …``;
 micro-batch ``m`` of rank ``r`` is shard ``m·world + r``. The shards partition the global batch and
-each holds exactly 1/S of every term, so with either batch reduction (MATH.md §3) the mean of the
+each holds exactly 1/S of every term, so with either batch reduction (docs/math.md §3) the mean of the
 shards' losses IS the global batch's loss, and averaging their gradients gives the gradient of one
 process training on the whole batch: results do not depend on how many ranks or micro-batches run.
 Drawing the global batch on every rank is cheap next to a training step for 2-D data.

@@ -2,10 +2,10 @@
 
 * The objective is a built-in (or a user's .py file) built with the diagonal share η, then given
   the configured interpolant, σ and batch reduction; with ``learned_weight`` every term's loss ℓ
-  becomes ``exp(−w)·ℓ + w`` (EDM2's learned log-variance, MATH.md §3), w from a `LogVarHead` at the
+  becomes ``exp(−w)·ℓ + w`` (EDM2's learned log-variance, docs/math.md §3), w from a `LogVarHead` at the
   term's own times (``w(s, t)``; ``w(t, t)`` for a term that only draws t).
 * The network is the registered kind ``network.kind`` (flowcore.nn.registry; by default the paper's
-  MLP ``v̂ = σ·net(x/σ; s, t)``, MATH.md §4) for samples of the shape the data source yields.
+  MLP ``v̂ = σ·net(x/σ; s, t)``, docs/math.md §4) for samples of the shape the data source yields.
 * Distillation objectives get their frozen teacher velocity from a flowcore checkpoint.
 """
 from __future__ import annotations

@@ -11,7 +11,7 @@ A file mirrors the dataclasses: top-level keys, then one table per section::
 
 ``--set optim.lr=3e-4`` (a dotted key; the value is a TOML literal, or a bare word for a string, or
 ``1,2,4`` for a list) overrides one field. Every mistake is a `ConfigError` naming the key, the value
-and what was expected. Defaults are the paper's recipe (MATH.md §3) on the checkerboard.
+and what was expected. Defaults are the paper's recipe (docs/math.md §3) on the checkerboard.
 """
 from __future__ import annotations
 
@@ -31,7 +31,6 @@ except ModuleNotFoundError:  # Python 3.10
 
 from ..codegen import backends
 from ..eval.metrics import METRICS
-
 from ..nn.registry import network_kinds
 from .optim import OPTIMIZERS
 
@@ -51,7 +50,7 @@ class ConfigError(ValueError):
 @dataclass
 class ObjectiveConfig:
     name: str = "lsd"              # a built-in (`flowcore objectives`) or a .py file declaring one
-    eta: float = 0.75              # share of the batch on the diagonal (FM term), MATH.md §3
+    eta: float = 0.75              # share of the batch on the diagonal (FM term), docs/math.md §3
     reduction: str = "batch"       # "batch": Σℓ/B (official code); "term_mean": Σ term means (Algorithm 1)
     interpolant: str = "linear"    # "linear" | "trig"
     learned_weight: bool = False   # EDM2 learned log-variance weight exp(−w)ℓ + w; the head trains jointly
@@ -61,7 +60,7 @@ class ObjectiveConfig:
 @dataclass
 class NetworkConfig:
     kind: str = "mlp"              # a registered network kind (flowcore.nn.registry); the rest are its options
-    width: int = 512               # the paper's 2-D network: 5 × 512 GELU (MATH.md §4)
+    width: int = 512               # the paper's 2-D network: 5 × 512 GELU (docs/math.md §4)
     depth: int = 5
     activation: str = "gelu"
     sigma: float | str = "data"    # σ of v̂ = σ·net(x/σ) and of the noise; "data": the data's std
@@ -70,15 +69,15 @@ class NetworkConfig:
 
 @dataclass
 class DataConfig:
-    name: str = "checkerboard"     # a registered data set (flowcore.data: checkerboard, eight_gaussians, …) or .npy/.npz
+    name: str = "checkerboard"     # a registered data set (flowcore.data: checkerboard, …) or a .npy/.npz path
     batch: int = 4096              # GLOBAL batch of one optimizer step (all ranks and micro-batches together)
     key: str = ""                  # the array of a .npz file
 
 
 @dataclass
 class OptimConfig:
-    name: str = "radam"            # radam (MATH.md §3), adam, adamw (flowcore.train.optim)
-    lr: float = 1e-3               # 1e-3 for 2-D (MATH.md §3)
+    name: str = "radam"            # radam (docs/math.md §3), adam, adamw (flowcore.train.optim)
+    lr: float = 1e-3               # 1e-3 for 2-D (docs/math.md §3)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     weight_decay: float = 0.0      # the recipe has none (decoupled from the gradient for adamw)
@@ -106,7 +105,7 @@ class CheckpointConfig:
 class EvalConfig:
     every: int = 0                 # steps between evaluations; 0: only at the end
     steps: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])   # k of the k-step sampler
-    samples: int = 65536           # MATH.md §5: 64k samples
+    samples: int = 65536           # docs/math.md §5: 64k samples
     ema: float = 0.9999            # which EMA samples and is evaluated (one of `ema`); 0: the raw weights
     seed: int = 0                  # noise of the evaluation (independent of training)
     metrics: list[str] = field(default_factory=list)  # flowcore.eval.metrics names; []: the data kind's defaults
@@ -114,7 +113,7 @@ class EvalConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 150000            # optimizer steps (the paper's checkerboard budget, MATH.md §5)
+    steps: int = 150000            # optimizer steps (the paper's checkerboard budget, docs/math.md §5)
     seed: int = 0
     device: str = "auto"           # "auto": cuda when available
     threads: int = 0               # CPU threads of torch during the run; 0: torch's default (one per core)

@@ -1,4 +1,4 @@
-"""Exponential moving averages of the parameters, several decays at once (MATH.md §3: 0.999 and
+"""Exponential moving averages of the parameters, several decays at once (docs/math.md §3: 0.999 and
 0.9999). Samples and evaluations use an EMA; the self-distillation teacher is the CURRENT weights.
 
 With ``warmup`` the decay of update n (0-based) is ``min(decay, (1 + n) / (10 + n))``, so the

@@ -2,7 +2,7 @@
 
 Only the network runs under ``torch.autocast``; its output is cast back to the input's dtype, so
 the objective's residuals, time derivatives and loss stay in fp32 (peers' numerical hygiene,
-MATH.md §3). A network's native ``jvp`` and ``jvp_many`` are wrapped the same way. "auto" turns bf16 on for a CUDA
+docs/math.md §3). A network's native ``jvp`` and ``jvp_many`` are wrapped the same way. "auto" turns bf16 on for a CUDA
 device that supports it and leaves it off on the CPU (CPU bf16 is slower there for these nets).
 """
 from __future__ import annotations

@@ -8,9 +8,9 @@ to each objective (configs/checkerboard-small.toml holds the small one).
 from __future__ import annotations
 
 QUICK = """\
-# The quick checkerboard run that `flowcore train` starts with no config: LSD (MATH.md §2) with
-# the paper's recipe (MATH.md §3) except for a smaller network, a shorter run and, to suit it, a
-# higher learning rate annealed to zero. About 2-3 minutes on a CPU. The paper's numbers (MATH.md
+# The quick checkerboard run that `flowcore train` starts with no config: LSD (docs/math.md §2) with
+# the paper's recipe (docs/math.md §3) except for a smaller network, a shorter run and, to suit it, a
+# higher learning rate annealed to zero. About 2-3 minutes on a CPU. The paper's numbers (docs/math.md
 # §5) take 150k steps of batch 100k: expect a recognisable board here, not the paper's KL.
 steps = 8000
 seed = 0
@@ -58,5 +58,5 @@ BUDGETS: dict[str, dict[str, object]] = {
     "small": {"steps": 10000, "threads": 1, "network.width": 256, "network.depth": 4, "data.batch": 1024,
               "optim.lr": 3e-3, "optim.schedule": "cosine", "eval.ema": 0.999, "checkpoint.every": 2000,
               "log.every": 100},
-    "paper": {"data.batch": 100000},   # MATH.md §5: batch 100k, 150k steps (TrainConfig's defaults otherwise)
+    "paper": {"data.batch": 100000},   # docs/math.md §5: batch 100k, 150k steps (TrainConfig's defaults otherwise)
 }

@@ -1,4 +1,4 @@
-"""``flowcore reproduce checkerboard``: the paper's checkerboard table (MATH.md §5), retrained.
+"""``flowcore reproduce checkerboard``: the paper's checkerboard table (docs/math.md §5), retrained.
 
 Trains LSD, ESD, PSD-U and PSD-M one after another with one budget (``presets.BUDGETS``: "small"
 fits two CPU cores in well under 40 minutes; "paper" is the paper's recipe at its batch of 100k
@@ -70,7 +70,7 @@ def write_report(out: Path, budget: str, runs: dict, echo=print) -> dict:
     steps = sorted({int(k) for run in runs.values() for k in run["results"]})
     kl = {LABELS.get(name, name): {int(k): row["kl"] for k, row in run["results"].items() if "kl" in row}
           for name, run in runs.items()}
-    markdown = (f"Checkerboard KL (nats, 50×50 histogram, MATH.md §5) — flowcore, budget `{budget}` "
+    markdown = (f"Checkerboard KL (nats, 50×50 histogram, docs/math.md §5) — flowcore, budget `{budget}` "
                 f"(the paper: batch 100k, 150k steps, one A100)\n\n" + evaluation.kl_markdown(kl, steps) + "\n")
     (out / "kl.md").write_text(markdown)
     report = {"budget": budget, "steps": steps, "kl": {n: {str(k): v for k, v in r.items()} for n, r in kl.items()},

@@ -1,7 +1,7 @@
 """Learning-rate schedules: the learning rate at optimizer step k is a pure function of k.
 
 * ``paper``: ``lr0 / sqrt(max(k / k0, 1))`` — constant for k0 steps, then inverse square root
-  (MATH.md §3: lr0 = 1e-3 for 2-D, k0 = 35000, no warm-up).
+  (docs/math.md §3: lr0 = 1e-3 for 2-D, k0 = 35000, no warm-up).
 * ``constant``: ``lr0``.
 * ``cosine``: from ``lr0`` at k = 0 to ``min_lr`` at the last step.
 

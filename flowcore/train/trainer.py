@@ -1,4 +1,4 @@
-"""The trainer: one flow map, one objective, the paper's recipe (MATH.md §3). Read top to bottom.
+"""The trainer: one flow map, one objective, the paper's recipe (docs/math.md §3). Read top to bottom.
 
     trainer = Trainer(load_config("configs/checkerboard-lsd.toml"))
     summary = trainer.train()        # checkpoints, metrics.csv, TensorBoard, samples.png under config.out
