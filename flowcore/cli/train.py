@@ -110,15 +110,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
     method = "flow map" if args.method == "flow_map" else f"{args.method} ODE of the diagonal"
     print(f"{path} (step {step}, {weights}): {args.n} samples each, {method}: {', '.join(arrays)}")
     print(f"wrote {out / 'samples.npz'} (arrays {', '.join(arrays)})")
-    if dims == (2,):
-        from ..eval.plots import plot_samples
+    from ..eval.plots import sample_figure
 
-        data = next(make_source(config.data.name, min(args.n, 20000), seed=args.seed + 1,
-                                key=config.data.key or None))
+    source = make_source(config.data.name, min(args.n, 20000), seed=args.seed + 1, key=config.data.key or None)
+    figure = sample_figure(source.kind, dims)  # by data kind: points scatter, image grid, none
+    if figure is not None:
+        data = next(source)[:figure.samples]
         for name, (k, x) in arrays.items():
-            picture = plot_samples({k: x}, data, out / f"samples_{name}.png",
-                                   title=f"{config.objective.name}, step {step}, {weights}, {method}, "
-                                         f"{titles[name]}")
+            picture = figure.plot({k: x}, data, out / f"samples_{name}.png",
+                                  title=f"{config.objective.name}, step {step}, {weights}, {method}, {titles[name]}")
             print(f"wrote {picture}")
     return 0
 

@@ -257,17 +257,18 @@ class Trainer:
         return results
 
     def figures(self, progress: Progress) -> tuple[Path | None, Path | None]:
-        from ..eval.plots import plot_losses, plot_samples
+        from ..eval.plots import plot_losses, sample_figure
 
         samples_path = losses_path = None
-        if len(self.data.dims) == 1 and self.data.dims[0] == 2:
+        figure = sample_figure(self.data.kind, self.data.dims)  # by data kind: points scatter, image grid, none
+        if figure is not None:
             e = self.config.eval
-            drawn = evaluation.draw(self.averaged_network(), e.steps, min(e.samples, 20000), self.sigma,
+            drawn = evaluation.draw(self.averaged_network(), e.steps, min(e.samples, figure.samples), self.sigma,
                                     self.data.dims, e.seed, self.device)
-            reference = make_source(self.config.data.name, min(e.samples, 20000), seed=e.seed + 1,
+            reference = make_source(self.config.data.name, min(e.samples, figure.samples), seed=e.seed + 1,
                                     key=self.config.data.key or None)
             title = f"{self.objective.name}, step {self.step}, {'EMA ' + str(e.ema) if e.ema else 'raw weights'}"
-            samples_path = plot_samples(drawn, next(reference), self.out / "samples.png", title=title)
+            samples_path = figure.plot(drawn, next(reference), self.out / "samples.png", title=title)
         series = progress.loss_series()
         if series.get("step"):
             losses_path = plot_losses(series, self.out / "losses.png", title=f"{self.objective.name} training loss")
