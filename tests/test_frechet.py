@@ -108,6 +108,8 @@ def test_streaming_statistics_equal_one_shot_mean_and_torch_cov():
         feature_statistics(exact[:1])
     with pytest.raises(ValueError, match=r"a batch of 5 features after batches of 12"):
         FeatureStatistics().update(exact[:4]).update(exact[:4, :5])
+    with pytest.raises(ValueError, match="the features hold NaN"):
+        FeatureStatistics().update(torch.full((3, 2), math.nan))
 
 
 class Projection:

@@ -53,6 +53,8 @@ class FeatureStatistics:
             shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
             raise ValueError(f"feature statistics: expected features shaped (n, D), got {shape}")
         x = features.detach().to(torch.float64)
+        if not torch.isfinite(x).all():
+            raise ValueError("feature statistics: the features hold NaN or infinite values")
         if self.shift is None:
             if x.shape[0] == 0:
                 return self
@@ -62,8 +64,6 @@ class FeatureStatistics:
         elif x.shape[1] != self.shift.shape[0]:
             raise ValueError(f"feature statistics: a batch of {x.shape[1]} features after batches of "
                              f"{self.shift.shape[0]}")
-        if not torch.isfinite(x).all():
-            raise ValueError("feature statistics: the features hold NaN or infinite values")
         centred = x - self.shift
         self.sum += centred.sum(dim=0)
         self.outer += centred.T @ centred
