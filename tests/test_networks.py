@@ -60,10 +60,10 @@ def test_mlp_is_the_default_kind_and_builds_from_the_config():
 
 
 def test_an_unknown_kind_names_it_and_the_registered_kinds():
-    with pytest.raises(ValueError, match=r"unknown network kind 'unet'; registered kinds: mlp"):
-        build_network("unet", NetworkConfig(), (2,))
-    with pytest.raises(ConfigError, match=r"network.kind = 'unet': choose one of mlp"):
-        load_config(None, ["network.kind=unet"])
+    with pytest.raises(ValueError, match=r"unknown network kind 'transformer'; registered kinds: mlp, unet"):
+        build_network("transformer", NetworkConfig(), (2,))
+    with pytest.raises(ConfigError, match=r"network.kind = 'transformer': choose one of mlp, unet"):
+        load_config(None, ["network.kind=transformer"])
 
 
 def test_the_mlp_refuses_data_it_cannot_take():

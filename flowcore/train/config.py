@@ -32,6 +32,7 @@ except ModuleNotFoundError:  # Python 3.10
 from ..codegen import backends
 from ..eval.metrics import METRICS
 from ..nn.registry import network_kinds
+from ..nn.unet import PRESETS as UNET_PRESETS
 from .optim import OPTIMIZERS
 
 SCHEDULES = ("paper", "constant", "cosine")
@@ -65,6 +66,14 @@ class NetworkConfig:
     activation: str = "gelu"
     sigma: float | str = "data"    # σ of v̂ = σ·net(x/σ) and of the noise; "data": the data's std
     dim: int = 0                   # 0: the data's dimension
+    # kind = "unet" (flowcore.nn.FlowMapUNet, docs/math.md §4): a preset, or (preset = "") these sizes
+    preset: str = ""               # "cifar10", "imagenet64_s", "digits" (channels, resolution: the data's)
+    model_channels: int = 128
+    channel_mult: list[int] = field(default_factory=lambda: [2, 2, 2])
+    num_blocks: int = 4            # blocks per resolution
+    attn_resolutions: list[int] = field(default_factory=lambda: [16])
+    channels_per_head: int = 64
+    dropout: float = 0.0           # used only by calls that ask for it (none yet)
 
 
 @dataclass
@@ -326,6 +335,15 @@ def validate(c: TrainConfig) -> None:
     _check(n.sigma == "data" or (isinstance(n.sigma, float) and n.sigma > 0), "network.sigma", n.sigma,
            'must be a positive number or "data" (the data\'s std)')
     _check(n.dim >= 0, "network.dim", n.dim, "must be >= 0 (0: the data's dimension)")
+    _choice("network.preset", n.preset, ("", *UNET_PRESETS))
+    _check(n.model_channels >= 1, "network.model_channels", n.model_channels, "must be >= 1")
+    _check(len(n.channel_mult) >= 1 and min(n.channel_mult) >= 1, "network.channel_mult", n.channel_mult,
+           "give one positive multiplier per resolution level")
+    _check(n.num_blocks >= 1, "network.num_blocks", n.num_blocks, "must be >= 1")
+    _check(all(r >= 1 for r in n.attn_resolutions), "network.attn_resolutions", n.attn_resolutions,
+           "give positive resolutions (H of the levels with attention)")
+    _check(n.channels_per_head >= 1, "network.channels_per_head", n.channels_per_head, "must be >= 1")
+    _check(0 <= n.dropout < 1, "network.dropout", n.dropout, "must lie in [0, 1)")
     _check(c.data.batch >= 1, "data.batch", c.data.batch, "must be >= 1")
     p = c.optim
     _choice("optim.name", p.name, tuple(OPTIMIZERS))

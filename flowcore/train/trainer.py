@@ -163,6 +163,8 @@ class Trainer:
         finite = math.isfinite(loss) and math.isfinite(grad_norm)
         if finite:
             self.optimizer.step()
+            if (project := getattr(self.net, "project_to_sphere", None)) is not None:
+                project()  # forced weight normalisation of MP layers (docs/math.md §4)
             self.ema.update(self.net)
             self.consecutive = 0
         else:
