@@ -58,7 +58,7 @@ def test_a_registered_metric_is_chosen_by_eval_metrics(tmp_path, registries):
 
 def test_unknown_names_are_errors_naming_them_and_the_registered_ones(tmp_path, registries):
     with pytest.raises(ValueError, match=r"unknown data 'nope': give a registered data set \(checkerboard, "
-                                         r"eight_gaussians, two_moons, spirals\)"):
+                                         r"eight_gaussians, two_moons, spirals, cifar10, digits, image_folder\)"):
         make_source("nope", 4)
     with pytest.raises(ValueError, match=r"unknown data set 'nope'; registered: checkerboard, eight_gaussians"):
         get_dataset("nope")

@@ -112,7 +112,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     print(f"wrote {out / 'samples.npz'} (arrays {', '.join(arrays)})")
     from ..eval.plots import sample_figure
 
-    source = make_source(config.data.name, min(args.n, 20000), seed=args.seed + 1, key=config.data.key or None)
+    source = make_source(config.data.name, min(args.n, 20000), seed=args.seed + 1, key=config.data.key or None,
+                         options=config.data.source_options())
     figure = sample_figure(source.kind, dims)  # by data kind: points scatter, image grid, none
     if figure is not None:
         data = next(source)[:figure.samples]
@@ -139,7 +140,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     net, config, sigma, path, step, weights, _ = _network(args)
     metrics = args.metrics if args.metrics is not None else config.eval.metrics
     results = evaluate(net, args.steps, args.n, sigma, args.seed, config.data.name, config.data.key, args.method,
-                       metrics)
+                       metrics, data_options=config.data.source_options())
     method = "flow map" if args.method == "flow_map" else f"{args.method} ODE of the diagonal"
     print(f"{path} (step {step}, {weights}, {config.objective.name} on {config.data.name}, {args.n} samples, "
           f"{method})")

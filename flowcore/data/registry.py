@@ -8,6 +8,12 @@ metrics that apply, and which ``eval.metrics`` are chosen by default, are declar
 checkerboard, whose exact density the KL compares with), ``"points2d"`` (other 2-D points),
 ``"points"`` (flat vectors), ``"images"`` (samples shaped (C, H, W)); arrays read from a file get
 theirs from their sample shape (:func:`array_kind`).
+
+A *loaded* data set is a finite set of samples read once — bundled (``digits``) or from files
+(``cifar10``, ``image_folder``) — and streamed in shuffled epochs like an array: one function
+``loader(**options) -> (N, *dims)`` (float in [−1, 1], or uint8 images scaled to [−1, 1] per batch)
+plus one :func:`register_loaded_dataset` call that names the options it takes (``data.<option>``
+in a training config, e.g. ``path``, ``split``, ``resolution``).
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import torch
 from .arrays import array_std
 
 Sampler = Callable[..., torch.Tensor]
+Loader = Callable[..., torch.Tensor]
 
 CHECKERBOARD, POINTS2D, POINTS, IMAGES, ARRAYS = "checkerboard", "points2d", "points", "images", "arrays"
 STD_ESTIMATE_SAMPLES = 1 << 20
@@ -51,8 +58,8 @@ def register_dataset(name: str, sampler: Sampler, *, shape: tuple[int, ...], kin
     estimated from 2²⁰ samples drawn with seed 0). Returns the registered :class:`Dataset`."""
     if not isinstance(name, str) or not name.strip() or name.lower().endswith(ARRAY_SUFFIXES):
         raise ValueError(f"a data set's name must be a non-empty string that is not a .npy/.npz path, got {name!r}")
-    if name in DATASETS:
-        raise ValueError(f"data set {name!r} is already registered (registered: {', '.join(DATASETS)})")
+    if name in DATASETS or name in LOADED_DATASETS:
+        raise ValueError(f"data set {name!r} is already registered (registered: {', '.join(dataset_names())})")
     if not callable(sampler):
         raise TypeError(f"data set {name!r}: the sampler must be callable f(n, generator, dtype), got {sampler!r}")
     shape = tuple(shape)
@@ -66,10 +73,55 @@ def register_dataset(name: str, sampler: Sampler, *, shape: tuple[int, ...], kin
     return DATASETS[name]
 
 
-def get_dataset(name: str) -> Dataset:
+@dataclass(frozen=True)
+class LoadedDataset:
+    """A registered finite data set: ``loader(**options)`` returns all its samples, (N, *dims)."""
+
+    name: str
+    loader: Loader
+    kind: str
+    options: tuple[str, ...] = ()   # the option names `loader` takes (the data.<option> config fields)
+
+    def load(self, **options) -> torch.Tensor:
+        """The samples for `options` (only the names in ``self.options``; the rest keep the loader's
+        defaults); a ValueError naming an option the set does not take."""
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            raise ValueError(f"data set {self.name!r} takes no option {', '.join(unknown)} "
+                             f"(its options: {', '.join(self.options) or 'none'})")
+        return self.loader(**options)
+
+
+LOADED_DATASETS: dict[str, LoadedDataset] = {}
+
+
+def register_loaded_dataset(name: str, loader: Loader, *, kind: str, options: tuple[str, ...] = ()) -> LoadedDataset:
+    """Make the finite set ``loader(**options) -> (N, *dims)`` available by `name` (``make_source``,
+    ``data.name``), of data kind `kind`, taking the keyword options named in `options`. Returns the
+    registered :class:`LoadedDataset`."""
+    if not isinstance(name, str) or not name.strip() or name.lower().endswith(ARRAY_SUFFIXES):
+        raise ValueError(f"a data set's name must be a non-empty string that is not a .npy/.npz path, got {name!r}")
+    if name in DATASETS or name in LOADED_DATASETS:
+        raise ValueError(f"data set {name!r} is already registered (registered: {', '.join(dataset_names())})")
+    if not callable(loader):
+        raise TypeError(f"data set {name!r}: the loader must be callable f(**options), got {loader!r}")
+    if not isinstance(kind, str) or not kind:
+        raise ValueError(f"data set {name!r}: kind must be a non-empty string (e.g. {IMAGES!r}), got {kind!r}")
+    LOADED_DATASETS[name] = LoadedDataset(name, loader, kind, tuple(options))
+    return LOADED_DATASETS[name]
+
+
+def dataset_names() -> list[str]:
+    """Every registered data set's name: the samplers', then the loaded sets'."""
+    return [*DATASETS, *LOADED_DATASETS]
+
+
+def get_dataset(name: str) -> Dataset | LoadedDataset:
     """The data set registered as `name`; a ValueError naming it and the registered ones otherwise."""
+    if name in LOADED_DATASETS:
+        return LOADED_DATASETS[name]
     if name not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; registered: {', '.join(DATASETS) or 'none'}")
+        raise ValueError(f"unknown data set {name!r}; registered: {', '.join(dataset_names()) or 'none'}")
     return DATASETS[name]
 
 
@@ -78,6 +130,8 @@ def dataset_std(name: str) -> float:
     exact (``checkerboard``: 1/√3; ``eight_gaussians``: √(0.8²/2 + 0.07²)); otherwise estimated
     once from 2²⁰ samples drawn with seed 0 (deterministic; relative error about 1e-3)."""
     dataset = get_dataset(name)
+    if isinstance(dataset, LoadedDataset):
+        raise ValueError(f"data set {name!r} is loaded from its options; its σ is make_source({name!r}, ...).std")
     return dataset.std if dataset.std is not None else _estimated_std(dataset)
 
 

@@ -31,15 +31,17 @@ def evaluate_sampler(net: Net, steps_list: Sequence[int] = (1, 2, 4, 8, 16), n: 
                      sigma: float | None = None, generator: torch.Generator | None = None,
                      dataset: str | os.PathLike = "checkerboard", *, key: str | None = None,
                      metrics: Sequence[str] | None = None, options: Mapping[str, Mapping[str, Any]] | None = None,
-                     chunk_size: int = DEFAULT_CHUNK, method: str = "flow_map") -> dict[int, dict[str, float]]:
+                     chunk_size: int = DEFAULT_CHUNK, method: str = "flow_map",
+                     data_options: Mapping[str, Any] | None = None) -> dict[int, dict[str, float]]:
     """Metrics of the k-step flow-map sampler for each k in `steps_list` (docs/math.md §5):
     ``{k: {metric: value}}``, one entry per metric of `metrics` (names in flowcore.eval.metrics;
     default: those registered as defaults for the data's kind — for the checkerboard ``"kl"``, 50
     bins, ``"energy"`` on a 4096-point subsample and ``"sw2"`` with 128 projections; for other data
     ``"energy"`` and ``"sw2"``), each scored against `n` fresh samples of `dataset` (a registered
-    name or a .npy / .npz path, `key` for npz; from an array, a shuffled pass over its samples,
-    repeating them only when `n` exceeds their number). `options` gives a metric's keyword options
-    by its name, e.g. ``{"energy": {"max_points": 512}, "sw2": {"projections": 16}}``.
+    name or a .npy / .npz path, `key` for npz, `data_options` its options as make_source's; from an
+    array, a shuffled pass over its samples, repeating them only when `n` exceeds their number).
+    `options` gives a metric's keyword options by its name, e.g. ``{"energy": {"max_points": 512},
+    "sw2": {"projections": 16}}``.
 
     One noise batch ``x0 = σ · randn(n, *dims)`` from `generator` (default seeded 0) serves every k;
     σ defaults to the data's std (``make_source(dataset).std``). Samples are drawn with the net's
@@ -51,7 +53,7 @@ def evaluate_sampler(net: Net, steps_list: Sequence[int] = (1, 2, 4, 8, 16), n: 
         raise ValueError(f"unknown sampling method {method!r}; choose {', '.join(METHODS)}")
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     seed = int(torch.randint(2 ** 62, (), generator=generator))
-    source = make_source(dataset, n, seed, key=key)
+    source = make_source(dataset, n, seed, key=key, options=data_options)
     chosen = select_metrics(source.kind, metrics)
     options = dict(options or {})
     stray = sorted(set(options) - {metric.name for metric in chosen})
@@ -83,14 +85,15 @@ def format_table(results: dict[int, dict[str, float]]) -> str:
 
 
 def evaluate(net: nn.Module, steps: Sequence[int], samples: int, sigma: float, seed: int, dataset: str,
-             key: str = "", method: str = "flow_map", metrics: Sequence[str] = ()) -> dict[int, dict[str, float]]:
+             key: str = "", method: str = "flow_map", metrics: Sequence[str] = (),
+             data_options: Mapping[str, Any] | None = None) -> dict[int, dict[str, float]]:
     """``{k: {metric: value}}`` for the k-step sampler of `net` (in eval mode): the flow map, or
     (`method` euler / heun) the ODE of its diagonal as a check; `metrics` as ``eval.metrics``
-    (empty: the data kind's defaults)."""
+    (empty: the data kind's defaults); `data_options` the data's (``data.source_options()``)."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         return evaluate_sampler(net, list(steps), samples, sigma, generator, dataset, key=key or None,
-                                metrics=list(metrics) or None, method=method)
+                                metrics=list(metrics) or None, method=method, data_options=data_options)
 
 
 def draw(net: nn.Module, steps: Sequence[int], samples: int, sigma: float, dims: tuple[int, ...], seed: int,

@@ -30,6 +30,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from ..codegen import backends
+from ..data import DATASETS, LOADED_DATASETS
 from ..eval.metrics import METRICS
 from ..nn.registry import network_kinds
 from ..nn.unet import PRESETS as UNET_PRESETS
@@ -42,6 +43,7 @@ PROGRESS = ("auto", "on", "off")
 REDUCTIONS = ("batch", "term_mean")
 INTERPOLANTS = ("linear", "trig")
 ACTIVATIONS = ("gelu", "silu", "tanh")
+DATA_OPTIONS = ("path", "split", "resolution", "mode", "layout", "flip")
 
 
 class ConfigError(ValueError):
@@ -78,9 +80,22 @@ class NetworkConfig:
 
 @dataclass
 class DataConfig:
-    name: str = "checkerboard"     # a registered data set (flowcore.data: checkerboard, …) or a .npy/.npz path
+    name: str = "checkerboard"     # a registered data set (flowcore.data: checkerboard, digits, …) or .npy/.npz
     batch: int = 4096              # GLOBAL batch of one optimizer step (all ranks and micro-batches together)
     key: str = ""                  # the array of a .npz file
+    # Options of the data (flowcore.data.make_source); each is passed only when set, and the data
+    # must take it: flip (any images), layout (uint8 .npy/.npz), a loaded set's own (flowcore.data).
+    path: str = ""                 # cifar10: its python folder or .tar.gz; image_folder: the folder
+    split: str = "train"           # digits, cifar10: "train" or "test" (the held-out images)
+    resolution: int = 0            # digits: upsample 8 → this (0: 8); image_folder: the crop-and-resize side
+    mode: str = "RGB"              # image_folder: "RGB" or "L" (grey)
+    layout: str = ""               # uint8 .npy/.npz images: "NHWC" or "NCHW" when the channel axis is ambiguous
+    flip: bool = False             # random horizontal flips of images (off, as the paper trains)
+
+    def source_options(self) -> dict[str, Any]:
+        """The data options set to other than their defaults: the `options` of make_source."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name in DATA_OPTIONS and getattr(self, f.name) != f.default}
 
 
 @dataclass
@@ -345,6 +360,7 @@ def validate(c: TrainConfig) -> None:
     _check(n.channels_per_head >= 1, "network.channels_per_head", n.channels_per_head, "must be >= 1")
     _check(0 <= n.dropout < 1, "network.dropout", n.dropout, "must lie in [0, 1)")
     _check(c.data.batch >= 1, "data.batch", c.data.batch, "must be >= 1")
+    _check_data_options(c.data)
     p = c.optim
     _choice("optim.name", p.name, tuple(OPTIMIZERS))
     _check(p.lr > 0 and math.isfinite(p.lr), "optim.lr", p.lr, "must be a positive number")
@@ -368,6 +384,20 @@ def validate(c: TrainConfig) -> None:
     _check(not unknown, "eval.metrics", e.metrics, f"unknown metric(s) {', '.join(unknown)}; registered: "
            f"{', '.join(METRICS)} (empty: the data kind's defaults)")
     _check(len(set(e.metrics)) == len(e.metrics), "eval.metrics", e.metrics, "a metric is listed twice")
+
+
+def _check_data_options(d: DataConfig) -> None:
+    """Each data option that is set must be one the data takes (flowcore.data.make_source)."""
+    loaded = LOADED_DATASETS.get(d.name)
+    if loaded is not None:
+        taken = ("flip", *loaded.options)
+    elif d.name in DATASETS:
+        taken = ("flip",)
+    else:  # a .npy / .npz path (make_source names any other mistake)
+        taken = ("flip", "layout")
+    for name, value in d.source_options().items():
+        _check(name in taken, f"data.{name}", value, f"data {d.name!r} takes no {name} "
+               f"(its options: {', '.join(f'data.{t}' for t in taken)})")
 
 
 # --------------------------------------------------------------------------- writing TOML

@@ -70,7 +70,8 @@ class Trainer:
         c = config
 
         # Data: every rank reads the same global stream and keeps its shard (batch_stream.py).
-        self.data = make_source(c.data.name, c.data.batch, seed=c.seed, key=c.data.key or None)
+        self.data = make_source(c.data.name, c.data.batch, seed=c.seed, key=c.data.key or None,
+                                options=c.data.source_options())
         # The metrics of eval.metrics (empty: the data kind's defaults), checked before any step runs.
         self.metrics = [metric.name for metric in select_metrics(self.data.kind, c.eval.metrics)]
         self.sigma = self.data.std if c.network.sigma == "data" else float(c.network.sigma)
@@ -252,7 +253,8 @@ class Trainer:
             return {}
         e = self.config.eval
         results = evaluation.evaluate(self.averaged_network(), e.steps, e.samples, self.sigma, e.seed,
-                                      self.config.data.name, self.config.data.key, metrics=self.metrics)
+                                      self.config.data.name, self.config.data.key, metrics=self.metrics,
+                                      data_options=self.config.data.source_options())
         if progress is not None:
             weights = f"EMA {e.ema}" if e.ema else "raw weights"
             progress.evaluation(self.step, weights, results, evaluation.format_table(results))
@@ -268,7 +270,7 @@ class Trainer:
             drawn = evaluation.draw(self.averaged_network(), e.steps, min(e.samples, figure.samples), self.sigma,
                                     self.data.dims, e.seed, self.device)
             reference = make_source(self.config.data.name, min(e.samples, figure.samples), seed=e.seed + 1,
-                                    key=self.config.data.key or None)
+                                    key=self.config.data.key or None, options=self.config.data.source_options())
             title = f"{self.objective.name}, step {self.step}, {'EMA ' + str(e.ema) if e.ema else 'raw weights'}"
             samples_path = figure.plot(drawn, next(reference), self.out / "samples.png", title=title)
         series = progress.loss_series()
