@@ -278,3 +278,31 @@ def test_compiled_matches_reference_on_images(name, backend):
     result = compare_with_reference(program, program.objective, net, x1, x0, times)
     assert len(result.gradients) == len(list(net.parameters())) + 2
     assert result.worst <= FLOAT64_RTOL, result
+
+
+# -- training ---------------------------------------------------------------------------------------
+def test_trainer_projects_the_weights_after_each_step(tmp_path):
+    """Two LSD steps of a tiny UNet on (N, 1, 8, 8) images from a .npy file, through the config →
+    Trainer path: the weights move, and after the last optimiser step every MP row is back on the
+    unit sphere (an optimiser step alone moves the norms by ~lr)."""
+    from flowcore.train import Trainer, load_config
+
+    images = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    path = tmp_path / "images.npy"
+    import numpy
+    numpy.save(path, images.numpy())
+    config = load_config(None, [
+        "steps=2", f"data.name={path}", "data.batch=16", "network.kind=unet", "network.model_channels=8",
+        "network.channel_mult=1,2", "network.num_blocks=1", "network.attn_resolutions=4",
+        "network.channels_per_head=8", "eval.samples=32", "eval.steps=1", "eval.ema=0.999", "log.every=1",
+        "log.tensorboard=false", "log.figures=false", "log.progress=off", "checkpoint.every=0",
+        f"out={tmp_path / 'run'}"])
+    trainer = Trainer(config)
+    assert isinstance(trainer.net, FlowMapUNet)
+    before = [p.detach().clone() for p in trainer.net.parameters()]
+    summary = trainer.train()
+    assert summary.step == 2 and summary.skipped == 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.net.parameters()))
+    for conv in (m for m in trainer.net.modules() if isinstance(m, MPConv)):
+        norms = conv.weight.detach().flatten(1).norm(dim=1)
+        assert torch.allclose(norms, torch.ones_like(norms), atol=1e-6)   # float32 rounding of a unit row
