@@ -308,3 +308,49 @@ def test_data_options_from_a_config_name_the_field():
         load_config(None, ["data.layout=NHWC"])
     with pytest.raises(ValueError, match=r"digits: resolution \(data.resolution\) must be 0"):
         make_source("digits", 4, options={"resolution": 5})
+
+
+# --------------------------------------------------------------------------- the trainer
+
+TINY_UNET = ["network.kind=unet", "network.model_channels=8", "network.channel_mult=[1, 2]", "network.num_blocks=1",
+             "network.attn_resolutions=[]", "network.channels_per_head=8", "data.batch=16", "eval.samples=64",
+             "eval.steps=1", "eval.ema=0.999", "log.tensorboard=false", "log.progress=off", "checkpoint.every=0",
+             "objective.name=fm"]
+DIGITS_OPTIONS = ["data.name=digits", "data.split=test", "data.resolution=16", "data.flip=true"]
+
+
+def test_a_config_trains_on_digits_with_its_options_and_resumes_exactly(tmp_path):
+    from flowcore.train import Trainer
+
+    def config(out, figures="false"):
+        return load_config(None, ["steps=4", f"log.figures={figures}", *TINY_UNET, *DIGITS_OPTIONS, f"out={out}"])
+
+    straight = Trainer(config(tmp_path / "straight", figures="true"))
+    assert straight.data.dims == (1, 16, 16) and straight.data.flip and len(straight.data._array) == HELD_OUT
+    summary = straight.train()
+    assert set(summary.results[1]) == {"energy", "sw2"} and summary.samples.is_file()   # reference: 16×16 digits
+    first = Trainer(config(tmp_path / "split"))        # the same run, interrupted after 2 steps (as test_train)
+    step = first.train_step
+
+    def step_then_interrupt():
+        if first.step == 1:
+            first._signal = "SIGINT"
+        return step()
+
+    first.train_step = step_then_interrupt
+    assert first.train().step == 2
+    resumed = Trainer(config(tmp_path / "split"), resume=True)
+    assert resumed.step == 2
+    resumed.train()
+    assert all(torch.equal(a, b) for a, b in zip(straight.net.state_dict().values(), resumed.net.state_dict().values()))
+    assert torch.equal(straight.data.state_dict()["generator"], resumed.data.state_dict()["generator"])
+
+
+def test_bad_image_data_fails_before_training(tmp_path):
+    from flowcore.train import Trainer
+
+    config = load_config(None, [*TINY_UNET, "data.name=cifar10", f"data.path={tmp_path / 'absent'}",
+                                f"out={tmp_path / 'run'}"])
+    with pytest.raises(FileNotFoundError, match=r"absent: no such CIFAR-10 folder or \.tar\.gz \(data.path\)"):
+        Trainer(config)
+    assert not (tmp_path / "run").exists()
