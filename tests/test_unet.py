@@ -6,6 +6,7 @@ Sizes are tiny (8×8, one channel, 8 model channels) so the whole file runs in s
 """
 import math
 
+import numpy
 import pytest
 import torch
 
@@ -17,6 +18,9 @@ from flowcore.nn.registry import gemm_layers
 from flowcore.nn.unet import layers
 from flowcore.nn.unet.layers import MPConv
 from flowcore.testing import FLOAT64_RTOL, compare_with_reference
+from flowcore.train import Trainer, load_config
+from flowcore.train.build import network_from_checkpoint
+from flowcore.train.checkpoint import read
 from flowcore.train.config import ConfigError, NetworkConfig, TrainConfig, validate
 
 F64 = torch.float64
@@ -302,11 +306,8 @@ def test_trainer_projects_the_weights_after_each_step(tmp_path):
     """Two LSD steps of a tiny UNet on (N, 1, 8, 8) images from a .npy file, through the config →
     Trainer path: the weights move, and after the last optimiser step every MP row is back on the
     unit sphere (an optimiser step alone moves the norms by ~lr)."""
-    from flowcore.train import Trainer, load_config
-
     images = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
     path = tmp_path / "images.npy"
-    import numpy
     numpy.save(path, images.numpy())
     config = load_config(None, [
         "steps=2", f"data.name={path}", "data.batch=16", "network.kind=unet", "network.model_channels=8",
@@ -323,3 +324,7 @@ def test_trainer_projects_the_weights_after_each_step(tmp_path):
     for conv in (m for m in trainer.net.modules() if isinstance(m, MPConv)):
         norms = conv.weight.detach().flatten(1).norm(dim=1)
         assert torch.allclose(norms, torch.ones_like(norms), atol=1e-6)   # float32 rounding of a unit row
+    # the checkpoint's config (list-valued network fields included) rebuilds the same network
+    net, restored, _ = network_from_checkpoint(read(summary.checkpoint), weights=0)
+    assert isinstance(net, FlowMapUNet) and restored.network.channel_mult == [1, 2]
+    assert all(torch.equal(a, b.cpu()) for a, b in zip(net.parameters(), trainer.net.parameters()))
