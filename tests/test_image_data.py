@@ -2,6 +2,7 @@
 the test writes, each bad input's error, and seeded, exactly resumable streams with flips."""
 import io
 import pickle
+import struct
 import tarfile
 
 import numpy as np
@@ -21,15 +22,37 @@ def _cifar_batch(seed: int, count: int = PER_BATCH) -> dict:
             b"data": rng.integers(0, 256, (count, 3072), dtype=np.uint8), b"filenames": [b"x.png"] * count}
 
 
-def _cifar_files(skip: str = "") -> dict[str, bytes]:
+class _Python2Pickler(pickle._Pickler):
+    """Writes bytes and str as Python 2 strings (BINSTRING), as the official batches were written by
+    Python 2's cPickle with protocol 2 (numpy's dtype arguments included); loading them needs
+    encoding="bytes"."""
+
+    def save_bytes(self, obj):
+        data = obj.encode("latin-1") if isinstance(obj, str) else obj
+        n = len(data)
+        self.write((pickle.SHORT_BINSTRING + bytes([n]) if n < 256 else pickle.BINSTRING + struct.pack("<i", n)) + data)
+        self.memoize(obj)
+
+    dispatch = {**pickle._Pickler.dispatch, bytes: save_bytes, str: save_bytes}
+
+
+def _python2_pickle(value) -> bytes:
+    buffer = io.BytesIO()
+    _Python2Pickler(buffer, protocol=2).dump(value)
+    # numpy 1's module path, the one the official files name
+    return buffer.getvalue().replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+
+
+def _cifar_files(skip: str = "", python2: bool = False) -> dict[str, bytes]:
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    return {name: pickle.dumps(_cifar_batch(i)) for i, name in enumerate(names) if name != skip}
+    dump = _python2_pickle if python2 else pickle.dumps
+    return {name: dump(_cifar_batch(i)) for i, name in enumerate(names) if name != skip}
 
 
 def _cifar_folder(root, skip: str = ""):
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
-    for name, blob in _cifar_files(skip).items():
+    for name, blob in _cifar_files(skip, python2=True).items():
         (folder / name).write_bytes(blob)
     return folder
 
