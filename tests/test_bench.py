@@ -153,7 +153,7 @@ def test_bench_nets_are_network_kinds_built_and_counted_by_their_registration(mo
     assert row["gemm_flops"] == count_flops(flowcore.objective("fm"), 16, [(4, 8), (8, 8), (8, 2)])
     assert not row["native_jvp"] and row["variants"]["reference"]["median_ms"] > 0
     monkeypatch.setitem(NETS, "odd", NetSpec("odd", "no_such_kind", 1, 8))
-    with pytest.raises(ValueError, match=r"unknown network kind 'no_such_kind'; registered kinds: mlp, smooth"):
+    with pytest.raises(ValueError, match=r"unknown network kind 'no_such_kind'; registered kinds: mlp, unet, smooth"):
         BenchConfig(nets=["odd"], devices=["cpu"]).resolved()
 
 
