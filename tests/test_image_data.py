@@ -377,3 +377,31 @@ def test_bad_image_data_fails_before_training(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"absent: no such CIFAR-10 folder or \.tar\.gz \(data.path\)"):
         Trainer(config)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_registered_loaded_data_set_takes_its_options_by_name():
+    from flowcore.data import get_dataset, register_loaded_dataset
+
+    def squares(resolution: int = 4) -> torch.Tensor:
+        images = torch.zeros(6, 1, resolution, resolution, dtype=torch.uint8)
+        for i in range(6):
+            images[i, :, : i % resolution + 1, : i % resolution + 1] = 255
+        return images
+
+    try:
+        register_loaded_dataset("squares", squares, kind="images", options=("resolution",))
+        source = make_source("squares", 4, seed=0, options={"resolution": 5, "flip": True})
+        assert source.dims == (1, 5, 5) and source.kind == "images"
+        assert get_dataset("squares").options == ("resolution",)
+        assert set(torch.unique(next(source)).tolist()) <= {-1.0, 1.0}
+        with pytest.raises(ValueError, match=r"data set 'squares' takes no option path \(its options: resolution\)"):
+            make_source("squares", 4, options={"path": "x"})
+        with pytest.raises(ValueError, match="data set 'squares' is already registered"):
+            register_loaded_dataset("squares", squares, kind="images")
+        with pytest.raises(ValueError, match="data set 'digits' is already registered"):
+            from flowcore.data import register_dataset
+
+            register_dataset("digits", lambda n, g=None, d=torch.float32: torch.zeros(n, 2), shape=(2,),
+                             kind="points2d")
+    finally:
+        LOADED_DATASETS.pop("squares", None)
