@@ -193,7 +193,7 @@ class Trainer:
             else str(self.device)
         progress.message(f"training {self.objective.name} on {c.data.name} ({self.context.world} process(es), "
                          f"{where}, backend {self.backend}): {c.steps} steps of batch {c.data.batch}, "
-                         f"network {c.network.kind} {c.network.depth}x{c.network.width} {c.network.activation}, "
+                         f"network {c.network.kind} ({sum(p.numel() for p in self.parameters):,} parameters), "
                          f"optimizer {c.optim.name}; output {self.out}")
         summary = Summary(self.out, self.step, self.skipped, 0.0)
         previous = self._install_signal_handlers()

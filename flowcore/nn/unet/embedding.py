@@ -4,10 +4,11 @@
 
 PE is a sinusoidal positional embedding of the raw time (no log-σ or other transform), max period
 10,000, scaled by √2 so that each cos/sin pair has unit mean square. The frequencies are flowcore's
-(flowcore.nn.embeddings.sinusoidal_frequencies, the same as the 2-D `SinusoidalTimes` and
-`flowcore.nn.LogVarHead`): ``ω_i = scale · 10000^(−i/half)`` with scale 1000 by default, so that
-times in [0, 1] that differ by 1e-3 still get distinguishable features (with scale 1 the fastest
-frequency would be 1 rad per unit time). The linears are magnitude-preserving (`MPConv`).
+(flowcore.nn.embeddings.sinusoidal_frequencies): ``ω_i = scale · 10000^(−i/half)``. The default
+scale 1 is the paper's (the raw time in [0, 1], so the fastest frequency is 1 rad per unit time
+and the slow ones are nearly linear in τ); `time_scale` > 1 (the 2-D `SinusoidalTimes` uses 1000)
+spreads the features if a run needs finer time resolution. The linears are magnitude-preserving
+(`MPConv`).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ __all__ = ["PositionalEmbedding", "TwoTimeEmbedding"]
 class PositionalEmbedding(nn.Module):
     """``PE(τ) = √2 · [cos(ω τ), sin(ω τ)]`` with `features` / 2 frequencies: ``(B,) -> (B, features)``."""
 
-    def __init__(self, features: int, max_period: float = 1e4, scale: float = 1000.0):
+    def __init__(self, features: int, max_period: float = 1e4, scale: float = 1.0):
         super().__init__()
         if features < 2 or features % 2:
             raise ValueError(f"a positional embedding needs an even number of features >= 2, got {features}")
@@ -41,7 +42,7 @@ class TwoTimeEmbedding(nn.Module):
     """``(s, t) -> emb``, ``(B,), (B,) -> (B, channels)``: embeddings of s and of t − s, each through
     its own MP linear, blended by ``mp_sum(·, ·, 0.5)`` and passed through ``mp_silu``."""
 
-    def __init__(self, features: int, channels: int, time_scale: float = 1000.0):
+    def __init__(self, features: int, channels: int, time_scale: float = 1.0):
         super().__init__()
         self.pe = PositionalEmbedding(features, scale=time_scale)
         self.linear_s = MPConv(features, channels)

@@ -20,7 +20,7 @@ from .layers import mp_sum
 class ImageLogVarHead(nn.Module):
     """``w(s, t) -> (B,)`` from `features` positional-embedding channels per time (128 in the paper)."""
 
-    def __init__(self, features: int = 128, time_scale: float = 1000.0):
+    def __init__(self, features: int = 128, time_scale: float = 1.0):
         super().__init__()
         self.pe = PositionalEmbedding(features, scale=time_scale)
         self.linear = nn.Linear(features, 1, bias=False)

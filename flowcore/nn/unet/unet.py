@@ -43,7 +43,7 @@ class FlowMapUNet(nn.Module):
                  channel_mult: Sequence[int] = (2, 2, 2), num_blocks: int = 4,
                  attn_resolutions: Sequence[int] = (16,),
                  channels_per_head: int = 64, dropout: float = 0.0, sigma_data: float = 0.5,
-                 time_scale: float = 1000.0):
+                 time_scale: float = 1.0):
         super().__init__()
         channel_mult, attn_resolutions = [int(m) for m in channel_mult], [int(r) for r in attn_resolutions]
         if in_channels < 1 or model_channels < 1 or num_blocks < 1:
