@@ -109,7 +109,7 @@ def test_digits_upsampled_bilinear():
     blurred = torch.nn.functional.conv2d(small, (kernel[:, None] * kernel[None, :]).view(1, 1, 3, 3))
     assert torch.allclose(pooled[..., 1:-1, 1:-1], blurred, atol=1e-5)
     source = make_source("digits", 8, options={"resolution": 16, "split": "test"})
-    assert source.dims == (1, 16, 16) and source.kind == "images" and next(source).shape == (8, 1, 16, 16)
+    assert source.dims == (1, 16, 16) and source.kind == "digits" and next(source).shape == (8, 1, 16, 16)
 
 
 # --------------------------------------------------------------------------- cifar10
@@ -351,7 +351,7 @@ def test_a_config_trains_on_digits_with_its_options_and_resumes_exactly(tmp_path
     straight = Trainer(config(tmp_path / "straight", figures="true"))
     assert straight.data.dims == (1, 16, 16) and straight.data.flip and len(straight.data._array) == HELD_OUT
     summary = straight.train()
-    assert set(summary.results[1]) == {"energy", "sw2"} and summary.samples.is_file()   # reference: 16×16 digits
+    assert set(summary.results[1]) == {"energy", "sw2", "fd_digits"} and summary.samples.is_file()   # 16×16 digits
     first = Trainer(config(tmp_path / "split"))        # the same run, interrupted after 2 steps (as test_train)
     step = first.train_step
 

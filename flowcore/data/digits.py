@@ -1,8 +1,9 @@
 """``digits``: scikit-learn's bundled 8×8 handwritten digits (1,797 images, shipped inside the
 package, so nothing is downloaded), the image set flowcore trains and evaluates on the CPU
 (docs/design.md, data). Samples are (1, 8, 8) — or (1, r, r) upsampled — with the 17 grey levels
-0…16 scaled to [−1, 1]; registered as a loaded data set of kind ``images`` taking the options
-``split`` and ``resolution``.
+0…16 scaled to [−1, 1]; registered as a loaded data set of kind ``digits`` (images of their own kind:
+FD-digits, flowcore.eval.fd_digits, applies to them alone) taking the options ``split`` and
+``resolution``.
 
 The split is fixed: one permutation of the 1,797 images drawn from a torch generator seeded with
 :data:`SPLIT_SEED`; its last :data:`HELD_OUT` images are ``split = "test"`` (the held-out set a
@@ -20,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .registry import IMAGES, register_loaded_dataset
+from .registry import DIGITS, register_loaded_dataset
 
 DIGITS_COUNT = 1797
 HELD_OUT = 297
@@ -66,4 +67,4 @@ def digits_images(split: str = "train", resolution: int = 0) -> torch.Tensor:
     return digits_with_labels(split, resolution)[0]
 
 
-register_loaded_dataset("digits", digits_images, kind=IMAGES, options=("split", "resolution"))
+register_loaded_dataset("digits", digits_images, kind=DIGITS, options=("split", "resolution"))

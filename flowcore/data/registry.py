@@ -6,7 +6,9 @@ find it. Its *kind* names what evaluation may assume about the samples (docs/des
 metrics that apply, and which ``eval.metrics`` are chosen by default, are declared per kind
 (flowcore.eval.metrics). The kinds used here: ``"checkerboard"`` (2-D points of the paper's
 checkerboard, whose exact density the KL compares with), ``"points2d"`` (other 2-D points),
-``"points"`` (flat vectors), ``"images"`` (samples shaped (C, H, W)); arrays read from a file get
+``"points"`` (flat vectors), ``"images"`` (samples shaped (C, H, W)), ``"digits"`` (the bundled
+digits, images too: a kind of their own so that FD-digits applies to them alone; a metric for every
+image lists both kinds, and the image grid comes by shape); arrays read from a file get
 theirs from their sample shape (:func:`array_kind`).
 
 A *loaded* data set is a finite set of samples read once — bundled (``digits``) or from files
@@ -29,6 +31,7 @@ Sampler = Callable[..., torch.Tensor]
 Loader = Callable[..., torch.Tensor]
 
 CHECKERBOARD, POINTS2D, POINTS, IMAGES, ARRAYS = "checkerboard", "points2d", "points", "images", "arrays"
+DIGITS = "digits"   # images (1, r, r) of the bundled digits: image metrics list it beside IMAGES
 STD_ESTIMATE_SAMPLES = 1 << 20
 ARRAY_SUFFIXES = (".npy", ".npz")
 

@@ -6,14 +6,18 @@
   :mod:`~flowcore.eval.distances`.
 * :mod:`~flowcore.eval.frechet`: the Fréchet distance in float64, streaming feature statistics and
   :func:`frechet_metric`, a metric from any image feature extractor (FID, FD-digits).
+* :mod:`~flowcore.eval.fd_digits`: FD-digits, the Fréchet distance in the features of a digits
+  classifier flowcore trains and caches itself, registered for ``digits`` data with its noise floor.
 * :mod:`~flowcore.eval.evaluate`: :func:`evaluate_sampler`, the table of a sampler's metrics per k.
 * :mod:`~flowcore.eval.plots`: samples per k beside the data, loss curves (matplotlib, on call).
 """
-from .evaluate import evaluate_sampler, format_table
+from .evaluate import EvaluationResults, evaluate_sampler, format_table
+from .fd_digits import noise_floor as fd_digits_floor
 from .frechet import FeatureExtractor, feature_statistics, frechet_distance, frechet_metric
 from .metrics import METRICS, Metric, register_metric, select_metrics
 from .sample import flow_map_sample, ode_sample, time_grid, trajectories
 
-__all__ = ["METRICS", "FeatureExtractor", "Metric", "evaluate_sampler", "feature_statistics", "flow_map_sample",
+__all__ = ["METRICS", "EvaluationResults", "FeatureExtractor", "Metric", "evaluate_sampler", "fd_digits_floor",
+           "feature_statistics", "flow_map_sample",
            "format_table", "frechet_distance", "frechet_metric", "ode_sample", "register_metric",
            "select_metrics", "time_grid", "trajectories"]

@@ -27,6 +27,16 @@ PAPER_CHECKERBOARD_KL = {
 }
 
 
+class EvaluationResults(dict):
+    """``{k: {metric: value}}`` (a plain dict to every reader) and ``floors``: ``{metric: floor}``
+    for the computed metrics that declare a noise floor (flowcore.eval.metrics.Metric.floor), which
+    :func:`format_table` prints as a last column."""
+
+    def __init__(self, rows: Mapping[int, dict[str, float]] = (), floors: Mapping[str, float] | None = None) -> None:
+        super().__init__(rows)
+        self.floors: dict[str, float] = dict(floors or {})
+
+
 def evaluate_sampler(net: Net, steps_list: Sequence[int] = (1, 2, 4, 8, 16), n: int = 65536,
                      sigma: float | None = None, generator: torch.Generator | None = None,
                      dataset: str | os.PathLike = "checkerboard", *, key: str | None = None,
@@ -47,7 +57,9 @@ def evaluate_sampler(net: Net, steps_list: Sequence[int] = (1, 2, 4, 8, 16), n: 
     σ defaults to the data's std (``make_source(dataset).std``). Samples are drawn with the net's
     parameter dtype and device (CPU float32 for a net without parameters); put it in eval mode first.
     ``method``: ``"flow_map"`` (k composed flow-map steps) or ``"euler"`` / ``"heun"`` (k steps of
-    the ODE of the diagonal velocity, a check on what the flow map learned).
+    the ODE of the diagonal velocity, a check on what the flow map learned). The result is an
+    :class:`EvaluationResults`: its ``floors`` hold the noise floor of each computed metric that
+    declares one (flowcore.eval.metrics.Metric.floor), for this data.
     """
     if method not in METHODS:
         raise ValueError(f"unknown sampling method {method!r}; choose {', '.join(METHODS)}")
@@ -71,16 +83,22 @@ def evaluate_sampler(net: Net, steps_list: Sequence[int] = (1, 2, 4, 8, 16), n: 
         samples = (flow_map_sample(net, x0, steps=int(k), chunk_size=chunk_size) if method == "flow_map"
                    else ode_sample(net, x0, int(k), method, chunk_size=chunk_size)).to(torch.float64)
         results[int(k)] = {metric.name: metric(samples, data, **options.get(metric.name, {})) for metric in chosen}
-    return results
+    floors = {metric.name: float(metric.floor(data)) for metric in chosen if metric.floor is not None}
+    return EvaluationResults(results, floors)
 
 
-def format_table(results: dict[int, dict[str, float]]) -> str:
-    """The table of :func:`evaluate_sampler`'s results, one row per metric, one column per k."""
+def format_table(results: dict[int, dict[str, float]], floors: Mapping[str, float] | None = None) -> str:
+    """The table of :func:`evaluate_sampler`'s results, one row per metric, one column per k, and a
+    last column ``floor`` when any metric has a noise floor (`floors`, by default the results'
+    own ``floors``; "—" for a metric without one)."""
+    floors = dict(getattr(results, "floors", {}) if floors is None else floors)
     steps = sorted(results)
     names = list(dict.fromkeys(name for k in steps for name in results[k]))
-    lines = ["metric  " + "".join(f"{f'k={k}':>10}" for k in steps)]
+    width = max([8, *(len(name) + 1 for name in names)])
+    lines = ["metric".ljust(width) + "".join(f"{f'k={k}':>10}" for k in steps) + (f"{'floor':>10}" if floors else "")]
     for name in names:
-        lines.append(f"{name:<8}" + "".join(f"{results[k].get(name, float('nan')):>10.4f}" for k in steps))
+        floor = (f"{floors[name]:>10.4f}" if name in floors else f"{'—':>10}") if floors else ""
+        lines.append(name.ljust(width) + "".join(f"{results[k].get(name, float('nan')):>10.4f}" for k in steps) + floor)
     return "\n".join(lines)
 
 

@@ -8,7 +8,9 @@ computed, in registration order (docs/math.md §5, docs/design.md). The built-in
 
 * ``kl``: the checkerboard KL (:mod:`flowcore.eval.checkerboard_kl`), for ``checkerboard`` data;
 * ``energy``: the energy distance, ``sw2``: the sliced 2-Wasserstein distance
-  (:mod:`flowcore.eval.distances`), for data of every kind.
+  (:mod:`flowcore.eval.distances`), for data of every kind;
+* ``fd_digits``: FD-digits (:mod:`flowcore.eval.fd_digits`, registered there), for ``digits`` data,
+  with its noise floor.
 """
 from __future__ import annotations
 
@@ -27,12 +29,15 @@ MetricFunction = Callable[..., float]
 @dataclass(frozen=True)
 class Metric:
     """A registered metric: ``kinds`` the data kinds it applies to (None: every kind), ``default``
-    whether it is computed when ``eval.metrics`` is left empty."""
+    whether it is computed when ``eval.metrics`` is left empty, ``floor`` (optional) ``f(data) ->
+    float``: the value real samples score against the reference `data` — the noise floor that
+    evaluation tables print beside the metric (e.g. FD-digits: held-out digits vs the train split)."""
 
     name: str
     function: MetricFunction
     kinds: tuple[str, ...] | None
     default: bool
+    floor: Callable[[torch.Tensor], float] | None = None
 
     def applies_to(self, kind: str) -> bool:
         return self.kinds is None or kind in self.kinds
@@ -45,9 +50,10 @@ METRICS: dict[str, Metric] = {}
 
 
 def register_metric(name: str, function: MetricFunction, *, kinds: Sequence[str] | None = None,
-                    default: bool = True) -> Metric:
+                    default: bool = True, floor: Callable[[torch.Tensor], float] | None = None) -> Metric:
     """Make `function` ``(samples, data, **options) -> float`` available as metric `name` for data of
-    the given `kinds` (None: every kind); `default`: computed when ``eval.metrics`` is empty."""
+    the given `kinds` (None: every kind); `default`: computed when ``eval.metrics`` is empty;
+    `floor`: ``f(data) -> float``, the metric's noise floor for reference `data` (see :class:`Metric`)."""
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"a metric's name must be an identifier (it names a table row and a column), got {name!r}")
     if name in METRICS:
@@ -58,7 +64,9 @@ def register_metric(name: str, function: MetricFunction, *, kinds: Sequence[str]
         raise TypeError(f"metric {name!r}: kinds must be a sequence of data kinds, e.g. ({kinds!r},), not a string")
     if kinds is not None and (not kinds or not all(isinstance(k, str) and k for k in kinds)):
         raise ValueError(f"metric {name!r}: kinds must name at least one data kind (or be None for every kind)")
-    METRICS[name] = Metric(name, function, None if kinds is None else tuple(kinds), bool(default))
+    if floor is not None and not callable(floor):
+        raise TypeError(f"metric {name!r}: floor must be a function (data) -> float, got {floor!r}")
+    METRICS[name] = Metric(name, function, None if kinds is None else tuple(kinds), bool(default), floor)
     return METRICS[name]
 
 
