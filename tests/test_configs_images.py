@@ -83,3 +83,13 @@ def test_cifar10_configs_build_on_a_cifar_folder(tmp_path):
         trainer = Trainer(load_config(CONFIGS / f"cifar10-{tag}.toml", [f"data.path={folder}", *tiny, *QUIET]),
                           out=tmp_path / tag)
         assert trainer.train_step()["finite"]
+
+
+def test_every_shipped_config_is_tested_by_one_family():
+    """A new config file must land in a family some test trains: the checkerboard configs in
+    tests/test_train.py, the image configs here."""
+    image = {f"digits-{tag}" for tag in DIGITS} | {f"cifar10-{tag}" for tag in CIFAR10}
+    stems = {path.stem for path in CONFIGS.glob("*.toml")}
+    untested = sorted(stem for stem in stems if not stem.startswith("checkerboard-") and stem not in image)
+    assert untested == [], f"configs no test covers: {untested}"
+    assert image <= stems
