@@ -8,22 +8,11 @@ import torch
 
 from flowcore.data import DATASETS, get_dataset, make_source, register_dataset
 from flowcore.eval.evaluate import evaluate_sampler
-from flowcore.eval.metrics import METRICS, register_metric, select_metrics
+from flowcore.eval.metrics import register_metric, select_metrics
 from flowcore.train import ConfigError, Trainer, load_config
 
 TINY = ["steps=2", "network.width=16", "network.depth=2", "data.batch=64", "eval.samples=256", "eval.steps=1",
         "eval.ema=0.999", "log.tensorboard=false", "log.figures=false", "log.progress=off", "checkpoint.every=0"]
-
-
-@pytest.fixture
-def registries():
-    """Whatever a test registers is removed after it, so no other test sees it."""
-    datasets, metrics = set(DATASETS), set(METRICS)
-    yield
-    for name in set(DATASETS) - datasets:
-        del DATASETS[name]
-    for name in set(METRICS) - metrics:
-        del METRICS[name]
 
 
 def ring(n, generator=None, dtype=torch.float32):

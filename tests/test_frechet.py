@@ -10,11 +10,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowcore.data import DATASETS, register_dataset
+from flowcore.data import register_dataset
 from flowcore.eval.evaluate import evaluate_sampler
 from flowcore.eval.frechet import (FeatureExtractor, FeatureStatistics, feature_statistics, frechet_distance,
                                    frechet_metric, tensor_digest)
-from flowcore.eval.metrics import METRICS, register_metric, select_metrics
+from flowcore.eval.metrics import register_metric, select_metrics
 
 F64 = torch.float64
 EPS = torch.finfo(F64).eps
@@ -182,17 +182,6 @@ def test_the_metric_refuses_what_is_not_images_and_bad_extractors():
     broken = frechet_metric(lambda x: x.flatten(1)[:, :3].reshape(-1))
     with pytest.raises(ValueError, match=r"10 images gave \(30,\); expected \(10, D\)"):
         broken(images(10, 1), images(10, 0))
-
-
-@pytest.fixture
-def registries():
-    """Whatever a test registers is removed after it."""
-    metrics, datasets = set(METRICS), set(DATASETS)
-    yield
-    for name in set(METRICS) - metrics:
-        del METRICS[name]
-    for name in set(DATASETS) - datasets:
-        del DATASETS[name]
 
 
 def test_a_registered_frechet_metric_is_chosen_by_eval_metrics_for_images_only(registries):

@@ -54,22 +54,28 @@ class Dataset:
 DATASETS: dict[str, Dataset] = {}
 
 
+def _check_new(name: object, kind: object) -> None:
+    """What every registration checks: a free name that is not an array path, and a kind."""
+    if not isinstance(name, str) or not name.strip() or name.lower().endswith(ARRAY_SUFFIXES):
+        raise ValueError(f"a data set's name must be a non-empty string that is not a .npy/.npz path, got {name!r}")
+    if name in DATASETS or name in LOADED_DATASETS:
+        raise ValueError(f"data set {name!r} is already registered (registered: {', '.join(dataset_names())})")
+    if not isinstance(kind, str) or not kind:
+        raise ValueError(f"data set {name!r}: kind must be a non-empty string (e.g. {POINTS2D!r} or {IMAGES!r}), "
+                         f"got {kind!r}")
+
+
 def register_dataset(name: str, sampler: Sampler, *, shape: tuple[int, ...], kind: str,
                      std: float | None = None) -> Dataset:
     """Make `sampler` available by `name`: it draws samples shaped (n, *`shape`) of data kind
     `kind`; `std` is their σ as :func:`array_std` defines it, when known exactly (otherwise it is
     estimated from 2²⁰ samples drawn with seed 0). Returns the registered :class:`Dataset`."""
-    if not isinstance(name, str) or not name.strip() or name.lower().endswith(ARRAY_SUFFIXES):
-        raise ValueError(f"a data set's name must be a non-empty string that is not a .npy/.npz path, got {name!r}")
-    if name in DATASETS or name in LOADED_DATASETS:
-        raise ValueError(f"data set {name!r} is already registered (registered: {', '.join(dataset_names())})")
+    _check_new(name, kind)
     if not callable(sampler):
         raise TypeError(f"data set {name!r}: the sampler must be callable f(n, generator, dtype), got {sampler!r}")
     shape = tuple(shape)
     if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape):
         raise ValueError(f"data set {name!r}: shape must be the shape of one sample, positive ints, got {shape!r}")
-    if not isinstance(kind, str) or not kind:
-        raise ValueError(f"data set {name!r}: kind must be a non-empty string (e.g. {POINTS2D!r}), got {kind!r}")
     if std is not None and not std > 0:
         raise ValueError(f"data set {name!r}: std must be positive, got {std!r}")
     DATASETS[name] = Dataset(name, sampler, shape, kind, None if std is None else float(std))
@@ -102,14 +108,9 @@ def register_loaded_dataset(name: str, loader: Loader, *, kind: str, options: tu
     """Make the finite set ``loader(**options) -> (N, *dims)`` available by `name` (``make_source``,
     ``data.name``), of data kind `kind`, taking the keyword options named in `options`. Returns the
     registered :class:`LoadedDataset`."""
-    if not isinstance(name, str) or not name.strip() or name.lower().endswith(ARRAY_SUFFIXES):
-        raise ValueError(f"a data set's name must be a non-empty string that is not a .npy/.npz path, got {name!r}")
-    if name in DATASETS or name in LOADED_DATASETS:
-        raise ValueError(f"data set {name!r} is already registered (registered: {', '.join(dataset_names())})")
+    _check_new(name, kind)
     if not callable(loader):
         raise TypeError(f"data set {name!r}: the loader must be callable f(**options), got {loader!r}")
-    if not isinstance(kind, str) or not kind:
-        raise ValueError(f"data set {name!r}: kind must be a non-empty string (e.g. {IMAGES!r}), got {kind!r}")
     LOADED_DATASETS[name] = LoadedDataset(name, loader, kind, tuple(options))
     return LOADED_DATASETS[name]
 
