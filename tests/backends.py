@@ -1,20 +1,17 @@
-"""Which backends this machine can run: torch always, cpu with a C++ compiler, cuda with a GPU."""
-import shutil
-
+"""Which backends this machine can run: every registered backend, skipped with the reason its
+`unavailable()` gives (the cpu backend needs a C++ compiler; the cuda backend nvcc and a GPU)."""
 import pytest
 import torch
 
+from flowcore.codegen import backends
+
 
 def available() -> list:
-    found = [pytest.param("torch")]
-    if shutil.which("g++") or shutil.which("c++"):
-        found.append(pytest.param("cpu"))
-    else:
-        found.append(pytest.param("cpu", marks=pytest.mark.skip(reason="no C++ compiler on this machine")))
-    if torch.cuda.is_available():
-        found.append(pytest.param("cuda"))
-    else:
-        found.append(pytest.param("cuda", marks=pytest.mark.skip(reason="no GPU on this machine")))
+    found = []
+    for backend in backends.REGISTERED:
+        reason = backend.unavailable()
+        marks = () if reason is None else pytest.mark.skip(reason=f"{backend.name} backend: {reason}")
+        found.append(pytest.param(backend.name, marks=marks))
     return found
 
 

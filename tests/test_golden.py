@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from flowcore import objectives
-from flowcore.codegen import emit_sources
+from flowcore.codegen import backends, emit_sources
 from flowcore.compiler.driver import compile_program
 from flowcore.compiler.segments import program_kernels
 
@@ -27,7 +27,7 @@ def generated(name: str, backend: str) -> dict[str, str]:
             if Path(file).name != "flowcore_kernel.h"}
 
 
-@pytest.mark.parametrize("backend", ["torch", "cpu", "cuda"])
+@pytest.mark.parametrize("backend", backends.names())
 @pytest.mark.parametrize("name", ["fm", "lsd", "esd", "psd_m"])
 def test_generated_source_matches_golden(name, backend):
     files = generated(name, backend)  # emitting is text: every backend emits on any machine
