@@ -47,12 +47,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer = Trainer(config, out=out, resume=args.resume, restart=args.config is None)
     if trainer.restarted and trainer.context.is_main:
         print(f"note: started the quick run over in {out} (pass --resume to continue it)")
-    try:
-        summary = trainer.train()
-    finally:
-        from ..train.distributed import teardown
+    summary = trainer.train()
+    # Only after a clean finish: a rank that failed must not wait for peers still inside a
+    # collective (the launcher stops them); see train/distributed.py.
+    from ..train.distributed import teardown
 
-        teardown()
+    teardown()
     if not trainer.context.is_main:
         return EXIT_CODES.get(summary.interrupted, 0) if summary.interrupted else 0
     if summary.interrupted:

@@ -65,6 +65,8 @@ def setup(device: str = "auto") -> Context:
 
 
 def teardown() -> None:
+    """Leave the process group; call it on every rank, after a last barrier, once training ends
+    normally (a rank that raised must not: its peers may be blocked in a collective)."""
     if dist.is_initialized():
         dist.destroy_process_group()
 

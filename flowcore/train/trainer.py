@@ -232,6 +232,9 @@ class Trainer:
                 summary.results = self.evaluate(progress)
                 if main and c.log.figures:
                     summary.samples, summary.losses = self.figures(progress)
+                # Every rank leaves together, so that none tears its process group down while
+                # rank 0 still evaluates (a gloo peer shut down mid-way can abort the other).
+                distributed.barrier(self.context)
         finally:
             torch.set_num_threads(threads)
             self._restore_signal_handlers(previous)
