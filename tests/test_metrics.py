@@ -189,3 +189,28 @@ def test_evaluate_sampler_with_an_exact_map_on_array_data(tmp_path):
     off = evaluate_sampler(net, steps_list=(1,), n=4096, sigma=2 * sigma, dataset=tmp_path / "gauss.npy",
                            options=options)
     assert off[1]["sw2"] > 0.1 and off[1]["energy"] > 0.02
+
+
+def test_a_metrics_check_runs_with_its_options_when_selected_and_direction_is_recorded(registries):
+    from flowcore.eval.metrics import METRICS, register_metric, select_metrics
+
+    seen = []
+
+    def needs_a_file(*, path=None, **_):
+        seen.append(path)
+        if path is None:
+            raise FileNotFoundError("needs_file: give the option path")
+
+    register_metric("needs_file", lambda samples, data, path=None: 0.0, default=False, check=needs_a_file,
+                    lower_is_better=False)
+    assert METRICS["needs_file"].lower_is_better is False and METRICS["energy"].lower_is_better is True
+    with pytest.raises(FileNotFoundError, match="give the option path"):
+        select_metrics("points2d", ["energy", "needs_file"])
+    assert [m.name for m in select_metrics("points2d", ["needs_file"], {"needs_file": {"path": "x"}})] == ["needs_file"]
+    assert seen == [None, "x"]
+    assert "needs_file" not in [m.name for m in select_metrics("points2d")]   # not a default: never checked
+    assert seen == [None, "x"]
+    with pytest.raises(TypeError, match="lower_is_better must be True or False"):
+        register_metric("bad_direction", lambda s, d: 0.0, lower_is_better="lower")
+    with pytest.raises(TypeError, match="check must be a function"):
+        register_metric("bad_check", lambda s, d: 0.0, check=3)

@@ -149,7 +149,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"checkpoint": str(path), "step": step, "weights": weights,
                                                "method": args.method, "samples": args.n, "data": config.data.name,
-                                               "results": {str(k): v for k, v in results.items()}}, indent=2))
+                                               "results": {str(k): v for k, v in results.items()},
+                                               "floors": dict(results.floors)}, indent=2))
         print(f"wrote {args.json}")
     return 0
 
@@ -219,7 +220,8 @@ def register(commands) -> None:
     evaluate = commands.add_parser("eval", help="metrics table (e.g. KL / energy / sliced W2) of a checkpoint's "
                                                "k-step samplers")
     add_checkpoint_options(evaluate, 65536)
-    evaluate.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    evaluate.add_argument("--json", metavar="FILE", help="also write the results and the metrics' noise floors "
+                                                          "as JSON")
     evaluate.add_argument("--metrics", nargs="+", metavar="NAME",
                           help="metrics to compute (flowcore.eval.metrics; default: the config's eval.metrics, "
                                "or the data kind's defaults)")

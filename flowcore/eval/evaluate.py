@@ -42,7 +42,7 @@ def evaluate_sampler(net: Net, steps_list: Sequence[int] = (1, 2, 4, 8, 16), n: 
                      dataset: str | os.PathLike = "checkerboard", *, key: str | None = None,
                      metrics: Sequence[str] | None = None, options: Mapping[str, Mapping[str, Any]] | None = None,
                      chunk_size: int = DEFAULT_CHUNK, method: str = "flow_map",
-                     data_options: Mapping[str, Any] | None = None) -> dict[int, dict[str, float]]:
+                     data_options: Mapping[str, Any] | None = None) -> EvaluationResults:
     """Metrics of the k-step flow-map sampler for each k in `steps_list` (docs/math.md §5):
     ``{k: {metric: value}}``, one entry per metric of `metrics` (names in flowcore.eval.metrics;
     default: those registered as defaults for the data's kind — for the checkerboard ``"kl"``, 50
@@ -66,8 +66,8 @@ def evaluate_sampler(net: Net, steps_list: Sequence[int] = (1, 2, 4, 8, 16), n: 
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     seed = int(torch.randint(2 ** 62, (), generator=generator))
     source = make_source(dataset, n, seed, key=key, options=data_options)
-    chosen = select_metrics(source.kind, metrics)
     options = dict(options or {})
+    chosen = select_metrics(source.kind, metrics, options)
     stray = sorted(set(options) - {metric.name for metric in chosen})
     if stray:
         raise ValueError(f"options for metrics that are not computed: {', '.join(stray)} "
@@ -104,14 +104,18 @@ def format_table(results: dict[int, dict[str, float]], floors: Mapping[str, floa
 
 def evaluate(net: nn.Module, steps: Sequence[int], samples: int, sigma: float, seed: int, dataset: str,
              key: str = "", method: str = "flow_map", metrics: Sequence[str] = (),
-             data_options: Mapping[str, Any] | None = None) -> dict[int, dict[str, float]]:
-    """``{k: {metric: value}}`` for the k-step sampler of `net` (in eval mode): the flow map, or
-    (`method` euler / heun) the ODE of its diagonal as a check; `metrics` as ``eval.metrics``
-    (empty: the data kind's defaults); `data_options` the data's (``data.source_options()``)."""
+             data_options: Mapping[str, Any] | None = None,
+             options: Mapping[str, Mapping[str, Any]] | None = None) -> EvaluationResults:
+    """``{k: {metric: value}}`` (an :class:`EvaluationResults`, with ``floors``) for the k-step
+    sampler of `net` (in eval mode): the flow map, or (`method` euler / heun) the ODE of its
+    diagonal as a check; `metrics` as ``eval.metrics`` (empty: the data kind's defaults);
+    `data_options` the data's (``data.source_options()``); `options` metric options by metric name
+    (e.g. ``{"fid": {"weights": path}}``)."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         return evaluate_sampler(net, list(steps), samples, sigma, generator, dataset, key=key or None,
-                                metrics=list(metrics) or None, method=method, data_options=data_options)
+                                metrics=list(metrics) or None, method=method, data_options=data_options,
+                                options=options)
 
 
 def draw(net: nn.Module, steps: Sequence[int], samples: int, sigma: float, dims: tuple[int, ...], seed: int,

@@ -6,7 +6,9 @@
   skipped steps — one row every `log.every` steps (rows past a resumed step are dropped);
 * TensorBoard scalars under ``tensorboard/`` (the same, plus evaluation metrics), when the
   tensorboard package is installed;
-* ``eval.jsonl``: one line per evaluation.
+* ``eval.jsonl``: one line per evaluation — step, weights, ``results`` ``{k: {metric: value}}``
+  and ``floors`` ``{metric: noise floor}`` of the metrics that declare one (flowcore.eval.evaluate,
+  EvaluationResults; ``{}`` when none does), so a reader can tell a gap from noise.
 """
 from __future__ import annotations
 
@@ -127,16 +129,22 @@ class Progress:
             self.writer.add_scalar("skipped", skipped, step)
 
     def evaluation(self, step: int, weights: str, results: dict[int, dict[str, float]], table: str) -> None:
+        """One evaluation: the table printed, a line of eval.jsonl (with the results' noise floors,
+        when `results` is an EvaluationResults) and TensorBoard scalars."""
         if not self.enabled:
             return
         self.message(f"evaluation at step {step} ({weights}):\n{table}")
+        floors = dict(getattr(results, "floors", {}))
         with open(self.eval_path, "a") as handle:
             handle.write(json.dumps({"step": step, "weights": weights,
-                                     "results": {str(k): v for k, v in results.items()}}) + "\n")
+                                     "results": {str(k): v for k, v in results.items()},
+                                     "floors": floors}) + "\n")
         if self.writer is not None:
             for k, row in results.items():
                 for metric, value in row.items():
                     self.writer.add_scalar(f"eval/{metric}_{k}step", value, step)
+            for metric, value in floors.items():
+                self.writer.add_scalar(f"eval/{metric}_floor", value, step)
             self.writer.flush()
 
     def close(self) -> None:
