@@ -29,7 +29,8 @@ from .lang.functions import FUNCTIONS
 from .lang.interpolants import Interpolant
 from .lang.numeric import evaluate_sympy
 from .lang.objective import Objective, Term
-from .terms import Evaluation, TermResult, check_models, complete_batch, reduce_loss, term_slices, term_times
+from .terms import (Evaluation, TermResult, check_models, complete_batch, dropout_seeds_for, reduce_loss, term_slices,
+                    term_times)
 
 Thunk = Callable[[bool], torch.Tensor]
 
@@ -49,20 +50,24 @@ class Scope:
         return replace(self, vars={**self.vars, **values})
 
 
-def _call(module: Callable, detached: bool, *args: torch.Tensor) -> torch.Tensor:
-    """Call `module`; with `detached`, its parameters take no gradient."""
+def _call(module: Callable, detached: bool, *args: torch.Tensor, **options) -> torch.Tensor:
+    """Call `module` (with keyword `options`, e.g. a dropout seed); with `detached`, its parameters
+    take no gradient."""
     if detached and isinstance(module, nn.Module):
         params = {name: p.detach() for name, p in module.named_parameters()}
-        return torch.func.functional_call(module, params, args)
-    return module(*args)
+        return torch.func.functional_call(module, params, args, options)
+    return module(*args, **options)
 
 
 class Interpreter:
     """Evaluates expressions of one batch: x0, x1, z of shape ``(B, *dims)``."""
 
     def __init__(self, net: Callable, x0: torch.Tensor, x1: torch.Tensor, interpolant: Interpolant,
-                 z: torch.Tensor | None = None, teacher: Callable | None = None, weight_net: Callable | None = None):
+                 z: torch.Tensor | None = None, teacher: Callable | None = None, weight_net: Callable | None = None,
+                 dropout_seed: int | None = None):
         self.net, self.teacher, self.weight_net = net, teacher, weight_net
+        # every network call of a dropout term passes its seed (flowcore.terms.draw_dropout_seeds)
+        self.net_options = {} if dropout_seed is None else {"dropout_seed": dropout_seed}
         self.sources = {"x0": x0, "x1": x1, "z": z}
         self.interpolant = interpolant
         self.template = torch.empty(x1.shape[0], dtype=x1.dtype, device=x1.device)
@@ -116,12 +121,12 @@ class Interpreter:
 
     def _eval_Net(self, e: n.Net, scope: Scope):
         a, b = self._coef(e.a, scope), self._coef(e.b, scope)
-        return _call(self.net, scope.stopped, a, b, self.evaluate(e.x, scope))
+        return _call(self.net, scope.stopped, a, b, self.evaluate(e.x, scope), **self.net_options)
 
     def _eval_FlowMap(self, e: n.FlowMap, scope: Scope):
         a, b = self._coef(e.a, scope), self._coef(e.b, scope)
         x = self.evaluate(e.x, scope)
-        return x + self._per_sample(b - a) * _call(self.net, scope.stopped, a, b, x)
+        return x + self._per_sample(b - a) * _call(self.net, scope.stopped, a, b, x, **self.net_options)
 
     def _eval_TeacherCall(self, e: n.TeacherCall, scope: Scope):
         if self.teacher is None:
@@ -197,31 +202,38 @@ class Interpreter:
 # -- objectives -------------------------------------------------------------------------------------
 def evaluate_term(term: Term, net: Callable, x0: torch.Tensor, x1: torch.Tensor, times: dict, *,
                   interpolant: Interpolant, z: torch.Tensor | None = None, teacher: Callable | None = None,
-                  weight_net: Callable | None = None) -> torch.Tensor:
+                  weight_net: Callable | None = None, dropout_seed: int | None = None) -> torch.Tensor:
     """Per-sample losses ``(B,)`` of one term at the given per-sample times."""
-    interpreter = Interpreter(net, x0, x1, interpolant, z=z, teacher=teacher, weight_net=weight_net)
+    interpreter = Interpreter(net, x0, x1, interpolant, z=z, teacher=teacher, weight_net=weight_net,
+                              dropout_seed=dropout_seed)
     return interpreter.evaluate(term.loss, Scope(times=dict(times), vars={}))
 
 
 def evaluate(objective: Objective, net: Callable, x1: torch.Tensor, x0: torch.Tensor | None = None, *,
              z: torch.Tensor | None = None, times: dict | None = None, generator: torch.Generator | None = None,
              teacher: Callable | None = None, weight_net: Callable | None = None,
-             interpolant: Interpolant | None = None, reduction: str | None = None) -> Evaluation:
+             interpolant: Interpolant | None = None, reduction: str | None = None,
+             dropout_seeds: dict[str, int] | None = None) -> Evaluation:
     """Evaluate `objective` on a batch of data `x1` (``(B, *dims)``) with network ``net(s, t, x)``.
 
     x0 (and z for a stochastic interpolant) default to ``σ·N(0, I)`` draws; each term takes its
     share of the batch, in order, and draws its times from its sampler unless `times` gives them
-    as ``{term name: {symbol: (count,) tensor}}``. The loss is reduced as `reduction` says
-    (docs/math.md §3; default: the objective's).
+    as ``{term name: {symbol: (count,) tensor}}``. A network with dropout (a ``dropout_rate`` > 0,
+    in training mode) gets a seed per dropout term from `dropout_seeds` (``{term name: int}``), else
+    drawn after the times (flowcore.terms.draw_dropout_seeds). The loss is reduced as `reduction`
+    says (docs/math.md §3; default: the objective's).
     """
     interpolant = interpolant or objective.interpolant
     x0, z = complete_batch(objective, interpolant, x1, x0, z, generator)
     check_models(objective, teacher, weight_net)
+    parts = term_slices(objective, x1.shape[0])
+    all_times = [term_times(term, times, part.stop - part.start, generator, x1) for term, part in parts]
+    dropout_seeds = dropout_seeds_for(objective, net, dropout_seeds, generator)
     results: dict[str, TermResult] = {}
-    for term, part in term_slices(objective, x1.shape[0]):
-        times_k = term_times(term, times, part.stop - part.start, generator, x1)
+    for (term, part), times_k in zip(parts, all_times):
         per_sample = evaluate_term(term, net, x0[part], x1[part], times_k, interpolant=interpolant,
-                                   z=None if z is None else z[part], teacher=teacher, weight_net=weight_net)
+                                   z=None if z is None else z[part], teacher=teacher, weight_net=weight_net,
+                                   dropout_seed=dropout_seeds.get(term.name))
         results[term.name] = TermResult(per_sample, times_k)
     loss = reduce_loss([r.per_sample for r in results.values()], x1.shape[0], reduction or objective.reduction)
     return Evaluation(loss=loss, terms=results)

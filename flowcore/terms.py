@@ -141,6 +141,44 @@ def draw_noise_and_times(objective: Objective, x1: torch.Tensor, generator: torc
     return NoiseAndTimes(x0, z, drawn)
 
 
+def wants_dropout(net) -> bool:
+    """Whether `net` takes a ``dropout_seed`` now: it declares a ``dropout_rate`` > 0 (the network
+    protocol, flowcore.nn.protocol) and, being a module, is in training mode."""
+    rate = getattr(net, "dropout_rate", 0.0)
+    return isinstance(rate, (int, float)) and rate > 0 and getattr(net, "training", True)
+
+
+def draw_dropout_seeds(objective: Objective, net, generator: torch.Generator | None) -> dict[str, int]:
+    """One seed per dropout term (``Term.dropout``; by default the diagonal, flow-matching terms,
+    docs/math.md §4), keyed by term name, drawn from `generator` after the batch's other draws — or
+    none, without touching the stream, when `net` has no dropout to apply. Every network call of
+    such a term passes its seed, so the reference interpreter and a compiled objective apply the
+    same masks, and a call's primal and JVP passes too."""
+    terms = [term.name for term in objective.terms if term.dropout]
+    if not terms or not wants_dropout(net):
+        return {}
+    device = generator.device if generator is not None else torch.device("cpu")
+    drawn = torch.randint(0, 2**62, (len(terms),), generator=generator, device=device).tolist()
+    return dict(zip(terms, drawn))
+
+
+def dropout_seeds_for(objective: Objective, net, given: dict[str, int] | None,
+                      generator: torch.Generator | None) -> dict[str, int]:
+    """The seeds a batch's dropout terms use: `given` (``{term name: int}``, e.g. the trainer's
+    shard seeds) restricted to dropout terms, else drawn; none for a network without dropout."""
+    if given is None:
+        return draw_dropout_seeds(objective, net, generator)
+    if not wants_dropout(net):
+        return {}
+    return {term.name: int(given[term.name]) for term in objective.terms if term.dropout and term.name in given}
+
+
+def shard_seeds(seeds: dict[str, int], index: int) -> dict[str, int]:
+    """The seeds of shard `index` of a batch: distinct per shard (each rank and micro-batch drops out
+    independently), the batch's own for shard 0."""
+    return {name: (seed + 0x9E3779B97F4A7C15 * index) % 2**62 for name, seed in seeds.items()}
+
+
 def reduce_loss(per_term: list[torch.Tensor], batch: int, reduction: str) -> torch.Tensor:
     """``batch``: Σ ℓ / B (the official code); ``term_mean``: Σ_terms mean ℓ (Algorithm 1)."""
     if reduction == "batch":

@@ -178,19 +178,26 @@ def test_output_is_zero_at_initialisation_and_not_after_the_gain_moves():
     assert v.shape == x.shape and v.abs().min() > 0
 
 
-def test_dropout_only_when_asked_and_shared_by_a_jvp():
+def test_dropout_only_with_a_seed_and_shared_by_a_jvp():
     net = tiny_unet(dropout=0.5)
     s, t, x = batch()
-    dx = torch.ones_like(x)
+    dx = torch.randn_like(x)
     with torch.no_grad():
+        net.out_gain.fill_(1.0)
         plain = net(s, t, x)
-        assert torch.equal(plain, net(s, t, x))
-        torch.manual_seed(11)
-        dropped = net(s, t, x, train_dropout=True)
-        torch.manual_seed(11)
-        primal, _ = torch.func.jvp(lambda x_: net(s, t, x_, train_dropout=True), (x,), (dx,))
+        dropped = net(s, t, x, dropout_seed=7)
+        assert torch.equal(plain, net(s, t, x))                      # no seed: no dropout, deterministic
+        assert torch.equal(dropped, net(s, t, x, dropout_seed=7))    # one seed, one set of masks
+        assert not torch.allclose(dropped, net(s, t, x, dropout_seed=8))
+        seeded = lambda x_: net(s, t, x_, dropout_seed=7)  # noqa: E731
+        primal, tangent = torch.func.jvp(seeded, (x,), (dx,))
+        eps = 1e-6
+        central = (seeded(x + eps * dx) - seeded(x - eps * dx)) / (2 * eps)
     assert not torch.allclose(plain, dropped)
-    assert torch.equal(primal, dropped)   # the same seed draws the same masks inside a jvp
+    assert torch.equal(primal, dropped)   # the JVP's primal is the seeded call's value …
+    # … and its tangent is the derivative of that same masked function (a different mask would differ by O(1))
+    torch.testing.assert_close(tangent, central, rtol=1e-6, atol=1e-7)
+    assert FlowMapUNet.digits().dropout_rate == 0.0 and net.dropout_rate == 0.5
 
 
 # -- presets, the network kind and the config ---------------------------------------------------------

@@ -10,7 +10,7 @@ from .nodes import free_vars
 from .symbols import symbols_of
 
 __all__ = ["walk", "free_vars", "coefficients", "symbols_used", "first_node_using", "derivative_order",
-           "derivatives", "uses"]
+           "derivatives", "uses", "on_diagonal"]
 
 
 def walk(expr: n.Expr) -> Iterator[n.Expr]:
@@ -86,3 +86,10 @@ def _network_order(expr: n.Expr) -> int:
 
 def uses(expr: n.Expr, node_type: type) -> bool:
     return any(isinstance(node, node_type) for node in walk(expr))
+
+
+def on_diagonal(expr: n.Expr) -> bool:
+    """Whether `expr` calls the network, and only on the diagonal ``s = t`` (``V(t, t, ·)``): the
+    flow-matching calls, the only ones that drop out by default (docs/math.md §4)."""
+    calls = [node for node in walk(expr) if isinstance(node, (n.Net, n.FlowMap))]
+    return bool(calls) and all(sympy.simplify(node.a - node.b) == 0 for node in calls)

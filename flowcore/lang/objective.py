@@ -24,12 +24,18 @@ REDUCTIONS = {
 
 @dataclass(frozen=True, eq=False)
 class Term:
-    """One loss term: ``loss`` (a per-sample scalar), its time `sampler` and its batch `share`."""
+    """One loss term: ``loss`` (a per-sample scalar), its time `sampler` and its batch `share`.
+
+    `dropout`: whether the network's calls in this term use the network's dropout (a network with
+    none ignores it). None follows the paper (docs/math.md §4): the terms that call the network only
+    on the diagonal, i.e. flow matching, drop out; the self-distillation terms do not.
+    """
 
     name: str
     loss: n.Expr
     sampler: TimeSampler
     share: float
+    dropout: bool | None = None
 
     def __post_init__(self):
         if not isinstance(self.loss, n.Expr):
@@ -57,6 +63,11 @@ class Term:
                                    "not produce")
         if not 0 < self.share <= 1:
             raise DeclarationError(self.share, f"term {self.name!r}: a share must lie in (0, 1]")
+        if self.dropout is None:
+            object.__setattr__(self, "dropout", analysis.on_diagonal(self.loss))
+        elif not isinstance(self.dropout, bool):
+            raise DeclarationError(self.dropout, f"term {self.name!r}: dropout is True, False or None (the "
+                                                 f"paper's default), got {self.dropout!r}")
 
     @property
     def derivatives(self) -> tuple[str, ...]:

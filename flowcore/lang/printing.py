@@ -38,7 +38,8 @@ def _objective(objective) -> str:
 
 
 def _term(term) -> str:
-    return f"{term.name} (share {term.share:g}; {term.sampler}):\n    {pretty(term.loss)}"
+    dropout = "; dropout" if getattr(term, "dropout", False) else ""
+    return f"{term.name} (share {term.share:g}; {term.sampler}{dropout}):\n    {pretty(term.loss)}"
 
 
 def _print(expr) -> tuple[str, int]:

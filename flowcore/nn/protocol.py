@@ -35,6 +35,15 @@ the 2-D sets, ``(C, H, W)`` for images — nothing here assumes flat data)
     evaluation (so a network whose ``forward`` is the slow path can route evaluations through its
     fast one).
 
+``dropout_rate`` (optional float) and ``forward(s, t, x, *, dropout_seed=None)``
+    A network with dropout says so with ``dropout_rate > 0``; then, in training mode, every call
+    of a dropout term (``Term.dropout``: by default the diagonal, flow-matching terms,
+    docs/math.md §4) passes ``dropout_seed=<int>`` — to ``forward``, and to ``jvp`` / ``jvp_many``
+    when it has them — and other calls pass none (no dropout). The masks must be a function of the
+    seed and the call's shapes only (draw them from a ``torch.Generator`` seeded by it): a call's
+    primal and its JVP passes, and the reference interpreter and a compiled objective, then apply
+    the same masks (flowcore.terms.draw_dropout_seeds).
+
 Under ``torch.no_grad()`` every call may skip saving anything for backward. The teacher of a
 distillation objective is not a network of this protocol: it is a velocity ``teacher(τ, x)`` whose
 parameters get no gradient (flowcore.runtime.netcalls freezes them).

@@ -26,6 +26,9 @@ Builder = Callable[[Any, tuple[int, ...], float], nn.Module]
 # gemm_layers(net) -> the (fan_in, fan_out) of each GEMM one sample's stream runs through `net`, in
 # order (flowcore.bench.flops multiplies them by the streams and rows of a training step).
 GemmCounter = Callable[[nn.Module], list[tuple[int, int]]]
+# weight_head() -> the kind's learned log-variance head ``w(s, t) -> (B,)`` (docs/math.md §3), the
+# `weight_net` of a ``learned_weight`` run; a kind without one gets the generic flowcore.nn.LogVarHead.
+WeightHead = Callable[[], nn.Module]
 
 
 @dataclass(frozen=True)
@@ -35,21 +38,24 @@ class NetworkKind:
     name: str
     build: Builder
     gemm_layers: GemmCounter | None = None
+    weight_head: WeightHead | None = None
 
 
 _KINDS: dict[str, NetworkKind] = {}
 
 
-def register_network(kind: str, builder: Builder, *, gemm_layers: GemmCounter | None = None) -> NetworkKind:
+def register_network(kind: str, builder: Builder, *, gemm_layers: GemmCounter | None = None,
+                     weight_head: WeightHead | None = None) -> NetworkKind:
     """Make ``network.kind = kind`` build networks with `builder`; `gemm_layers` counts a built
-    network's GEMMs for the benchmark (a kind without it trains, but cannot be benchmarked)."""
+    network's GEMMs for the benchmark (a kind without it trains, but cannot be benchmarked);
+    `weight_head` makes the learned loss weight's head of this kind's runs (default: LogVarHead)."""
     if not isinstance(kind, str) or not kind.isidentifier():
         raise ValueError(f"a network kind is a name such as 'mlp', got {kind!r}")
     if kind in _KINDS:
         raise ValueError(f"network kind {kind!r} is already registered (by {_KINDS[kind].build.__module__})")
-    if not callable(builder) or (gemm_layers is not None and not callable(gemm_layers)):
-        raise TypeError(f"network kind {kind!r}: the builder and gemm_layers must be callables")
-    _KINDS[kind] = NetworkKind(kind, builder, gemm_layers)
+    if not callable(builder) or any(f is not None and not callable(f) for f in (gemm_layers, weight_head)):
+        raise TypeError(f"network kind {kind!r}: the builder, gemm_layers and weight_head must be callables")
+    _KINDS[kind] = NetworkKind(kind, builder, gemm_layers, weight_head)
     return _KINDS[kind]
 
 
@@ -75,6 +81,16 @@ def build_network(kind: str, config: Any, data_shape: tuple[int, ...], sigma: fl
     if not isinstance(net, nn.Module):
         raise TypeError(f"the builder of network kind {kind!r} returned {type(net).__name__}, not an nn.Module")
     return net
+
+
+def build_weight_head(kind: str) -> nn.Module:
+    """A fresh learned log-variance head for runs of network kind `kind` (docs/math.md §3)."""
+    entry = network_kind(kind)
+    if entry.weight_head is None:
+        from .heads import LogVarHead
+
+        return LogVarHead()
+    return entry.weight_head()
 
 
 def gemm_layers(kind: str, net: nn.Module) -> list[tuple[int, int]]:

@@ -18,7 +18,8 @@ from ..compiler.kernel import Kernel
 from ..compiler.segments import program_kernels
 from ..lang.interpolants import Interpolant
 from ..lang.objective import Objective
-from ..terms import Evaluation, TermResult, check_models, complete_batch, reduce_loss, term_slices, term_times
+from ..terms import (Evaluation, TermResult, check_models, complete_batch, dropout_seeds_for, reduce_loss,
+                     term_slices, term_times)
 from .netcalls import TermState, run_calls
 from .segment_op import CompiledKernel, run_kernel
 
@@ -61,7 +62,8 @@ class CompiledObjective:
     def __call__(self, net: Callable, x1: torch.Tensor, x0: torch.Tensor | None = None, *,
                  z: torch.Tensor | None = None, times: dict | None = None, generator: torch.Generator | None = None,
                  teacher: Callable | None = None, weight_net: Callable | None = None,
-                 reduction: str | None = None) -> Evaluation:
+                 reduction: str | None = None, dropout_seeds: dict[str, int] | None = None) -> Evaluation:
+        """As flowcore.reference.evaluate (same arguments, same draws, same masks), compiled."""
         objective = self.objective
         x0, z = complete_batch(objective, self.compilation.interpolant, x1, x0, z, generator)
         check_models(objective, teacher, weight_net)
@@ -75,7 +77,10 @@ class CompiledObjective:
             if z is not None:
                 values["z"] = z[part].reshape(count, N).contiguous()
             states.append(TermState(values, term_times(term, times, count, generator, x1), count, dims, like))
-        models = {"net": net, "teacher": teacher, "weight_net": weight_net}
+        dropout_seeds = dropout_seeds_for(objective, net, dropout_seeds, generator)
+        seeds = {index: dropout_seeds[term.name] for index, term in enumerate(objective.terms)
+                 if term.name in dropout_seeds}
+        models = {"net": net, "teacher": teacher, "weight_net": weight_net, "dropout_seeds": seeds}
         plan = self.program.plan
         live = [index for index, state in enumerate(states) if state.count]  # a term may get no samples
         for level in range(plan.levels):

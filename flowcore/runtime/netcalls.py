@@ -46,9 +46,12 @@ def _frozen(module: Callable) -> Callable:
     return lambda *args: torch.func.functional_call(module, params, args)
 
 
-def _function(fn: str, models: dict) -> Callable:
+def _function(fn: str, models: dict, dropout_seed: int | None = None) -> Callable:
     if fn == NET:
-        return models["net"]
+        net = models["net"]
+        if dropout_seed is None:
+            return net
+        return lambda a, b, x: net(a, b, x, dropout_seed=dropout_seed)
     if fn == TEACHER:
         teacher = _frozen(models["teacher"])
         return lambda a, b, x: teacher(a, x)
@@ -57,12 +60,12 @@ def _function(fn: str, models: dict) -> Callable:
 
 
 def _jets(fn: str, f: Callable, primals: tuple, directions: list[tuple], outputs: tuple, live: tuple,
-          net) -> dict:
+          net, options: dict) -> dict:
     """The call's outputs by jet pattern; an output that is not live (used only under sg) is
     computed without a graph. First order: the network's native ``jvp_many`` when several
     directions share the primal, or one is not live (one pass, tangents stacked through each
     layer, the dead ones outside the graph), else its ``jvp``, else ``torch.func.jvp``. Second
-    order: nested ``torch.func.jvp``."""
+    order: nested ``torch.func.jvp``. `options` go to every pass of the network (a dropout seed)."""
     results: dict = {}
     grad = torch.is_grad_enabled()
     is_live = dict(zip(outputs, live))
@@ -72,14 +75,14 @@ def _jets(fn: str, f: Callable, primals: tuple, directions: list[tuple], outputs
     if (native and callable(getattr(net, "jvp_many", None))
             and (len(first_order) > 1 or (first_order and any(dead)))):
         tangents = [directions[pattern[0]] for pattern in first_order]
-        options = {"live": [not d for d in dead]} if any(dead) else {}
-        results[()], dots = net.jvp_many(*primals, tangents, **options)
+        extra = {"live": [not d for d in dead]} if any(dead) else {}
+        results[()], dots = net.jvp_many(*primals, tangents, **extra, **options)
         results.update(zip(first_order, dots))
         first_order = []
     for pattern in first_order:
         tangent = directions[pattern[0]]
         with torch.set_grad_enabled(grad and is_live[pattern]):
-            value, results[pattern] = (net.jvp(*primals, *tangent) if native
+            value, results[pattern] = (net.jvp(*primals, *tangent, **options) if native
                                        else torch.func.jvp(f, primals, tangent))
         if () not in results and (is_live[pattern] or not is_live.get((), False)):
             results[()] = value  # a live primal must come from a pass with a graph
@@ -93,15 +96,33 @@ def _jets(fn: str, f: Callable, primals: tuple, directions: list[tuple], outputs
             raise NotImplementedError(f"jets of order {len(pattern)}: flowcore supports derivatives up to 2nd order")
     if () in outputs and () not in results:
         # the fused MLP's forward: one op and one autograd node (`f` is its nn.Sequential)
-        results[()] = net.jvp_many(*primals, [])[0] if native and callable(getattr(net, "jvp_many", None)) \
-            else f(*primals)
+        fast = native and callable(getattr(net, "jvp_many", None))
+        results[()] = net.jvp_many(*primals, [], **options)[0] if fast else f(*primals)
     return results
 
 
 def run_calls(batch: tuple[Call, ...], states: list[TermState], models: dict) -> None:
-    """Evaluate the calls of one batch and store their outputs in their terms' states."""
+    """Evaluate the calls of one batch and store their outputs in their terms' states.
+
+    The calls of a dropout term (``models["dropout_seeds"]``: term index -> seed) run one by one
+    with their term's seed, as the reference interpreter makes them: the masks depend on the seed
+    and the call's shape, so concatenating them with other calls would change them."""
+    seeds = models.get("dropout_seeds") or {}
+    if batch[0].fn != NET or not any(call.term in seeds for call in batch):
+        _run_together(batch, states, models, None)
+        return
+    plain = tuple(call for call in batch if call.term not in seeds)
+    if plain:
+        _run_together(plain, states, models, None)
+    for call in batch:
+        if call.term in seeds:
+            _run_together((call,), states, models, seeds[call.term])
+
+
+def _run_together(batch: tuple[Call, ...], states: list[TermState], models: dict, dropout_seed: int | None) -> None:
     first = batch[0]
-    f = _function(first.fn, models)
+    f = _function(first.fn, models, dropout_seed)
+    options = {} if dropout_seed is None else {"dropout_seed": dropout_seed}
     a, b, x, directions = [], [], [], [[] for _ in first.directions]
     for call in batch:
         state = states[call.term]
@@ -121,7 +142,7 @@ def run_calls(batch: tuple[Call, ...], states: list[TermState], models: dict) ->
     primals = (cat(a), cat(b)) + ((cat(x),) if x else ())
     tangents = [tuple(cat([d[k] for d in direction]) for k in range(len(primals))) for direction in directions]
     with torch.set_grad_enabled(first.grad and torch.is_grad_enabled()):
-        results = _jets(first.fn, f, primals, tangents, first.outputs, first.live, models.get("net"))
+        results = _jets(first.fn, f, primals, tangents, first.outputs, first.live, models.get("net"), options)
     start = 0
     for call in batch:
         state = states[call.term]

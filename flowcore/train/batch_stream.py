@@ -8,6 +8,10 @@ each holds exactly 1/S of every term, so with either batch reduction (docs/math.
 shards' losses IS the global batch's loss, and averaging their gradients gives the gradient of one
 process training on the whole batch: results do not depend on how many ranks or micro-batches run.
 Drawing the global batch on every rank is cheap next to a training step for 2-D data.
+
+The one exception is dropout (a network with ``dropout_rate`` > 0): each shard's dropout terms get
+their own seed (flowcore.terms.shard_seeds), and the masks depend on the shard's shape, so with
+dropout the result is a statistically equivalent run, not the bitwise same one.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from ..lang.objective import Objective
-from ..terms import draw_noise_and_times, term_slices
+from ..terms import draw_dropout_seeds, draw_noise_and_times, shard_seeds, term_slices
 
 
 @dataclass
@@ -28,6 +32,7 @@ class Batch:
     z: torch.Tensor | None
     times: list[dict]
     slices: list[slice]
+    dropout_seeds: dict[str, int]
 
 
 @dataclass
@@ -36,6 +41,7 @@ class Shard:
     x0: torch.Tensor
     z: torch.Tensor | None
     times: dict[str, dict]
+    dropout_seeds: dict[str, int]
 
 
 def check_split(objective: Objective, batch: int, shards: int) -> None:
@@ -64,25 +70,28 @@ class BatchStream:
     `generator`, drawn by flowcore.terms.draw_noise_and_times (σ and the interpolant are the objective's)."""
 
     def __init__(self, objective: Objective, source, generator: torch.Generator, device: torch.device,
-                 shards: int = 1):
+                 shards: int = 1, network=None):
+        """`network`: the model trained, asked whether it drops out (its dropout seeds are drawn after
+        the other draws; a network without dropout draws none, leaving the stream as it was)."""
         check_split(objective, source.batch_size, shards)
-        self.objective, self.source = objective, source
+        self.objective, self.source, self.network = objective, source, network
         self.generator, self.device, self.shards = generator, torch.device(device), shards
 
     def next(self) -> Batch:
         x1 = next(self.source).to(self.device)
         drawn = draw_noise_and_times(self.objective, x1, self.generator)
         slices = [part for _, part in term_slices(self.objective, x1.shape[0])]
-        return Batch(x1, drawn.x0, drawn.z, drawn.times, slices)
+        seeds = draw_dropout_seeds(self.objective, self.network, self.generator) if self.network is not None else {}
+        return Batch(x1, drawn.x0, drawn.z, drawn.times, slices, seeds)
 
     def shard(self, batch: Batch, index: int) -> Shard:
         """Shard `index` of `self.shards`: rows index::shards of every term, terms in order."""
         if self.shards == 1:
             return Shard(batch.x1, batch.x0, batch.z, {term.name: drawn for term, drawn in
-                                                       zip(self.objective.terms, batch.times)})
+                                                       zip(self.objective.terms, batch.times)}, batch.dropout_seeds)
         rows = torch.cat([torch.arange(part.start + index, part.stop, self.shards) for part in batch.slices])
         rows = rows.to(self.device)
         times = {term.name: {symbol: value[index::self.shards] for symbol, value in drawn.items()}
                  for term, drawn in zip(self.objective.terms, batch.times)}
         pick = lambda x: None if x is None else x.index_select(0, rows)
-        return Shard(pick(batch.x1), pick(batch.x0), pick(batch.z), times)
+        return Shard(pick(batch.x1), pick(batch.x0), pick(batch.z), times, shard_seeds(batch.dropout_seeds, index))

@@ -2,8 +2,9 @@
 
 * The objective is a built-in (or a user's .py file) built with the diagonal share η, then given
   the configured interpolant, σ and batch reduction; with ``learned_weight`` every term's loss ℓ
-  becomes ``exp(−w)·ℓ + w`` (EDM2's learned log-variance, docs/math.md §3), w from a `LogVarHead` at the
-  term's own times (``w(s, t)``; ``w(t, t)`` for a term that only draws t).
+  becomes ``exp(−w)·ℓ + w`` (EDM2's learned log-variance, docs/math.md §3), w from the network kind's
+  weight head (flowcore.nn.registry: the images' ImageLogVarHead, else LogVarHead) at the term's own
+  times (``w(s, t)``; ``w(t, t)`` for a term that only draws t).
 * The network is the registered kind ``network.kind`` (flowcore.nn.registry; by default the paper's
   MLP ``v̂ = σ·net(x/σ; s, t)``, docs/math.md §4) for samples of the shape the data source yields.
 * Distillation objectives get their frozen teacher velocity from a flowcore checkpoint.
@@ -21,7 +22,7 @@ from ..codegen import backends
 from ..lang import DeclarationError, Term, learned_logvar, s, t
 from ..lang.interpolants import linear, trig
 from ..lang.objective import Objective
-from ..nn.registry import build_network
+from ..nn.registry import build_network, build_weight_head
 from ..runtime.compiled import CompiledObjective, compile
 from .config import ObjectiveConfig, TrainConfig
 
@@ -69,7 +70,7 @@ def with_learned_weight(objective: Objective) -> Objective:
     for term in objective.terms:
         produced = set(term.sampler.produces)
         a, b = (s, t) if {s, t} <= produced else (t, t) if t in produced else (term.sampler.produces[0],) * 2
-        terms.append(Term(term.name, learned_logvar(term.loss, a, b), term.sampler, term.share))
+        terms.append(Term(term.name, learned_logvar(term.loss, a, b), term.sampler, term.share, term.dropout))
     return objective.with_options(terms=tuple(terms), name=f"{objective.name}_logvar")
 
 
@@ -86,6 +87,11 @@ def pick_backend(choice: str, device: torch.device) -> str:
 
 def compile_objective(objective: Objective, backend: str) -> CompiledObjective:
     return compile(objective, backend=backend)
+
+
+def make_weight_head(config: TrainConfig) -> nn.Module:
+    """The learned loss weight's head of a run (``objective.learned_weight``): the network kind's."""
+    return build_weight_head(config.network.kind)
 
 
 def make_network(config: TrainConfig, dims: tuple[int, ...], sigma: float) -> nn.Module:

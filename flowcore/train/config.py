@@ -75,7 +75,7 @@ class NetworkConfig:
     num_blocks: int = 4            # blocks per resolution
     attn_resolutions: list[int] = field(default_factory=lambda: [16])
     channels_per_head: int = 64
-    dropout: float = 0.0           # used only by calls that ask for it (none yet)
+    dropout: float | str = "preset"  # the diagonal (FM) calls' dropout (docs/math.md §4); "preset": the preset's, else 0
 
 
 @dataclass
@@ -358,7 +358,8 @@ def validate(c: TrainConfig) -> None:
     _check(all(r >= 1 for r in n.attn_resolutions), "network.attn_resolutions", n.attn_resolutions,
            "give positive resolutions (H of the levels with attention)")
     _check(n.channels_per_head >= 1, "network.channels_per_head", n.channels_per_head, "must be >= 1")
-    _check(0 <= n.dropout < 1, "network.dropout", n.dropout, "must lie in [0, 1)")
+    _check(n.dropout == "preset" or (isinstance(n.dropout, (int, float)) and 0 <= n.dropout < 1), "network.dropout",
+           n.dropout, 'must lie in [0, 1), or be "preset" (the preset\'s dropout; 0 without a preset)')
     _check(c.data.batch >= 1, "data.batch", c.data.batch, "must be >= 1")
     _check_data_options(c.data)
     p = c.optim

@@ -35,19 +35,24 @@ class Autocast(nn.Module):
         if callable(getattr(net, "jvp_many", None)):
             self.jvp_many = self._jvp_many
 
-    def forward(self, s: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def dropout_rate(self) -> float:
+        """The wrapped network's (the network protocol: it decides whether calls pass a dropout seed)."""
+        return float(getattr(self.net, "dropout_rate", 0.0))
+
+    def forward(self, s: torch.Tensor, t: torch.Tensor, x: torch.Tensor, **options) -> torch.Tensor:
         with torch.autocast(self.device_type, dtype=self.dtype):
-            out = self.net(s, t, x)
+            out = self.net(s, t, x, **options)
         return out.to(x.dtype)
 
-    def _jvp(self, s, t, x, ds, dt, dx):
+    def _jvp(self, s, t, x, ds, dt, dx, **options):
         with torch.autocast(self.device_type, dtype=self.dtype):
-            out, tangent = self.net.jvp(s, t, x, ds, dt, dx)
+            out, tangent = self.net.jvp(s, t, x, ds, dt, dx, **options)
         return out.to(x.dtype), tangent.to(x.dtype)
 
-    def _jvp_many(self, s, t, x, tangents, live=None):
+    def _jvp_many(self, s, t, x, tangents, live=None, **options):
         with torch.autocast(self.device_type, dtype=self.dtype):
-            out, dots = self.net.jvp_many(s, t, x, tangents, live=live)
+            out, dots = self.net.jvp_many(s, t, x, tangents, live=live, **options)
         return out.to(x.dtype), [dot.to(x.dtype) for dot in dots]
 
 

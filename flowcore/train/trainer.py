@@ -32,7 +32,7 @@ from ..eval import evaluate as evaluation
 from ..eval.metrics import select_metrics
 from . import distributed
 from .batch_stream import BatchStream
-from .build import build_objective, compile_objective, load_teacher, make_network, pick_backend
+from .build import build_objective, compile_objective, load_teacher, make_network, make_weight_head, pick_backend
 from .config import TrainConfig, from_dict
 from .ema import EMA
 from .optim import make_optimizer
@@ -87,9 +87,7 @@ class Trainer:
         self.net = make_network(c, self.data.dims, self.sigma).to(self.device)
         self.weight_net = None
         if self.objective.needs_weight_net:
-            from ..nn import LogVarHead
-
-            self.weight_net = LogVarHead().to(self.device)
+            self.weight_net = make_weight_head(c).to(self.device)  # the network kind's (docs/math.md §3)
         self.teacher = None
         if self.objective.needs_teacher:
             if not c.objective.teacher:
@@ -107,7 +105,7 @@ class Trainer:
         # x0, z and the times come from one generator, on the device, seeded apart from the data.
         self.generator = torch.Generator(self.device).manual_seed(c.seed + 1)
         self.batches = BatchStream(self.objective, self.data, self.generator, self.device,
-                                   shards=self.context.world * c.accumulate)
+                                   shards=self.context.world * c.accumulate, network=self.net)
 
         self.step = 0
         self.skipped = 0          # non-finite steps skipped in total
@@ -151,7 +149,7 @@ class Trainer:
         for micro in range(c.accumulate):
             shard = self.batches.shard(batch, micro * world + rank)
             result = self.compiled(self.model, shard.x1, shard.x0, z=shard.z, times=shard.times,
-                                   teacher=self.teacher, weight_net=self.weight_net)
+                                   teacher=self.teacher, weight_net=self.weight_net, dropout_seeds=shard.dropout_seeds)
             if result.loss.requires_grad:
                 (result.loss / c.accumulate).backward()
             terms = [result.terms[name].mean.detach().float() for name in self.term_names]

@@ -19,21 +19,28 @@ layers are designed for, and the time dependence grows from there (the gradient 
 ``⟨Lin(emb), …⟩ ≠ 0``). The output gain of the whole network is 0 as well (docs/math.md §4), so
 time enters training through these gains and the zero output together.
 
-Dropout runs only when the forward is called with ``train_dropout=True`` (no objective passes it
-yet: the per-term plumbing of docs/math.md §4's "dropout only in the diagonal calls" is a later
-step); ``F.dropout`` draws one mask per call, and under ``torch.func.jvp`` the tangent uses the
-primal's mask.
+Dropout runs only in calls that pass a generator: the network's forward makes one from the call's
+``dropout_seed`` (flowcore.terms draws one per dropout term and step; docs/math.md §4: only the
+diagonal calls drop out). The mask is drawn from that generator, not from the global stream, so a
+call evaluated twice — its primal and a JVP pass, the reference interpreter and a compiled
+objective — sees the same mask, and under ``torch.func.jvp`` the tangent is masked like the primal.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .attention import CosineAttention
 from .layers import MPConv, clip_activations, downsample, mp_silu, mp_sum, pixel_norm, upsample
 
 RESAMPLE = {"none": None, "down": downsample, "up": upsample}
+
+
+def dropout_mask(like: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Inverted dropout's ``keep / (1 − p)`` shaped like `like`, drawn from `generator` in float32
+    whatever `like`'s dtype, so the same seed gives the same mask in float32, float64 and bf16."""
+    keep = torch.rand(like.shape, generator=generator, dtype=torch.float32, device=like.device) >= p
+    return keep.to(like.dtype) / (1 - p)
 
 
 class UNetBlock(nn.Module):
@@ -60,7 +67,7 @@ class UNetBlock(nn.Module):
         self.conv_skip = MPConv(in_channels, out_channels, (1, 1)) if in_channels != out_channels else None
         self.attention = CosineAttention(out_channels, channels_per_head, attn_balance) if attention else None
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor, train_dropout: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, dropout: torch.Generator | None = None) -> torch.Tensor:
         resample = RESAMPLE[self.resample]
         if resample is not None:
             x = resample(x)
@@ -71,8 +78,8 @@ class UNetBlock(nn.Module):
         y = self.conv_res0(mp_silu(x))
         scale = self.emb_linear(emb, gain=self.emb_gain) + 1
         y = mp_silu(y * scale.to(y.dtype)[:, :, None, None])
-        if train_dropout and self.dropout > 0:
-            y = F.dropout(y, p=self.dropout, training=True)
+        if dropout is not None and self.dropout > 0:
+            y = y * dropout_mask(y, self.dropout, dropout)
         y = self.conv_res1(y)
         if self.flavor == "dec" and self.conv_skip is not None:
             x = self.conv_skip(x)

@@ -25,6 +25,7 @@ from ..registry import register_network
 from .blocks import UNetBlock
 from .embedding import TwoTimeEmbedding
 from .layers import MPConv, mp_cat
+from .logvar import ImageLogVarHead
 
 PRESETS = ("cifar10", "imagenet64_s", "digits")
 
@@ -34,7 +35,7 @@ class FlowMapUNet(nn.Module):
 
     ``channel_mult[i]·model_channels`` channels at level i (resolution / 2^i); attention in every
     block whose resolution is in `attn_resolutions`, with `channels_per_head` channels per head;
-    `dropout` in the residual branches of calls made with ``train_dropout=True``; `sigma_data` the
+    `dropout` in the residual branches of calls made with a ``dropout_seed``; `sigma_data` the
     σ_d of the preconditioning; `time_scale` the frequency scale of the positional embeddings
     (flowcore.nn.unet.embedding).
     """
@@ -150,21 +151,33 @@ class FlowMapUNet(nn.Module):
             times.append(tau)
         return times[0], times[1]
 
+    @property
+    def dropout_rate(self) -> float:
+        """The residual branches' dropout; > 0 asks flowcore for a ``dropout_seed`` in the calls of
+        dropout terms (the network protocol, flowcore.nn.protocol)."""
+        return float(self.config["dropout"])
+
     def forward(self, s: torch.Tensor, t: torch.Tensor, x: torch.Tensor, *,
-                train_dropout: bool = False) -> torch.Tensor:
-        """``v̂_{s,t}(x)``, shaped like x; ``train_dropout=True`` applies the blocks' dropout."""
+                dropout_seed: int | None = None) -> torch.Tensor:
+        """``v̂_{s,t}(x)``, shaped like x. With a `dropout_seed` (and dropout > 0) the residual
+        branches drop out with masks drawn from a generator seeded by it: the same seed, the same
+        masks (docs/math.md §4)."""
         s, t = self._check(s, t, x)
+        generator = None
+        if dropout_seed is not None and self.dropout_rate > 0:
+            generator = torch.Generator(device=x.device)
+            generator.manual_seed(int(dropout_seed))
         emb = self.embedding(s, t)
         h = x / self.sigma_data
         h = self.conv_in(torch.cat([h, torch.ones_like(h[:, :1])], dim=1))
         skips = [h]
         for block in self.encoder:
-            h = block(h, emb, train_dropout)
+            h = block(h, emb, generator)
             skips.append(h)
         for block, takes_skip in zip(self.decoder, self.decoder_takes_skip):
             if takes_skip:
                 h = mp_cat(h, skips.pop())
-            h = block(h, emb, train_dropout)
+            h = block(h, emb, generator)
         return self.sigma_data * self.conv_out(h, gain=self.out_gain)
 
     @torch.no_grad()
@@ -204,18 +217,22 @@ def gemm_layers(net: FlowMapUNet) -> list[tuple[int, int]]:
 def build_unet(config: Any, data_shape: tuple[int, ...], sigma: float) -> FlowMapUNet:
     """The ``"unet"`` kind on images ``(C, H, H)``: ``network.preset`` (cifar10, imagenet64_s, digits)
     with the data's channels and resolution, or, with no preset, the explicit sizes
-    ``network.model_channels``, ``channel_mult``, ``num_blocks``, ``attn_resolutions``,
-    ``channels_per_head`` and ``dropout``; σ_d is the run's σ (docs/math.md §1)."""
+    ``network.model_channels``, ``channel_mult``, ``num_blocks``, ``attn_resolutions`` and
+    ``channels_per_head``. ``network.dropout`` (the diagonal calls', docs/math.md §4) is a number, or
+    "preset": the preset's (0 without one). σ_d is the run's σ (docs/math.md §1)."""
     if len(data_shape) != 3 or data_shape[1] != data_shape[2]:
         raise ValueError(f"network.kind = 'unet' trains on square images (C, H, H); the data has samples shaped "
                          f"{data_shape}")
     channels, resolution, _ = data_shape
+    dropout = getattr(config, "dropout", "preset")
+    explicit = {} if dropout == "preset" else {"dropout": float(dropout)}
     if config.preset:
         if config.preset not in PRESETS:
             raise ValueError(f"network.preset = {config.preset!r}: choose one of {', '.join(PRESETS)}")
-        return FlowMapUNet.preset(config.preset, resolution=resolution, in_channels=channels, sigma_data=sigma)
+        return FlowMapUNet.preset(config.preset, resolution=resolution, in_channels=channels, sigma_data=sigma,
+                                  **explicit)
     return FlowMapUNet(resolution, channels, config.model_channels, config.channel_mult, config.num_blocks,
-                       config.attn_resolutions, config.channels_per_head, config.dropout, sigma)
+                       config.attn_resolutions, config.channels_per_head, explicit.get("dropout", 0.0), sigma)
 
 
-register_network("unet", build_unet, gemm_layers=gemm_layers)
+register_network("unet", build_unet, gemm_layers=gemm_layers, weight_head=ImageLogVarHead)
