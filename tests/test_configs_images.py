@@ -68,11 +68,24 @@ def test_cifar10_config_refuses_to_start_without_data_path(tag, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("tag", CIFAR10)
+def test_cifar10_config_scores_fid_and_refuses_to_start_without_its_weights(tag, tmp_path, monkeypatch):
+    """The paper's metric: FID at every k (docs/math.md §5). Its weights file is checked before the
+    run starts: without one, the error names the file to fetch."""
+    monkeypatch.delenv("FLOWCORE_INCEPTION_WEIGHTS", raising=False)
+    config = load_config(CONFIGS / f"cifar10-{tag}.toml", [f"data.path={_cifar_folder(tmp_path)}", *QUIET])
+    assert config.eval.metrics[0] == "fid" and config.eval.inception_weights == ""
+    with pytest.raises(FileNotFoundError, match=r"weights-inception-2015-12-05-6726825d\.pth"):
+        Trainer(config, out=tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_cifar10_configs_build_on_a_cifar_folder(tmp_path):
     folder = _cifar_folder(tmp_path)
     # The shipped recipe, as is: the cifar10 preset on 32×32×3 (built, not trained).
-    lsd = Trainer(load_config(CONFIGS / "cifar10-lsd.toml", [f"data.path={folder}", "data.batch=16", *QUIET]),
-                  out=tmp_path / "lsd")
+    no_fid = ['eval.metrics=["energy", "sw2"]']   # FID's weights file is not here (the test above)
+    lsd = Trainer(load_config(CONFIGS / "cifar10-lsd.toml",
+                              [f"data.path={folder}", "data.batch=16", *no_fid, *QUIET]), out=tmp_path / "lsd")
     assert lsd.data.dims == (3, 32, 32)
     assert 50e6 < sum(p.numel() for p in lsd.net.parameters()) < 60e6   # docs/math.md §4: about 55M
     del lsd
@@ -80,7 +93,7 @@ def test_cifar10_configs_build_on_a_cifar_folder(tmp_path):
     tiny = ["network.preset=", "network.model_channels=8", "network.channel_mult=[1]", "network.num_blocks=1",
             "network.attn_resolutions=[]", "network.channels_per_head=8", "network.dropout=0.0", "data.batch=4"]
     for tag in CIFAR10:
-        trainer = Trainer(load_config(CONFIGS / f"cifar10-{tag}.toml", [f"data.path={folder}", *tiny, *QUIET]),
+        trainer = Trainer(load_config(CONFIGS / f"cifar10-{tag}.toml", [f"data.path={folder}", *tiny, *no_fid, *QUIET]),
                           out=tmp_path / tag)
         assert trainer.train_step()["finite"]
 

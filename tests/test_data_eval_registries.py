@@ -142,4 +142,4 @@ def test_flowcore_eval_takes_the_configs_metrics_or_its_own(tmp_path, capsys, re
     rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:]]
     assert rows == ["sw2", "kl"]
     assert main(["eval", str(tmp_path), "--steps", "1", "--n", "256", "--metrics", "nope"]) == 2
-    assert "unknown metric 'nope'; registered: kl, energy, sw2, fd_digits, mean_gap" in capsys.readouterr().err
+    assert "unknown metric 'nope'; registered: kl, energy, sw2, fd_digits, fid, mean_gap" in capsys.readouterr().err

@@ -169,3 +169,21 @@ def test_a_preset_takes_an_explicit_dropout():
     assert build_network("unet", NetworkConfig(kind="unet", preset="digits"), (1, 8, 8)).dropout_rate == 0.0
     chosen = build_network("unet", NetworkConfig(kind="unet", preset="digits", dropout=0.2), (1, 8, 8))
     assert chosen.dropout_rate == 0.2
+
+
+def test_bf16_autocast_passes_the_seed_and_trains_the_unet(tmp_path):
+    """The GPU default (bf16 autocast, docs/math.md §3) on the CPU: the wrapper forwards dropout_rate
+    and the seed, the output comes back in x's dtype, and a tiny dropout UNet run stays finite."""
+    from flowcore.train.precision import wrap
+
+    net = tiny_unet(0.3).float()
+    wrapped = wrap(net, torch.bfloat16, torch.device("cpu"))
+    x = torch.randn(4, 1, 8, 8)
+    s, t = torch.full((4,), 0.2), torch.full((4,), 0.7)
+    with torch.no_grad():
+        out = wrapped(s, t, x, dropout_seed=3)
+        assert wrapped.dropout_rate == 0.3 and out.dtype == torch.float32
+        assert torch.equal(out, wrapped(s, t, x, dropout_seed=3)) and not torch.equal(out, wrapped(s, t, x))
+    summary = Trainer(load_config(None, TINY_UNET + ["steps=2", "autocast=bf16", "network.dropout=0.3",
+                                                     f"out={tmp_path}"])).train()
+    assert summary.step == 2 and summary.skipped == 0

@@ -184,3 +184,23 @@ def test_torch_fidelitys_inception_loads_a_local_file_and_gives_pool3_features(f
     assert math.isfinite(value) and value >= 0
     (entry,) = os.listdir(tmp_path / "cache" / "fid")
     assert entry.startswith(f"inception64-{fid_module.weights_digest(fake_inception_weights)[:16]}-")
+
+
+def test_a_run_that_lists_fid_checks_eval_inception_weights_before_training(tmp_path, monkeypatch):
+    """eval.inception_weights reaches the metric's check when the Trainer is built: a run listing
+    "fid" with a missing file stops before its first step, naming the file and the config key's value."""
+    import numpy as np
+
+    from flowcore.train import Trainer, load_config
+
+    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
+    images = tmp_path / "images.npy"
+    np.save(images, np.random.default_rng(0).integers(0, 256, (32, 8, 8, 3), dtype=np.uint8))
+    config = load_config(None, [f"data.name={images}", "data.batch=8", "network.kind=unet", "network.model_channels=8",
+                                "network.channel_mult=[1, 2]", "network.num_blocks=1", "network.attn_resolutions=[]",
+                                "network.channels_per_head=8", "eval.metrics=[\"fid\"]",
+                                f"eval.inception_weights={tmp_path / 'missing.pth'}", f"out={tmp_path / 'run'}"])
+    assert config.eval.metric_options() == {"fid": {"weights": str(tmp_path / "missing.pth")}}
+    with pytest.raises(InceptionWeightsMissing, match=r"missing\.pth"):
+        Trainer(config)
+    assert not (tmp_path / "run" / "checkpoints").exists()

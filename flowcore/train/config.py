@@ -75,7 +75,7 @@ class NetworkConfig:
     num_blocks: int = 4            # blocks per resolution
     attn_resolutions: list[int] = field(default_factory=lambda: [16])
     channels_per_head: int = 64
-    dropout: float | str = "preset"  # the diagonal (FM) calls' dropout (docs/math.md §4); "preset": the preset's, else 0
+    dropout: float | str = "preset"  # the diagonal (FM) calls' (docs/math.md §4); "preset": the preset's, else 0
 
 
 @dataclass
@@ -133,6 +133,11 @@ class EvalConfig:
     ema: float = 0.9999            # which EMA samples and is evaluated (one of `ema`); 0: the raw weights
     seed: int = 0                  # noise of the evaluation (independent of training)
     metrics: list[str] = field(default_factory=list)  # flowcore.eval.metrics names; []: the data kind's defaults
+    inception_weights: str = ""    # metric "fid": the TF-Inception weights file (else $FLOWCORE_INCEPTION_WEIGHTS)
+
+    def metric_options(self) -> dict[str, dict[str, Any]]:
+        """Per-metric options from this section (flowcore.eval.metrics: select_metrics, evaluate)."""
+        return {"fid": {"weights": self.inception_weights}} if self.inception_weights else {}
 
 
 @dataclass

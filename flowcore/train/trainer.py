@@ -32,6 +32,7 @@ from ..eval import evaluate as evaluation
 from ..eval.metrics import select_metrics
 from . import distributed
 from .batch_stream import BatchStream
+from .best import BestCheckpoints
 from .build import build_objective, compile_objective, load_teacher, make_network, make_weight_head, pick_backend
 from .config import TrainConfig, from_dict
 from .ema import EMA
@@ -73,7 +74,8 @@ class Trainer:
         self.data = make_source(c.data.name, c.data.batch, seed=c.seed, key=c.data.key or None,
                                 options=c.data.source_options())
         # The metrics of eval.metrics (empty: the data kind's defaults), checked before any step runs.
-        self.metrics = [metric.name for metric in select_metrics(self.data.kind, c.eval.metrics)]
+        self.metrics = [metric.name for metric in select_metrics(self.data.kind, c.eval.metrics,
+                                                                 c.eval.metric_options())]
         self.sigma = self.data.std if c.network.sigma == "data" else float(c.network.sigma)
 
         # The objective, compiled once; its options carry η, the interpolant and the reduction.
@@ -255,10 +257,12 @@ class Trainer:
         e = self.config.eval
         results = evaluation.evaluate(self.averaged_network(), e.steps, e.samples, self.sigma, e.seed,
                                       self.config.data.name, self.config.data.key, metrics=self.metrics,
-                                      data_options=self.config.data.source_options())
+                                      data_options=self.config.data.source_options(), options=e.metric_options())
         if progress is not None:
             weights = f"EMA {e.ema}" if e.ema else "raw weights"
             progress.evaluation(self.step, weights, results, evaluation.format_table(results))
+        checkpoint = self.checkpoints.path_for(self.step)   # saved before every evaluation that has one
+        BestCheckpoints(self.out).update(self.step, checkpoint if checkpoint.is_file() else None, results)
         return results
 
     def figures(self, progress: Progress) -> tuple[Path | None, Path | None]:
