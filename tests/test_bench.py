@@ -10,6 +10,9 @@ import torch
 
 import flowcore
 from flowcore.bench import NETS, QUICK_NETS, BenchConfig, NetSpec, count_flops, step_gemms, stream_units
+from flowcore.bench.config import VARIANTS, load_objective
+from flowcore.bench.handwritten import handwritten_for, handwritten_loss
+from flowcore.bench.steps import draw_inputs
 from flowcore.bench.flops import Gemm
 from flowcore.bench.measure import GemmStep, gemm_operands
 from flowcore.bench.row import bench_row
@@ -47,9 +50,12 @@ def test_quick_mode_runs_and_writes_every_row(quick):
         assert "error" not in row, row
         assert row["batch"] == 64 and row["device"] == "cpu" and row["width"] <= 32  # tiny nets
         assert row["gemm_flops"] > 0 and row["bound_ms"] > 0
-        assert set(row["variants"]) == {"flowcore", "reference", "torch_compile"}
-        assert row["variants"]["torch_compile"].get("skipped")
-        for variant in ("flowcore", "reference"):
+        assert set(row["variants"]) == set(VARIANTS)
+        assert row["variants"]["torch_compile"].get("skipped") and row["variants"]["handwritten_compile"].get("skipped")
+        handwritten = row["objective"] in ("fm", "lsd", "psd_m")  # the transcribed ones (flowcore.bench.handwritten)
+        if not handwritten:
+            assert "no hand-written step" in row["variants"]["handwritten"]["skipped"]
+        for variant in ("flowcore", "flowcore_torch", "reference") + (("handwritten",) if handwritten else ()):
             measured = row["variants"][variant]
             assert "error" not in measured, measured
             assert VARIANT_KEYS <= set(measured), set(measured)
@@ -57,6 +63,7 @@ def test_quick_mode_runs_and_writes_every_row(quick):
             assert set(measured["breakdown"]) == {"wall_ms", "gemm_ms", "fused_ms", "other_ms", "overhead_ms"}
         assert row["variants"]["flowcore"]["backend"] in ("cpu", "torch")
         assert row["first_loss_rel_diff"] < 1e-4  # same weights, same draws: same first loss
+        assert max(row["first_loss_rel_diffs"].values()) < 1e-4
         assert {"reference/flowcore", "torch_compile/flowcore", "objective/fm", "objective/fm flops"} <= set(row["ratios"])
         assert row["ratios"]["torch_compile/flowcore"] is None
         assert row["fm_flowcore_ms"] > 0 and row["ratios"]["objective/fm"] > 0  # fm timed within every row
@@ -139,7 +146,7 @@ def test_a_frozen_teacher_has_no_backward_unless_its_input_is_live():
 
 
 def test_bench_nets_are_network_kinds_built_and_counted_by_their_registration(monkeypatch):
-    assert {spec.kind for spec in [*NETS.values(), *QUICK_NETS.values()]} == {"mlp"}
+    assert {spec.kind for spec in [*NETS.values(), *QUICK_NETS.values()]} == {"mlp", "unet"}
     net = NETS["small"].build((2,), 1.0)
     assert isinstance(net, FlowMapMLP) and gemm_layers("mlp", net) == mlp_layers(2, 256, 4)
     # A kind registered from outside: the bench builds it through the registry and counts its GEMMs with
@@ -155,6 +162,74 @@ def test_bench_nets_are_network_kinds_built_and_counted_by_their_registration(mo
     monkeypatch.setitem(NETS, "odd", NetSpec("odd", "no_such_kind", 1, 8))
     with pytest.raises(ValueError, match=r"unknown network kind 'no_such_kind'; registered kinds: mlp, unet, smooth"):
         BenchConfig(nets=["odd"], devices=["cpu"]).resolved()
+
+
+# ------------------------------------------------------------------------------------------------
+# The digits UNet (--net unet-digits) and the hand-written variants
+
+
+def test_a_tiny_unet_row_runs_every_eager_variant_on_digits():
+    """`unet-digits` is a named net spec like the MLPs: kind "unet" from the registry, the digits data.
+    --quick's tiny UNet, batch 8, one round; the fields, not the times, are checked."""
+    config = BenchConfig(objectives=["lsd"], nets=["unet-digits"], batches=[8], quick=True, repeats=1, warmup=0,
+                         profile=False).resolved()
+    spec = config.net("unet-digits")
+    row = bench_row("lsd", spec, 8, "cpu", config, Builds())
+    assert "error" not in row, row.get("traceback")
+    assert (row["kind"], row["data"], row["sample_shape"], row["batch"]) == ("unet", "digits", [1, 8, 8], 8)
+    assert row["label"] == spec.label and 0 < row["parameters"] < 1e5  # the tiny UNet, not the 1.0M preset
+    assert row["gemm_flops"] > 0 and row["bound_ms"] > 0 and not row["native_jvp"]
+    for variant in ("flowcore", "flowcore_torch", "reference", "handwritten"):
+        measured = row["variants"][variant]
+        assert "error" not in measured, measured.get("traceback")
+        assert {"median_ms", "first_loss", "last_loss", "peak_memory_bytes", "efficiency"} <= set(measured)
+    assert row["variants"]["flowcore_torch"]["backend"] == "torch"
+    assert row["variants"]["torch_compile"]["skipped"] == "torch.compile not requested"
+    assert max(row["first_loss_rel_diffs"].values()) < 1e-5  # float32, same weights and draws
+    assert {"reference/flowcore_torch", "handwritten/flowcore", "handwritten_compile/flowcore"} <= set(row["ratios"])
+
+
+def _unet_with_gains(seed: int = 0):
+    """A tiny float64 UNet whose scalar gains are non-zero (at initialisation v̂ = 0, which would make
+    every transcription of a loss agree trivially)."""
+    from flowcore.nn import FlowMapUNet
+
+    torch.manual_seed(seed)
+    net = FlowMapUNet(resolution=8, in_channels=1, model_channels=8, channel_mult=(1, 2), num_blocks=1,
+                      attn_resolutions=(4,), channels_per_head=8).double()
+    with torch.no_grad():
+        for p in net.parameters():
+            if p.ndim == 0:
+                p.fill_(0.7)
+    return net
+
+
+@pytest.mark.parametrize("name", ["fm", "lsd", "psd_m"])
+def test_the_handwritten_losses_equal_the_reference(name):
+    """The hand-written step times the same loss as the others: in float64 on a UNet, its loss and
+    every parameter gradient equal the reference interpreter's (same draws), to FLOAT64_RTOL
+    (flowcore.testing: the same function in a different op order)."""
+    from flowcore.testing import FLOAT64_RTOL, relative_error
+
+    objective = load_objective(name, 0.5)
+    terms, why = handwritten_for(name, objective)
+    assert why is None
+    net = _unet_with_gains()
+    x1 = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2 - 1
+    x0, z, times = draw_inputs(objective, 6, torch.Generator().manual_seed(2), x1)
+    hand = handwritten_loss(objective, terms)(net, None, None)(x1, x0, z, times)
+    reference = flowcore.evaluate(objective, net, x1, x0, z=z, times=times).loss
+    assert relative_error(hand, reference) <= FLOAT64_RTOL
+    params = list(net.parameters())
+    for got, want in zip(torch.autograd.grad(hand, params), torch.autograd.grad(reference, params)):
+        assert relative_error(got, want) <= FLOAT64_RTOL
+
+
+def test_an_objective_without_a_transcription_says_why():
+    assert "no hand-written step for esd" in handwritten_for("esd", load_objective("esd"))[1]
+    trig = load_objective("lsd").with_options(interpolant=flowcore.trig())
+    assert "linear interpolant" in handwritten_for("lsd", trig)[1]
+    assert handwritten_for("lsd:eta=0.5", load_objective("lsd:eta=0.5"))[1] is None  # the split follows eta
 
 
 # ------------------------------------------------------------------------------------------------
@@ -201,6 +276,7 @@ def test_every_variant_sees_the_same_draws_of_a_stochastic_interpolant(tmp_path)
 def test_a_failing_torch_compile_is_recorded_and_the_row_goes_on():
     row = _tiny_row(torch_compile=True, torch_compile_backend="no_such_backend")
     assert "no_such_backend" in row["variants"]["torch_compile"]["error"]
+    assert "no_such_backend" in row["variants"]["handwritten_compile"]["error"]
     assert row["variants"]["flowcore"]["median_ms"] > 0 and row["variants"]["reference"]["median_ms"] > 0
     assert row["ratios"]["torch_compile/flowcore"] is None
 
@@ -216,9 +292,9 @@ def test_back_to_back_steps_run_each_variant_that_many_times_a_round(monkeypatch
     monkeypatch.setattr(TrainingStep, "__call__", counting)
     row = _tiny_row("fm", back_to_back=3, torch_compile=False)
     assert row["variants"]["flowcore"]["median_ms"] > 0
-    # per variant (flowcore, reference): its first step, warmup − 1 = 0 untimed rounds, 1 round of
-    # 3 calls, 1 for the peak memory
-    assert sorted(calls.values()) == [1 + 3 + 1] * 2, calls
+    # per variant (flowcore, flowcore_torch, reference, handwritten): its first step, warmup − 1 = 0
+    # untimed rounds, 1 round of 3 calls, 1 for the peak memory
+    assert sorted(calls.values()) == [1 + 3 + 1] * 4, calls
 
 
 def test_an_unbuildable_backend_falls_back_to_torch_with_a_note(monkeypatch):
@@ -254,7 +330,14 @@ def test_cli_parses_every_option():
     assert not config.compile_times and config.threads == 1 and args.json == "out.json"
     assert config.back_to_back == 3 and not config.retain_memory
     defaults = config_from_args(build_parser().parse_args(["bench"])).resolved()
-    assert defaults.objectives == ["fm", "lsd", "esd", "psd_m", "meanflow"] and defaults.batches == [1024, 4096, 16384]
+    assert defaults.objectives == ["fm", "lsd", "esd", "psd_m", "meanflow"] and defaults.nets == ["paper", "small"]
+    assert defaults.batches is None and defaults.batches_for("small") == [1024, 4096, 16384]
+    assert defaults.batches_for("unet-digits") == [128] and defaults.variants == list(VARIANTS)
+    unet = config_from_args(build_parser().parse_args(
+        ["bench", "--net", "unet-digits", "--objective", "fm", "lsd", "psd_m", "--variant", "reference", "handwritten"]))
+    unet = unet.resolved()
+    assert unet.nets == ["unet-digits"] and unet.batches_for("unet-digits") == [128]
+    assert unet.variants == ["reference", "handwritten"]
     assert defaults.torch_compile and not defaults.profile and defaults.repeats == 10
     assert defaults.back_to_back == 1 and defaults.retain_memory
 
@@ -265,6 +348,7 @@ def test_cli_parses_every_option():
     (["--repeats", "-2"], "expected a positive integer, got -2"),
     (["--warmup", "-1"], "expected an integer >= 0, got -1"),
     (["--net", "huge"], "invalid choice: 'huge'"),
+    (["--variant", "fastest"], "invalid choice: 'fastest'"),
     (["--device", "tpu"], "invalid choice: 'tpu'"),
     (["--back-to-back", "0"], "expected a positive integer, got 0"),
 ])

@@ -8,6 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from flowcore.nn.unet.layers import MPConv
 from flowcore.train import Trainer, distributed, load_config
 from flowcore.train import checkpoint as ckpt
 
@@ -38,6 +39,54 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
     for decay, shadows in one["ema"]["shadows"].items():
         for a, b in zip(two["ema"]["shadows"][decay], shadows):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+# A tiny FlowMapUNet (8×8 digits, 4 channels, two levels, one block, attention at 4×4) on the digits data:
+# a few LSD steps, the evaluation cut down to 32 samples of one step and the energy distance.
+TINY_UNET = ["steps=3", "network.kind=unet", "network.sigma=0.5", "network.model_channels=4",
+             "network.channel_mult=1,2", "network.num_blocks=1", "network.attn_resolutions=4",
+             "network.channels_per_head=4", "data.name=digits", "data.batch=16", "optim.lr=1e-2", "optim.clip=1",
+             "eval.samples=32", "eval.steps=1", "eval.ema=0.999", "eval.metrics=energy", "log.every=1",
+             "log.tensorboard=false", "log.figures=false", "log.progress=off", "checkpoint.every=0", "backend=torch"]
+
+
+def test_two_gloo_ranks_train_a_unet_like_one_process(tmp_path):
+    """The UNet through torchrun: the JVP's gradients all-reduced by hand and the sphere projection
+    after each step (every rank projects its own copy of the same averaged update) leave two ranks
+    with the weights one process trains on the whole global batch."""
+    config = tmp_path / "unet.toml"
+    config.write_text(load_config(None, TINY_UNET + [f"out={tmp_path / 'unused'}"]).to_toml())
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.pop("WORLD_SIZE", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "flowcore.cli",
+         "train", str(config), "--out", str(tmp_path / "ddp")],
+        capture_output=True, text=True, env=env, timeout=240, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 process(es)" in result.stdout and result.stdout.count("trained 3 steps") == 1
+    two = ckpt.read(ckpt.resolve(tmp_path / "ddp"))
+    assert two["world"] == 2 and two["step"] == 3
+
+    single = Trainer(load_config(config, [f"out={tmp_path / 'single'}"]))
+    initial = {name: value.detach().clone() for name, value in single.net.state_dict().items()}
+    single.train()
+    one = single.state_dict()
+    # float32: the two ranks sum their half-batch gradients in another order than one process does
+    # (a few ulps, ~1e-7 relative), and RAdam's first steps move each weight by ~lr = 1e-2, so the
+    # weights agree to ~1e-7 relative plus lr · 1e-7 absolute; the bounds leave a factor 10 over that.
+    moved = [name for name, value in one["model"].items() if not torch.equal(value, initial[name])]
+    assert moved, "three optimiser steps moved no weight"
+    for name, value in one["model"].items():
+        torch.testing.assert_close(two["model"][name], value, rtol=1e-5, atol=1e-6, msg=name)
+    for decay, shadows in one["ema"]["shadows"].items():
+        for a, b in zip(two["ema"]["shadows"][decay], shadows):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # the ranks projected too: every MP weight row is back on the unit sphere (to float32 rounding)
+    mp_weights = [f"{name}.weight" for name, module in single.net.named_modules() if isinstance(module, MPConv)]
+    assert mp_weights
+    for name in mp_weights:
+        norms = two["model"][name].flatten(1).norm(dim=1)
+        torch.testing.assert_close(norms, torch.ones_like(norms), rtol=0, atol=1e-6, msg=name)
 
 
 def test_two_ranks_start_the_quick_run_over_together(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,33 +17,69 @@ from ..train.config import NetworkConfig
 SCHEMA = "flowcore-bench/1"
 DEFAULT_OBJECTIVES = ("fm", "lsd", "esd", "psd_m", "meanflow")
 DEFAULT_BATCHES = (1024, 4096, 16384)
-VARIANTS = ("flowcore", "reference", "torch_compile")
+DEFAULT_NETS = ("paper", "small")
+# flowcore: the compiled objective on the device's native backend (cpu / cuda); flowcore_torch: on the
+# portable torch backend; reference: the interpreter; torch_compile: torch.compile of the reference;
+# handwritten: the same loss written by hand in eager PyTorch (flowcore.bench.handwritten);
+# handwritten_compile: torch.compile of that.
+VARIANTS = ("flowcore", "flowcore_torch", "reference", "torch_compile", "handwritten", "handwritten_compile")
+COMPILED_VARIANTS = ("torch_compile", "handwritten_compile")  # what --no-torch-compile (and --quick) leaves out
 
 
 @dataclass(frozen=True)
 class NetSpec:
-    """A benchmarked net: `kind` (flowcore.nn.registry) built with these options, as ``[network]`` of a
-    training config would."""
+    """A benchmarked net: `kind` (flowcore.nn.registry) built as ``[network]`` of a training config
+    would, with `depth`, `width`, `activation` and any other NetworkConfig fields in `options`,
+    trained on batches of the data set `data` (flowcore.data) with σ = `sigma` (None: the data's std).
+    `batches` are its default batch sizes; `label` says what it is in a table (default depth x width)."""
 
     name: str
     kind: str
-    depth: int
-    width: int
+    depth: int = 0
+    width: int = 0
     activation: str = "gelu"
+    options: tuple[tuple[str, Any], ...] = ()
+    data: str = "checkerboard"
+    sigma: float | None = None
+    batches: tuple[int, ...] = DEFAULT_BATCHES
+    description: str = ""
 
     @property
     def label(self) -> str:
-        return f"{self.depth}x{self.width}"
+        return self.description or f"{self.depth}x{self.width}"
+
+    def network_config(self) -> NetworkConfig:
+        fields = {"kind": self.kind, "activation": self.activation, **dict(self.options)}
+        if self.depth:
+            fields["depth"] = self.depth
+        if self.width:
+            fields["width"] = self.width
+        return NetworkConfig(**fields)
+
+    def data_source(self, batch: int, seed: int, dtype: torch.dtype = torch.float32):
+        from ..data import make_source
+
+        return make_source(self.data, batch, seed, dtype=dtype)
+
+    def resolved_sigma(self) -> float:
+        from ..data import dataset_std
+
+        return float(self.sigma) if self.sigma is not None else float(dataset_std(self.data))
 
     def build(self, data_shape: tuple[int, ...], sigma: float) -> nn.Module:
         """A fresh network of this spec for samples shaped `data_shape` (its kind's builder)."""
-        options = NetworkConfig(kind=self.kind, width=self.width, depth=self.depth, activation=self.activation)
-        return build_network(self.kind, options, data_shape, sigma)
+        return build_network(self.kind, self.network_config(), data_shape, sigma)
 
 
-# The paper's 2-D MLP and a smaller one (docs/math.md §4, §6); --quick swaps in tiny ones of the same names.
-NETS = {"paper": NetSpec("paper", "mlp", 5, 512), "small": NetSpec("small", "mlp", 4, 256)}
-QUICK_NETS = {"paper": NetSpec("paper", "mlp", 2, 32), "small": NetSpec("small", "mlp", 1, 16)}
+# The paper's 2-D MLP and a smaller one (docs/math.md §4, §6), and the digits UNet preset (docs/math.md §4,
+# the image UNet; σ_d = 0.5 and batch 128 as configs/digits-*.toml); --quick swaps in tiny ones of the same names.
+NETS = {"paper": NetSpec("paper", "mlp", 5, 512), "small": NetSpec("small", "mlp", 4, 256),
+        "unet-digits": NetSpec("unet-digits", "unet", options=(("preset", "digits"),), data="digits", sigma=0.5,
+                               batches=(128,), description="UNet digits 8x8")}
+QUICK_NETS = {"paper": NetSpec("paper", "mlp", 2, 32), "small": NetSpec("small", "mlp", 1, 16),
+              "unet-digits": NetSpec("unet-digits", "unet", options=(
+                  ("model_channels", 8), ("channel_mult", (1, 2)), ("num_blocks", 1), ("attn_resolutions", (4,)),
+                  ("channels_per_head", 8)), data="digits", sigma=0.5, batches=(16,), description="UNet 8x8 tiny")}
 
 
 @dataclass
@@ -51,7 +88,8 @@ class BenchConfig:
 
     objectives: list[str] | None = None
     nets: list[str] | None = None
-    batches: list[int] | None = None
+    batches: list[int] | None = None  # None: each net's own default batches (NetSpec.batches)
+    variants: list[str] | None = None  # None: every one of VARIANTS
     devices: list[str] | None = None
     repeats: int | None = None
     warmup: int | None = None
@@ -85,14 +123,18 @@ class BenchConfig:
                     load_objective(spec)
                 except TypeError as error:
                     raise ValueError(f"objective {spec!r}: {error}") from None
-        c.nets = list(c.nets or ["paper", "small"])
+        c.nets = list(c.nets or DEFAULT_NETS)
         for name in c.nets:
             if name not in NETS:
                 raise ValueError(f"unknown net {name!r}; choose from {', '.join(NETS)}")
             network_kind(c.net(name).kind)  # a kind that is not registered: a ValueError naming it
-        c.batches = list(c.batches or ([64] if c.quick else DEFAULT_BATCHES))
-        if any(not isinstance(b, int) or b < 1 for b in c.batches):
+        c.batches = list(c.batches) if c.batches else ([64] if c.quick else None)
+        if c.batches is not None and any(not isinstance(b, int) or b < 1 for b in c.batches):
             raise ValueError(f"batch sizes must be positive integers, got {c.batches}")
+        c.variants = list(c.variants or VARIANTS)
+        for variant in c.variants:
+            if variant not in VARIANTS:
+                raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
         c.devices = list(c.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else [])))
         for device in c.devices:
             if device not in ("cpu", "cuda"):
@@ -117,6 +159,10 @@ class BenchConfig:
     def net(self, name: str) -> NetSpec:
         return (QUICK_NETS if self.quick else NETS)[name]
 
+    def batches_for(self, name: str) -> list[int]:
+        """The batch sizes of net `name`: the ones asked for, else the net's defaults."""
+        return list(self.batches) if self.batches else list(self.net(name).batches)
+
 
 def parse_objective(spec: str) -> tuple[str, dict]:
     """``"lsd"`` → ("lsd", {}); ``"lsd:eta=0"`` → ("lsd", {"eta": 0.0}): a built-in with builder options."""
@@ -133,9 +179,10 @@ def parse_objective(spec: str) -> tuple[str, dict]:
     return name.strip(), options
 
 
-def load_objective(spec: str):
+def load_objective(spec: str, sigma: float | None = None):
+    """The objective of `spec` with the net's σ (default: the checkerboard's, the MLP nets' data)."""
     from ..catalog import load
     from ..data import CHECKERBOARD_STD
 
     name, options = parse_objective(spec)
-    return load(name, **options).with_options(sigma=CHECKERBOARD_STD)
+    return load(name, **options).with_options(sigma=CHECKERBOARD_STD if sigma is None else sigma)

@@ -36,13 +36,14 @@ def _variant_ms(row: dict, variant: str) -> str:
 
 
 def _key(row: dict) -> list[str]:
-    net = f"{row['net']} {row['depth']}x{row['width']}"
+    net = f"{row['net']} {row.get('label') or str(row['depth']) + 'x' + str(row['width'])}"
     return [row["objective"], net, str(row["batch"]), row["device"]]
 
 
 def times_table(rows: list[dict]) -> str:
-    header = ["objective", "net", "batch", "dev", "flowcore ms", "reference ms", "t.compile ms", "ref/fc", "tc/fc",
-              "obj/fm", "flops obj/fm", "GFLOP", "bound ms", "eff fc", "eff ref", "eff tc"]
+    header = ["objective", "net", "batch", "dev", "flowcore ms", "fc torch ms", "reference ms", "t.compile ms",
+              "hand ms", "hand tc ms", "ref/fc", "ref/fc torch", "tc/fc", "hand/fc", "hand tc/fc", "obj/fm",
+              "flops obj/fm", "GFLOP", "bound ms", "eff fc", "eff ref", "eff tc"]
     body = []
     for row in rows:
         if "error" in row:
@@ -50,8 +51,10 @@ def times_table(rows: list[dict]) -> str:
             continue
         ratios, variants = row.get("ratios", {}), row.get("variants", {})
         body.append(_key(row) + [
-            _variant_ms(row, "flowcore"), _variant_ms(row, "reference"), _variant_ms(row, "torch_compile"),
-            _ratio(ratios.get("reference/flowcore")), _ratio(ratios.get("torch_compile/flowcore")),
+            *(_variant_ms(row, v) for v in ("flowcore", "flowcore_torch", "reference", "torch_compile", "handwritten",
+                                             "handwritten_compile")),
+            *(_ratio(ratios.get(r)) for r in ("reference/flowcore", "reference/flowcore_torch", "torch_compile/flowcore",
+                                               "handwritten/flowcore", "handwritten_compile/flowcore")),
             _ratio(ratios.get("objective/fm")), _ratio(ratios.get("objective/fm flops")),
             f"{row['gemm_flops'] / 1e9:.3g}", _ms(row["bound_ms"]),
             *(_pct(variants.get(v, {}).get("efficiency")) for v in ("flowcore", "reference", "torch_compile"))])
@@ -59,7 +62,8 @@ def times_table(rows: list[dict]) -> str:
 
 
 def memory_table(rows: list[dict]) -> str:
-    header = ["objective", "net", "batch", "dev", "peak MiB fc", "peak MiB ref", "peak MiB tc", "fc backend",
+    header = ["objective", "net", "batch", "dev", "peak MiB fc", "peak MiB ref", "peak MiB tc", "peak MiB hand",
+              "fc backend",
               "fc build s", "tc compile s", "matmul GFLOP/s", "notes"]
     body = []
     for row in rows:
@@ -76,10 +80,13 @@ def memory_table(rows: list[dict]) -> str:
         for name, measured in variants.items():
             if "error" in measured:
                 notes.append(f"{name}: {measured['error'][:120]}")
-        if row.get("first_loss_rel_diff") is not None and row["first_loss_rel_diff"] > 1e-3:
-            notes.append(f"first-step loss differs fc vs ref by {row['first_loss_rel_diff']:.1e}")
+            elif measured.get("graph_breaks"):
+                notes.append(f"{name}: {measured['graph_breaks']} graph breaks")
+        for name, diff in (row.get("first_loss_rel_diffs") or {}).items():
+            if diff > 1e-3:
+                notes.append(f"first-step loss differs {name} vs reference by {diff:.1e}")
         gflops = row.get("matmul_gflops")
-        body.append(_key(row) + [mib("flowcore"), mib("reference"), mib("torch_compile"),
+        body.append(_key(row) + [mib("flowcore"), mib("reference"), mib("torch_compile"), mib("handwritten"),
                                  fc.get("backend", "-") + (" +jvp" if row.get("native_jvp") else ""),
                                  "-" if fc.get("build_s") is None else f"{fc['build_s']:.2f}",
                                  "-" if tc.get("compile_s") is None else f"{tc['compile_s']:.1f}",

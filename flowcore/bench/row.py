@@ -10,11 +10,14 @@ from collections.abc import Callable
 
 import torch
 
+from ..codegen import backends
 from ..nn.registry import gemm_layers
-from .config import VARIANTS, BenchConfig, NetSpec, load_objective
+from .config import COMPILED_VARIANTS, VARIANTS, BenchConfig, NetSpec, load_objective
 from .flops import plan_gemms
+from .handwritten import handwritten_for
 from .measure import GemmStep, breakdown, peak_memory, summary, time_calls
-from .steps import Builds, Models, TrainingStep, compiled_loss, error_text, flowcore_loss, reference_loss
+from .steps import (Builds, Models, TrainingStep, compiled_loss, data_batch, error_text, flowcore_loss,
+                    handwritten_make, reference_loss)
 
 
 def _guard(fn: Callable, result: dict, key: str):
@@ -47,8 +50,9 @@ def _paired(numerator: list[float], denominator: list[float]) -> float | None:
 
 
 def bench_row(name: str, spec: NetSpec, batch: int, device_name: str, config: BenchConfig, builds: Builds,
-              variants: tuple[str, ...] = VARIANTS) -> dict:
-    """Measure one objective × net × batch × device (the variants: `flowcore.bench.suite`).
+              variants: tuple[str, ...] | None = None) -> dict:
+    """Measure one objective × net × batch × device (the variants: `flowcore.bench.suite`; default
+    ``config.variants``).
 
     Everything of a row is timed *interleaved*: each variant's first step (timed on its own: it
     builds lazily made kernels, or traces and compiles for torch.compile), then ``warmup − 1``
@@ -60,15 +64,17 @@ def bench_row(name: str, spec: NetSpec, batch: int, device_name: str, config: Be
     shared machine hits numerator and denominator alike. Then per variant one step for the peak
     memory and, with ``profile``, one profiled step.
     """
-    from ..data import checkerboard
-
+    variants = tuple(config.variants or VARIANTS) if variants is None else tuple(variants)
     device = torch.device(device_name)
     dtype = getattr(torch, config.dtype)
-    objective = load_objective(name)
-    models = Models(objective, spec, device, dtype, config.seed)
-    x1 = checkerboard(batch, torch.Generator().manual_seed(config.seed), dtype).to(device)
-    row: dict = {"objective": name, "net": spec.name, "depth": spec.depth, "width": spec.width,
-                 "activation": spec.activation, "batch": batch, "device": device_name, "dtype": config.dtype,
+    sigma = spec.resolved_sigma()
+    objective = load_objective(name, sigma)
+    x1 = data_batch(spec, batch, config.seed, device, dtype)
+    models = Models(objective, spec, device, dtype, config.seed, tuple(x1.shape[1:]))
+    row: dict = {"objective": name, "net": spec.name, "kind": spec.kind, "label": spec.label, "depth": spec.depth,
+                 "width": spec.width, "activation": spec.activation, "data": spec.data, "sample_shape": list(x1.shape[1:]),
+                 "batch": batch, "device": device_name, "dtype": config.dtype,
+                 "parameters": sum(p.numel() for p in models.net.parameters()),
                  "native_jvp": callable(getattr(models.net, "jvp", None)), "notes": []}
 
     compiled, note, build_seconds = builds.get(name, objective, device)
@@ -77,29 +83,49 @@ def bench_row(name: str, spec: NetSpec, batch: int, device_name: str, config: Be
     gemms = plan_gemms(compiled.program.plan, list(objective.split(batch)), layers, teacher_layers)
     row["gemm_flops"] = sum(g.flops for g in gemms)
     row["gemm_count"] = len(gemms)
-    fm_objective = objective if name == "fm" else load_objective("fm")
+    fm_objective = objective if name == "fm" else load_objective("fm", sigma)
     fm_compiled = compiled if name == "fm" else builds.get("fm", fm_objective, device)[0]
     row["fm_gemm_flops"] = sum(g.flops for g in plan_gemms(fm_compiled.program.plan, list(fm_objective.split(batch)),
                                                            layers))
 
-    # What to time: label -> factory. "fm" (flowcore's fm) and "bound" (the GEMMs alone) are helpers.
+    # What to time: label -> factory. "fm" (flowcore's fm) and "bound" (the GEMMs alone) are helpers;
+    # a variant that cannot run here is `skipped` with the reason.
     factories: dict[str, Callable[[], Callable]] = {}
+    skipped: dict[str, str] = {}
+    step_of = lambda make, models=models: (lambda: TrainingStep(make, models, objective, x1, config.seed))
     if "flowcore" in variants:
         factories["flowcore"] = lambda: TrainingStep(flowcore_loss(compiled), models, objective, x1, config.seed)
+    if "flowcore_torch" in variants:
+        portable = backends.portable().name
+        if compiled.backend == portable:
+            skipped["flowcore_torch"] = f"the flowcore variant already runs the {portable} backend"
+        else:
+            factories["flowcore_torch"] = lambda: TrainingStep(
+                flowcore_loss(builds.get(name, objective, device, portable)[0]), models, objective, x1, config.seed)
     if "reference" in variants:
-        factories["reference"] = lambda: TrainingStep(reference_loss(objective), models, objective, x1, config.seed)
-    if "torch_compile" in variants and config.torch_compile:
-        make = compiled_loss(objective, config.torch_compile_backend)
-        factories["torch_compile"] = lambda: TrainingStep(make, models, objective, x1, config.seed)
+        factories["reference"] = step_of(reference_loss(objective))
+    for label, compile_backend in (("torch_compile", config.torch_compile_backend), ("handwritten", None),
+                                   ("handwritten_compile", config.torch_compile_backend)):
+        if label not in variants:
+            continue
+        if label in COMPILED_VARIANTS and not config.torch_compile:
+            skipped[label] = "torch.compile not requested"
+        elif label == "torch_compile":
+            factories[label] = step_of(compiled_loss(objective, compile_backend))
+        elif handwritten_for(name, objective)[0] is None:
+            skipped[label] = handwritten_for(name, objective)[1]
+        else:
+            factories[label] = step_of(handwritten_make(name, objective, compile_backend))
     if name != "fm" and "flowcore" in variants:
-        fm_models = Models(fm_objective, spec, device, dtype, config.seed)
+        fm_models = Models(fm_objective, spec, device, dtype, config.seed, tuple(x1.shape[1:]))
         factories["fm"] = lambda: TrainingStep(flowcore_loss(fm_compiled), fm_models, fm_objective, x1, config.seed)
     factories["bound"] = lambda: GemmStep(gemms, device, dtype)
 
     results: dict[str, dict] = {label: {"variant": label} for label in factories}
     steps: dict[str, Callable] = {}
     times: dict[str, list] = {label: [] for label in factories}  # per round; None where a step failed
-    if "torch_compile" in factories:
+    compiling = [label for label in factories if label in COMPILED_VARIANTS]
+    if compiling:
         import torch._dynamo as dynamo
         from torch._dynamo.utils import counters
 
@@ -107,10 +133,11 @@ def bench_row(name: str, spec: NetSpec, batch: int, device_name: str, config: Be
         counters.clear()
 
     def quiet(label: str):
-        return _dynamo_quiet() if label == "torch_compile" else contextlib.nullcontext()
+        return _dynamo_quiet() if label in COMPILED_VARIANTS else contextlib.nullcontext()
 
     def first_step(label: str) -> None:
         result = results[label]
+        breaks = sum(counters["graph_break"].values()) if label in compiling else 0
         try:
             with quiet(label):
                 step = factories[label]()
@@ -120,6 +147,8 @@ def bench_row(name: str, spec: NetSpec, batch: int, device_name: str, config: Be
             steps[label] = step
         except Exception as error:  # noqa: BLE001 - record it; the others go on
             _fail(result, error)
+        if label in compiling:  # compiled in the first step: its graph breaks are the counter's increase
+            result["graph_breaks"] = sum(counters["graph_break"].values()) - breaks
 
     for label in factories:
         first_step(label)
@@ -178,16 +207,18 @@ def bench_row(name: str, spec: NetSpec, batch: int, device_name: str, config: Be
         results["flowcore"]["build_s"] = build_seconds
         if note:
             row["notes"].append(note)
-    if "torch_compile" in results:
-        tc = results["torch_compile"]
-        tc["backend"] = config.torch_compile_backend
-        tc["graph_breaks"] = sum(counters["graph_break"].values())
-        if "median_ms" in tc:  # the first step traced and compiled forward and backward, then ran them once
-            tc["compile_s"] = max(tc["first_step_ms"] - tc["median_ms"], 0.0) / 1e3
-        steps.pop("torch_compile", None)
+    if "flowcore_torch" in results:
+        results["flowcore_torch"]["backend"] = backends.portable().name
+    for label in compiling:
+        measured = results[label]
+        measured["backend"] = config.torch_compile_backend
+        if "median_ms" in measured:  # the first step traced and compiled forward and backward, then ran them once
+            measured["compile_s"] = max(measured["first_step_ms"] - measured["median_ms"], 0.0) / 1e3
+        steps.pop(label, None)
+    if compiling:
         dynamo.reset()
-    elif "torch_compile" in variants:
-        results["torch_compile"] = {"variant": "torch_compile", "skipped": "torch.compile not requested"}
+    for label, why in skipped.items():
+        results[label] = {"variant": label, "skipped": why}
     fm_result = results.pop("fm", None)
     row["variants"] = {label: results[label] for label in VARIANTS if label in results}
 
@@ -198,10 +229,17 @@ def bench_row(name: str, spec: NetSpec, batch: int, device_name: str, config: Be
         row["notes"].append(f"flowcore fm (for obj/fm): {fm_result['error'][:200]}")
     row["ratios"] = {"reference/flowcore": _paired(times.get("reference", []), fc_times),
                      "torch_compile/flowcore": _paired(times.get("torch_compile", []), fc_times),
+                     "reference/flowcore_torch": _paired(times.get("reference", []), times.get("flowcore_torch", [])),
+                     "handwritten/flowcore": _paired(times.get("handwritten", []), fc_times),
+                     "handwritten_compile/flowcore": _paired(times.get("handwritten_compile", []), fc_times),
                      "objective/fm": _paired(fc_times, fm_times),
                      "objective/fm flops": row["gemm_flops"] / row["fm_gemm_flops"]}
     first = {v: r.get("first_loss") for v, r in results.items() if r.get("first_loss") is not None}
-    if "flowcore" in first and "reference" in first:
+    if "reference" in first:
         scale = max(abs(first["reference"]), 1e-12)
-        row["first_loss_rel_diff"] = abs(first["flowcore"] - first["reference"]) / scale
+        if "flowcore" in first:
+            row["first_loss_rel_diff"] = abs(first["flowcore"] - first["reference"]) / scale
+        # every other variant against the reference: the same loss on the same weights and draws
+        row["first_loss_rel_diffs"] = {v: abs(loss - first["reference"]) / scale for v, loss in first.items()
+                                       if v != "reference"}
     return row

@@ -1,5 +1,6 @@
 """A row's training steps: identical nets, optimizers and draws for every variant, and the loss
-functions of flowcore's compiled objective, the reference interpreter and torch.compile of it."""
+functions of flowcore's compiled objective, the reference interpreter, the hand-written loss
+(flowcore.bench.handwritten) and torch.compile of either."""
 from __future__ import annotations
 
 import copy
@@ -14,6 +15,7 @@ from ..terms import draw_noise_and_times
 from ..train.config import OptimConfig
 from ..train.optim import make_optimizer
 from .config import NETS, VARIANTS, BenchConfig, NetSpec, load_objective
+from .handwritten import handwritten_for, handwritten_loss
 
 
 def draw_inputs(objective, batch: int, generator: torch.Generator, like: torch.Tensor):
@@ -38,17 +40,19 @@ def error_text(error: BaseException) -> str:
 
 
 class Models:
-    """The net (a fresh copy of one initialization per variant), its optimizer, teacher and weight head."""
+    """The net (a fresh copy of one initialization per variant), its optimizer, teacher and weight head,
+    for samples shaped `data_shape` (default: the 2-D points of the MLP nets) with the spec's σ."""
 
-    def __init__(self, objective, spec: NetSpec, device: torch.device, dtype: torch.dtype, seed: int, dim: int = 2):
-        from ..data import CHECKERBOARD_STD
+    def __init__(self, objective, spec: NetSpec, device: torch.device, dtype: torch.dtype, seed: int,
+                 data_shape: tuple[int, ...] = (2,)):
         from ..nn import LogVarHead
 
+        sigma = spec.resolved_sigma()
         torch.manual_seed(seed)
-        self.net = spec.build((dim,), CHECKERBOARD_STD).to(device, dtype)
+        self.net = spec.build(data_shape, sigma).to(device, dtype)
         self.teacher_net = None
         if objective.needs_teacher:
-            self.teacher_net = spec.build((dim,), CHECKERBOARD_STD).to(device, dtype).requires_grad_(False)
+            self.teacher_net = spec.build(data_shape, sigma).to(device, dtype).requires_grad_(False)
         self.weight_net = LogVarHead().to(device, dtype) if objective.needs_weight_net else None
 
     def fresh(self):
@@ -63,23 +67,34 @@ class Models:
         return net, weight_net, teacher, make_optimizer(params, OptimConfig())  # the recipe's RAdam
 
 
+def data_batch(spec: NetSpec, batch: int, seed: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """x1: the first `batch` samples of the spec's data set (flowcore.data.make_source), seeded."""
+    return next(iter(spec.data_source(batch, seed, dtype))).to(device)
+
+
 @dataclass
 class Builds:
-    """flowcore.compile results per (objective, device), reused across nets and batches."""
+    """flowcore.compile results per (objective, device, backend, σ), reused across nets and batches."""
 
     compiled: dict = field(default_factory=dict)
 
-    def get(self, name: str, objective, device: torch.device):
-        key = (name, device.type)
+    def get(self, name: str, objective, device: torch.device, backend: str | None = None):
+        """(compiled, note, build seconds) on `backend` (default: the device's native one, falling back
+        to the portable backend with a note when that cannot be built)."""
+        native = backend is None
+        backend = backend or backends.native_for(device.type).name
+        key = (name, device.type, backend, objective.sigma)
         if key not in self.compiled:
             from .. import compile as fc_compile
 
-            backend, fallback = backends.native_for(device.type).name, backends.portable().name
+            fallback = backends.portable().name
             note = None
             start = time.perf_counter()
             try:
                 compiled = fc_compile(objective, backend=backend)
             except Exception as error:  # noqa: BLE001 - a missing compiler or extension: fall back, say so
+                if not native:
+                    raise
                 note = f"backend {backend} unavailable ({error_text(error)}); fell back to the {fallback} backend"
                 compiled = fc_compile(objective, backend=fallback)
             self.compiled[key] = (compiled, note, time.perf_counter() - start)
@@ -90,11 +105,12 @@ class Builds:
 
         start = time.perf_counter()
         fallback = backends.portable().name
+        key = (name, device.type, backends.native_for(device.type).name, objective.sigma)
         compiled = fc_compile(objective, backend=fallback)
-        note = f"backend {self.compiled[(name, device.type)][0].backend} failed at run time ({error_text(error)}); " \
+        note = f"backend {self.compiled[key][0].backend} failed at run time ({error_text(error)}); " \
                f"fell back to the {fallback} backend"
-        self.compiled[(name, device.type)] = (compiled, note, time.perf_counter() - start)
-        return self.compiled[(name, device.type)]
+        self.compiled[key] = (compiled, note, time.perf_counter() - start)
+        return self.compiled[key]
 
 
 class TrainingStep:
@@ -139,22 +155,33 @@ def flowcore_loss(compiled) -> Callable:
     return make
 
 
-def compiled_loss(objective, backend: str) -> Callable:
-    reference = reference_loss(objective)
+def compiled_loss(objective, backend: str, eager: Callable | None = None) -> Callable:
+    """torch.compile of `eager` (a loss factory; default: the reference interpreter's)."""
+    eager = eager or reference_loss(objective)
 
     def make(net, weight_net, teacher):
-        return torch.compile(reference(net, weight_net, teacher), backend=backend)
+        return torch.compile(eager(net, weight_net, teacher), backend=backend)
     return make
 
 
-def training_step(name: str, variant: str = "flowcore", net: str = "small", batch: int = 1024, device: str = "cpu",
-                  quick: bool = False, backend: str | None = None, seed: int = 0) -> TrainingStep:
+def handwritten_make(name: str, objective, compile_backend: str | None = None) -> Callable:
+    """The hand-written eager loss of `name` (flowcore.bench.handwritten), torch.compile'd with
+    `compile_backend` when given; a ValueError saying why when there is none for this objective."""
+    terms, why = handwritten_for(name, objective)
+    if terms is None:
+        raise ValueError(why)
+    make = handwritten_loss(objective, terms)
+    return compiled_loss(objective, compile_backend, eager=make) if compile_backend else make
+
+
+def training_step(name: str, variant: str = "flowcore", net: str = "small", batch: int | None = None,
+                  device: str = "cpu", quick: bool = False, backend: str | None = None, seed: int = 0) -> TrainingStep:
     """One variant's `TrainingStep` for a row, to profile or time by hand (benchmarks/profile_step.py).
 
-    `backend`: flowcore's (default: cpu / cuda by device) or torch.compile's (default inductor).
+    `backend`: flowcore's (default: cpu / cuda by device for ``flowcore``, torch for ``flowcore_torch``)
+    or torch.compile's (default inductor). `batch`: default the net's first default batch.
     """
     from .. import compile as fc_compile
-    from ..data import checkerboard
 
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
@@ -162,14 +189,17 @@ def training_step(name: str, variant: str = "flowcore", net: str = "small", batc
     spec = config.net(net) if net in NETS else None
     if spec is None:
         raise ValueError(f"unknown net {net!r}; choose from {', '.join(NETS)}")
-    objective = load_objective(name)
+    objective = load_objective(name, spec.resolved_sigma())
     where = torch.device(device)
-    models = Models(objective, spec, where, torch.float32, seed)
-    x1 = checkerboard(batch, torch.Generator().manual_seed(seed)).to(where)
-    if variant == "flowcore":
-        make = flowcore_loss(fc_compile(objective, backend=backend or backends.native_for(where.type).name))
+    x1 = data_batch(spec, batch or spec.batches[0], seed, where, torch.float32)
+    models = Models(objective, spec, where, torch.float32, seed, tuple(x1.shape[1:]))
+    if variant in ("flowcore", "flowcore_torch"):
+        default = backends.native_for(where.type).name if variant == "flowcore" else backends.portable().name
+        make = flowcore_loss(fc_compile(objective, backend=backend or default))
     elif variant == "reference":
         make = reference_loss(objective)
-    else:
+    elif variant == "torch_compile":
         make = compiled_loss(objective, backend or "inductor")
+    else:
+        make = handwritten_make(name, objective, (backend or "inductor") if variant == "handwritten_compile" else None)
     return TrainingStep(make, models, objective, x1, seed)

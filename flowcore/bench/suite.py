@@ -1,14 +1,21 @@
 """The benchmark suite: training-step time of flowcore's compiled objectives against the reference.
 
 For each objective × network × batch × device one *row* times a full training step (draw x0 and
-the times, forward, backward, RAdam step) of three variants on identical nets, data and draws:
+the times, forward, backward, RAdam step) of these variants on identical nets, data and draws:
 
 - ``flowcore``: ``flowcore.compile(objective, backend)`` — backend ``cpu`` on the CPU, ``cuda``
   on a GPU, ``torch`` (with a note) if that one cannot be built; the net's native ``jvp`` is used
   when it has one;
+- ``flowcore_torch``: the same on the portable ``torch`` backend (skipped where ``flowcore`` is it);
 - ``reference``: ``flowcore.evaluate`` (the interpreter: eager ``torch.func.jvp``);
-- ``torch.compile``: ``torch.compile`` of the reference's loss function (its compile time — the
-  first step minus a steady one — is recorded; an error is recorded and the suite goes on).
+- ``torch_compile``: ``torch.compile`` of the reference's loss function (its compile time — the
+  first step minus a steady one — is recorded; an error is recorded and the suite goes on);
+- ``handwritten``, ``handwritten_compile``: the loss written by hand in eager PyTorch
+  (`flowcore.bench.handwritten`: FM, LSD, PSD-M; skipped, with the reason, for the others) and
+  ``torch.compile`` of it.
+
+A net is a registered network kind with its options and its data set (`config.NETS`: the MLPs on
+the checkerboard, ``unet-digits`` — the digits UNet preset on the 8×8 digits).
 
 Each row also has its GEMM FLOPs (`flowcore.bench.flops`), a **bound**: those GEMMs timed with
 ``torch.mm`` on their own shapes, interleaved with the steps (Σ flops / measured throughput), and
@@ -60,7 +67,7 @@ def _run(config: BenchConfig, say: Callable[[str], None], on_row) -> dict:
               "rows": [], "compile": [], "notes": []}
     builds = Builds()
     cases = [(name, net, batch, device) for device in config.devices for net in config.nets
-             for batch in config.batches for name in config.objectives]
+             for batch in config.batches_for(net) for name in config.objectives]
     start = time.perf_counter()
     for index, (name, net, batch, device) in enumerate(cases, 1):
         spec = config.net(net)
@@ -68,7 +75,8 @@ def _run(config: BenchConfig, say: Callable[[str], None], on_row) -> dict:
         try:
             row = bench_row(name, spec, batch, device, config, builds)
         except Exception as error:  # noqa: BLE001 - a row that cannot even start is reported
-            row = {"objective": name, "net": spec.name, "depth": spec.depth, "width": spec.width, "batch": batch,
+            row = {"objective": name, "net": spec.name, "label": spec.label, "depth": spec.depth, "width": spec.width,
+                   "batch": batch,
                    "device": device, "dtype": config.dtype, "error": error_text(error),
                    "traceback": traceback.format_exc(limit=6), "variants": {}, "ratios": {}, "notes": []}
         result["rows"].append(row)

@@ -27,7 +27,8 @@ def _count(text: str) -> int:
 def config_from_args(args: argparse.Namespace):
     from ..bench import BenchConfig
 
-    return BenchConfig(objectives=args.objective, nets=args.net, batches=args.batch, devices=args.device,
+    return BenchConfig(objectives=args.objective, nets=args.net, batches=args.batch, variants=args.variant,
+                       devices=args.device,
                        repeats=args.repeats, warmup=args.warmup, quick=args.quick, torch_compile=args.torch_compile,
                        torch_compile_backend=args.torch_compile_backend, profile=args.profile,
                        compile_times=args.compile_times, threads=args.threads, seed=args.seed, dtype=args.dtype,
@@ -55,6 +56,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def register(commands) -> None:
     """Add `flowcore bench` to the `flowcore` parser."""
+    from ..bench.config import NETS, VARIANTS
+
     bench = commands.add_parser(
         "bench", help="benchmark training steps: compiled vs reference vs torch.compile",
         description="Median training-step time (forward + backward + RAdam) of flowcore's compiled objectives, "
@@ -62,9 +65,14 @@ def register(commands) -> None:
                     "run; peak memory; cold/warm compile time of a new objective. See benchmarks/README.md.")
     bench.add_argument("--objective", nargs="+", metavar="NAME",
                        help="built-in names or .py files (default: fm lsd esd psd_m meanflow)")
-    bench.add_argument("--net", nargs="+", choices=["paper", "small"],
-                       help="paper = MLP 5x512 GELU, small = 4x256 GELU (default: both)")
-    bench.add_argument("--batch", nargs="+", type=_positive, metavar="B", help="batch sizes (default: 1024 4096 16384)")
+    bench.add_argument("--net", nargs="+", choices=list(NETS),
+                       help="paper = MLP 5x512 GELU, small = 4x256 GELU (on the checkerboard), unet-digits = the "
+                            "digits UNet preset on the 8x8 digits (default: paper small)")
+    bench.add_argument("--batch", nargs="+", type=_positive, metavar="B",
+                       help="batch sizes (default: the net's own: 1024 4096 16384 for the MLPs, 128 for unet-digits)")
+    bench.add_argument("--variant", nargs="+", choices=list(VARIANTS),
+                       help="what to time (default: all): flowcore (native backend), flowcore_torch, reference, "
+                            "torch_compile (of the reference), handwritten (eager PyTorch), handwritten_compile")
     bench.add_argument("--device", nargs="+", choices=["cpu", "cuda"], help="default: cpu, and cuda when available")
     bench.add_argument("--repeats", type=_positive, help="timed steps per variant (default 10; quick 1)")
     bench.add_argument("--warmup", type=_count, help="untimed steps first (default 3; quick 1)")
