@@ -11,7 +11,6 @@ import sys
 import flowcore
 from flowcore.bench import NETS, step_gemms, stream_units
 from flowcore.cli.table import table
-from flowcore.data import CHECKERBOARD_STD
 from flowcore.nn.registry import gemm_layers
 
 
@@ -23,14 +22,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     spec = NETS[args.net]
     objective = flowcore.objective(args.objective)
-    layers = gemm_layers(spec.kind, spec.build((2,), CHECKERBOARD_STD))
+    source = spec.data_source(1, seed=0)
+    layers = gemm_layers(spec.kind, spec.build(tuple(source.dims), spec.resolved_sigma()))
     gemms = step_gemms(objective, args.batch, layers)
     rows = [[g.call, str(g.layer), g.kind, f"{g.m} x {g.k} @ {g.k} x {g.n}", f"{g.flops / 1e6:.1f}"] for g in gemms]
     print(table(rows, ["call", "layer", "kind", "shape", "MFLOP"]))
     fm = step_gemms(flowcore.objective("fm"), args.batch, layers)
     total, base = sum(g.flops for g in gemms), sum(g.flops for g in fm)
     units = ", ".join(f"{k} {v:g}" for k, v in stream_units(objective, args.batch).items())
-    print(f"\n{args.objective}, net {args.net} ({spec.depth}x{spec.width}), batch {args.batch}: "
+    print(f"\n{args.objective}, net {args.net} ({spec.label}), batch {args.batch}: "
           f"{total / 1e9:.2f} GFLOP ({total / base:.3f}x fm); stream units per sample: {units}")
     return 0
 

@@ -234,7 +234,9 @@ def test_network_kind_builds_from_the_config():
                                                    attn_resolutions=[4], channels_per_head=8), (3, 8, 8), 0.5)
     assert explicit.in_channels == 3 and len(explicit.encoder) == 3
     layers_ = gemm_layers("unet", explicit)
-    assert layers_ and all(fan_in > 0 and fan_out > 0 for fan_in, fan_out in layers_)
+    assert layers_ and all(len(layer) == 3 and min(layer) > 0 for layer in layers_)
+    # the first convolution, 3 + 1 input channels (the constant one) at 3×3, is an im2col GEMM of 64 rows
+    assert layers_[2] == (4 * 9, 8, 64)
     with pytest.raises(ValueError, match="square images"):
         build_network("unet", NetworkConfig(kind="unet", preset="digits"), (2,), 0.5)
     with pytest.raises(ValueError, match="divisible"):

@@ -2,7 +2,8 @@
 
 The unit of work is one *stream* through the network: one GEMM per layer over the stream's rows
 (``2·rows·in·out`` FLOPs for a layer ``in → out``). The layers are the ``(in, out)`` list that the
-network's kind registers with it (``flowcore.nn.registry.gemm_layers``; the MLP: its linear layers).
+network's kind registers with it (``flowcore.nn.registry.gemm_layers``; the MLP: its linear layers;
+a layer ``(in, out, r)`` has r rows per sample: the UNet's convolutions, one per pixel).
 A training step is, per planned call batch
 (`flowcore.compiler.plan`: calls of one level with the same signature, run on their concatenated
 rows ``R``):
@@ -110,13 +111,14 @@ def plan_gemms(plan: Plan, counts: list[int], layers: list[tuple[int, int]],
         trained = calls[0].fn == NET
         name = "+".join(call.name for call in calls)
         shapes = layers if trained else (teacher_layers or layers)
-        for index, (fan_in, fan_out) in enumerate(shapes):
-            gemms.append(Gemm("fwd", forward * rows, fan_in, fan_out, name, index))
+        for index, (fan_in, fan_out, *per_sample) in enumerate(shapes):
+            m = rows * (per_sample[0] if per_sample else 1)   # a convolution: one GEMM row per pixel
+            gemms.append(Gemm("fwd", forward * m, fan_in, fan_out, name, index))
             if backward:
                 if index > 0 or input_grad:
-                    gemms.append(Gemm("dgrad", backward * rows, fan_out, fan_in, name, index))
+                    gemms.append(Gemm("dgrad", backward * m, fan_out, fan_in, name, index))
                 if trained:
-                    gemms.append(Gemm("wgrad", fan_out, backward * rows, fan_in, name, index))
+                    gemms.append(Gemm("wgrad", fan_out, backward * m, fan_in, name, index))
     return gemms
 
 

@@ -24,8 +24,9 @@ from torch import nn
 # shape of one sample as the data source yields it; `sigma` the resolved σ of docs/math.md §1.
 Builder = Callable[[Any, tuple[int, ...], float], nn.Module]
 # gemm_layers(net) -> the (fan_in, fan_out) of each GEMM one sample's stream runs through `net`, in
-# order (flowcore.bench.flops multiplies them by the streams and rows of a training step).
-GemmCounter = Callable[[nn.Module], list[tuple[int, int]]]
+# order, or (fan_in, fan_out, rows) for a GEMM of several rows per sample (a convolution's im2col:
+# one row per pixel); flowcore.bench.flops multiplies the rows by the streams and samples of a step.
+GemmCounter = Callable[[nn.Module], list[tuple[int, ...]]]
 # weight_head() -> the kind's learned log-variance head ``w(s, t) -> (B,)`` (docs/math.md §3), the
 # `weight_net` of a ``learned_weight`` run; a kind without one gets the generic flowcore.nn.LogVarHead.
 WeightHead = Callable[[], nn.Module]
@@ -93,9 +94,15 @@ def build_weight_head(kind: str) -> nn.Module:
     return entry.weight_head()
 
 
-def gemm_layers(kind: str, net: nn.Module) -> list[tuple[int, int]]:
-    """The GEMM shapes of one sample's stream through `net`, by its kind's registered counter."""
+def gemm_layers(kind: str, net: nn.Module) -> list[tuple[int, ...]]:
+    """The GEMM shapes of one sample's stream through `net`, by its kind's registered counter:
+    ``(fan_in, fan_out)`` or ``(fan_in, fan_out, rows per sample)``."""
     entry = network_kind(kind)
     if entry.gemm_layers is None:
         raise ValueError(f"network kind {kind!r} registers no gemm_layers counter: its FLOPs cannot be counted")
-    return [(int(fan_in), int(fan_out)) for fan_in, fan_out in entry.gemm_layers(net)]
+    layers = [tuple(int(v) for v in layer) for layer in entry.gemm_layers(net)]
+    bad = [layer for layer in layers if len(layer) not in (2, 3) or min(layer) < 1]
+    if bad:
+        raise ValueError(f"network kind {kind!r}: gemm_layers gave {bad[0]}; give (fan_in, fan_out) or "
+                         "(fan_in, fan_out, rows per sample), positive")
+    return layers

@@ -193,24 +193,25 @@ class FlowMapUNet(nn.Module):
 
 
 # -- the "unet" network kind ----------------------------------------------------------------------------
-def gemm_layers(net: FlowMapUNet) -> list[tuple[int, int]]:
-    """Approximate GEMMs of one sample through `net`, for the benchmark's FLOP count: each
-    convolution at H×W pixels counts as ``(fan_in·k²·H·W, fan_out)`` — the FLOPs of its H·W rows of
-    ``(fan_in·k²) × fan_out``, though not that GEMM's shape —, each attention as its two products
-    ``(d·HW, HW)`` per head summed over heads, ``(C·HW, HW)`` twice, and the embedding's linears as
-    they are. Elementwise work (normalisations, activations, resampling) is not counted."""
-    shapes = [(lin.fan_in, lin.out_channels) for lin in (net.embedding.linear_s, net.embedding.linear_d)]
+def gemm_layers(net: FlowMapUNet) -> list[tuple[int, int, int]]:
+    """The GEMMs of one sample through `net`, for the benchmark's FLOP count and its GEMM bound, as
+    ``(fan_in, fan_out, rows per sample)``: a k×k convolution at H×W pixels is its im2col GEMM
+    ``(H·W) × (fan_in·k²) → fan_out``; attention's two products per head, summed over heads, are
+    ``(H·W) × C → H·W`` and ``(H·W) × (H·W) → C`` (no weights: their "weight gradient" in the
+    bound is an over-count of two small GEMMs per attention block); the embedding's linears one row.
+    Elementwise work (normalisations, activations, resampling) is not counted."""
+    shapes = [(lin.fan_in, lin.out_channels, 1) for lin in (net.embedding.linear_s, net.embedding.linear_d)]
     pixels = net.resolution ** 2
-    shapes.append((net.conv_in.fan_in * pixels, net.conv_in.out_channels))
+    shapes.append((net.conv_in.fan_in, net.conv_in.out_channels, pixels))
     for block in [*net.encoder, *net.decoder]:
         pix = block.resolution ** 2
-        shapes.append((block.emb_linear.fan_in, block.emb_linear.out_channels))
+        shapes.append((block.emb_linear.fan_in, block.emb_linear.out_channels, 1))
         convs = [block.conv_res0, block.conv_res1] + ([block.conv_skip] if block.conv_skip is not None else [])
         if block.attention is not None:
             convs += [block.attention.qkv, block.attention.proj]
-            shapes += [(block.out_channels * pix, pix)] * 2
-        shapes += [(conv.fan_in * pix, conv.out_channels) for conv in convs]
-    shapes.append((net.conv_out.fan_in * pixels, net.conv_out.out_channels))
+            shapes += [(block.out_channels, pix, pix), (pix, block.out_channels, pix)]
+        shapes += [(conv.fan_in, conv.out_channels, pix) for conv in convs]
+    shapes.append((net.conv_out.fan_in, net.conv_out.out_channels, pixels))
     return shapes
 
 
