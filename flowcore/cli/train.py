@@ -3,7 +3,7 @@
     flowcore train [CONFIG.toml] [--set k=v ...] [--out DIR] [--resume]
     flowcore sample CKPT --steps 1 2 4 8 16 --n N --out DIR [--grid 0,0.5,1 ...] [--method heun]
     flowcore eval CKPT --steps 1 2 4 8 16 [--json FILE] [--method flow_map|euler|heun]
-    flowcore reproduce checkerboard --budget small|paper [--out DIR]
+    flowcore reproduce checkerboard|digits [--budget small|paper|tiny] [--out DIR] [--objectives a,b]
 
 With no CONFIG, `train` runs the built-in quick checkerboard LSD run (a few minutes on a CPU).
 Data-parallel: ``torchrun --standalone --nproc_per_node=N -m flowcore.cli train CONFIG.toml``.
@@ -157,12 +157,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from ..runtime.allocator import retain_freed_memory
-    from ..train.reproduce import OBJECTIVES, reproduce
+    from ..train.reproduce import reproduce
 
     retain_freed_memory()
-    names = args.objectives.split(",") if args.objectives else list(OBJECTIVES)
+    names = [name.strip() for name in args.objectives.split(",") if name.strip()] if args.objectives else None
     try:
-        reproduce(args.budget, args.out, names, args.set)
+        reproduce(args.experiment, args.budget, args.out, names, args.set)
     except KeyboardInterrupt as error:
         print(f"flowcore reproduce: {error.args[0] if error.args else 'interrupted'}", file=sys.stderr)
         return 130
@@ -226,12 +226,18 @@ def register(commands) -> None:
                           help="metrics to compute (flowcore.eval.metrics; default: the config's eval.metrics, "
                                "or the data kind's defaults)")
     evaluate.set_defaults(func=_reporting_errors(cmd_eval))
-    reproduce = commands.add_parser("reproduce", help="retrain the paper's checkerboard table (LSD, ESD, PSD-U, PSD-M)")
-    reproduce.add_argument("experiment", choices=["checkerboard"])
-    reproduce.add_argument("--budget", choices=["small", "paper"], default="small",
-                           help="small: two CPU cores, < 40 min; paper: batch 100k, 150k steps (a GPU)")
-    reproduce.add_argument("--out", help="output directory (default: runs/reproduce-checkerboard-BUDGET)")
-    reproduce.add_argument("--objectives", help="comma-separated subset of lsd,esd,psd_u,psd_m")
+    from ..train.reproduce import TARGETS
+
+    reproduce = commands.add_parser("reproduce", help="retrain a table of the paper: "
+                                    + "; ".join(f"{name}: {target.describe}" for name, target in TARGETS.items()))
+    reproduce.add_argument("experiment", choices=list(TARGETS))
+    reproduce.add_argument("--budget", choices=list(dict.fromkeys(b for t in TARGETS.values() for b in t.budgets)),
+                           default="small",
+                           help="checkerboard: small (two CPU cores, < 40 min) or paper (batch 100k, 150k steps: a "
+                                "GPU); digits: small (two CPU cores, about 45 min) or tiny (seconds, for tests)")
+    reproduce.add_argument("--out", help="output directory (default: runs/reproduce-EXPERIMENT-BUDGET)")
+    reproduce.add_argument("--objectives", help="comma-separated objectives (default: the experiment's; "
+                           + "; ".join(f"{name}: {','.join(t.objectives)}" for name, t in TARGETS.items()) + ")")
     reproduce.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                            help="override a budget value for every objective")
     reproduce.set_defaults(func=_reporting_errors(cmd_reproduce))
