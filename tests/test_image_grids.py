@@ -92,4 +92,8 @@ def test_the_trainer_and_flowcore_sample_draw_image_data_as_grids(image_run):
     assert main(["sample", str(out), "--steps", "1", "--n", "10", "--out", str(image_run / "drawn")]) == 0
     one = np.asarray(Image.open(image_run / "drawn" / "samples_k1.png"))
     assert one.shape == (2 * 32 + 3 * 2, 16 * 32 + 17 * 2)   # one k row (10 samples) and the data row
+    assert not (image_run / "drawn" / "samples.png").exists()  # one k: nothing to put together
+    assert main(["sample", str(out), "--steps", "1", "2", "4", "--n", "10", "--out", str(image_run / "all")]) == 0
+    every = np.asarray(Image.open(image_run / "all" / "samples.png"))
+    assert every.shape == (4 * 32 + 5 * 2, 16 * 32 + 17 * 2)   # a row per k, then the data
     assert set(SAMPLE_FIGURES) >= {"images", "points2d", "checkerboard"}

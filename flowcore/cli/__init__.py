@@ -7,8 +7,9 @@
     flowcore run                        every built-in evaluated once on a checkerboard batch
     flowcore bench                      training-step time: compiled vs eager vs torch.compile
     flowcore train [CONFIG.toml]        train a flow map (none: the quick checkerboard LSD run)
-    flowcore sample | eval CKPT         k-step samples / KL, energy, sliced-W2 of a checkpoint
-    flowcore reproduce checkerboard     the paper's checkerboard table, retrained
+    flowcore sample | eval CKPT         k-step samples (grids for images) / the data's metrics per k
+    flowcore reproduce checkerboard     the paper's checkerboard KL table, retrained
+    flowcore reproduce digits           the FD-digits table of LSD, PSD-M, PSD-U and FM, on the CPU
 """
 from __future__ import annotations
 

@@ -121,6 +121,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
             picture = figure.plot({k: x}, data, out / f"samples_{name}.png",
                                   title=f"{config.objective.name}, step {step}, {weights}, {method}, {titles[name]}")
             print(f"wrote {picture}")
+        uniform = {k: x for name, (k, x) in arrays.items() if name.startswith(f"{prefix}k")}
+        if len(uniform) > 1:   # every k together: one row (images) or panel (points) per k, then the data
+            picture = figure.plot(uniform, data, out / f"{prefix}samples.png",
+                                  title=f"{config.objective.name}, step {step}, {weights}, {method}")
+            print(f"wrote {picture}")
     return 0
 
 
@@ -140,7 +145,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     net, config, sigma, path, step, weights, _ = _network(args)
     metrics = args.metrics if args.metrics is not None else config.eval.metrics
     results = evaluate(net, args.steps, args.n, sigma, args.seed, config.data.name, config.data.key, args.method,
-                       metrics, data_options=config.data.source_options())
+                       metrics, data_options=config.data.source_options(), options=config.eval.metric_options())
     method = "flow map" if args.method == "flow_map" else f"{args.method} ODE of the diagonal"
     print(f"{path} (step {step}, {weights}, {config.objective.name} on {config.data.name}, {args.n} samples, "
           f"{method})")
