@@ -3,6 +3,7 @@
 ``protocol`` says what a network must provide (shapes and calls); ``registry`` resolves
 ``network.kind`` to a builder. Importing this package registers the built-in kinds (``mlp``, ``unet``).
 """
+from .attention_jvp import attention_jvp
 from .embeddings import RawTimes, SinusoidalTimes
 from .heads import LogVarHead
 from .mlp import FlowMapMLP
