@@ -67,7 +67,15 @@ class MPConv(nn.Module):
         return self.in_channels * math.prod(self.kernel)
 
     def forward(self, x: torch.Tensor, gain: float | torch.Tensor = 1.0) -> torch.Tensor:
-        w = unit_rows(self.weight).to(x.dtype) * gain
+        return self.apply_weight(x, self.effective_weight(x.dtype, gain))
+
+    def effective_weight(self, dtype: torch.dtype, gain: float | torch.Tensor = 1.0) -> torch.Tensor:
+        """``gain · unit_rows(w)`` in `dtype`: the normalised weight, computed once per call even
+        when the stacked-tangent JVP applies it to several stacks (flowcore.nn.unet.jvp)."""
+        return unit_rows(self.weight).to(dtype) * gain
+
+    def apply_weight(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """The linear map itself, ``x @ wᵀ`` or a 'same' convolution with `w`."""
         if not self.kernel:
             return x @ w.t()
         return F.conv2d(x, w, padding=self.kernel[0] // 2)

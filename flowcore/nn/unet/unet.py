@@ -10,8 +10,11 @@ activation through ``mp_cat`` (two blocks without a skip at the lowest level, an
 block at the others). The last 3×3 MP convolution has a learned gain initialised to 0, so
 ``v̂ = 0`` at initialisation. Blocks: flowcore.nn.unet.blocks; layers: flowcore.nn.unet.layers.
 
-It follows the network protocol (flowcore.nn.protocol) through ``forward`` alone: compiled
-objectives reach it through ``torch.func.jvp`` (a fused JVP is a later step).
+It follows the network protocol (flowcore.nn.protocol) with ``forward`` (what the reference
+interpreter and ``torch.func.jvp`` see) and the native ``jvp`` / ``jvp_many`` that compiled
+objectives pick up (flowcore.runtime.netcalls): the primal and the tangents stacked along the batch
+through every convolution, explicit tangent formulas for the nonlinear pieces and the fused
+attention JVP (flowcore.nn.unet.jvp).
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from torch import nn
 from ..registry import register_network
 from .blocks import UNetBlock
 from .embedding import TwoTimeEmbedding
+from .jvp import network_jvp
 from .layers import MPConv, mp_cat
 from .logvar import ImageLogVarHead
 
@@ -151,6 +155,54 @@ class FlowMapUNet(nn.Module):
             times.append(tau)
         return times[0], times[1]
 
+    def _check_tangent(self, k: int, tangent, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Tangent `k` as full ``(ṡ, ṫ, ẋ)`` tensors in x's dtype: None is zero, a scalar time broadcast."""
+        if not isinstance(tangent, (tuple, list)) or len(tangent) != 3:
+            raise ValueError(f"FlowMapUNet: tangent {k} must be a triple (ds, dt, dx), got {tangent!r:.80}")
+        ds, dt, dx = tangent
+        if dx is None:
+            dx = torch.zeros_like(x)
+        elif not isinstance(dx, torch.Tensor) or dx.shape != x.shape:
+            shape = tuple(dx.shape) if isinstance(dx, torch.Tensor) else type(dx).__name__
+            raise ValueError(f"FlowMapUNet: the tangent dx (tangent {k}) must be shaped like x, {tuple(x.shape)}, "
+                             f"got {shape}")
+        zero = x.new_zeros(x.shape[0])
+        try:
+            ds, dt = self._check(zero if ds is None else ds, zero if dt is None else dt, x)
+        except ValueError as error:
+            raise ValueError(f"{error} (the time tangents ds, dt of tangent {k})") from None
+        return ds, dt, dx.to(x.dtype)
+
+    def _generator(self, x: torch.Tensor, dropout_seed: int | None) -> torch.Generator | None:
+        if dropout_seed is None or self.dropout_rate <= 0:
+            return None
+        generator = torch.Generator(device=x.device)
+        generator.manual_seed(int(dropout_seed))
+        return generator
+
+    def jvp(self, s, t, x, ds=None, dt=None, dx=None, *, dropout_seed: int | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(v̂, v̇)``: the velocity and its derivative along ``(ṡ, ṫ, ẋ)`` (None = 0), through the
+        native stacked path; `dropout_seed` gives the forward's masks to both."""
+        v, (v_dot,) = self.jvp_many(s, t, x, [(ds, dt, dx)], dropout_seed=dropout_seed)
+        return v, v_dot
+
+    def jvp_many(self, s, t, x, tangents, live=None, *, dropout_seed: int | None = None
+                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(v̂, [v̇_1, …, v̇_k])`` for k ≥ 0 tangents ``(ṡ, ṫ, ẋ)`` at one primal: one pass with the
+        primal and the live tangents stacked along the batch (one convolution call per layer), the
+        tangents with ``live[j] = False`` (needed only under stop-gradient) in a second stack without
+        a graph (flowcore.nn.unet.jvp). No tangents: the forward itself."""
+        s, t = self._check(s, t, x)
+        tangents = list(tangents)
+        live = [True] * len(tangents) if live is None else [bool(flag) for flag in live]
+        if len(live) != len(tangents):
+            raise ValueError(f"FlowMapUNet.jvp_many: {len(live)} live flags for {len(tangents)} tangents")
+        if not tangents:
+            return self.forward(s, t, x, dropout_seed=dropout_seed), []
+        full = [self._check_tangent(k, tangent, x) for k, tangent in enumerate(tangents)]
+        return network_jvp(self, s, t, x, full, live, self._generator(x, dropout_seed))
+
     @property
     def dropout_rate(self) -> float:
         """The residual branches' dropout; > 0 asks flowcore for a ``dropout_seed`` in the calls of
@@ -163,10 +215,7 @@ class FlowMapUNet(nn.Module):
         branches drop out with masks drawn from a generator seeded by it: the same seed, the same
         masks (docs/math.md §4)."""
         s, t = self._check(s, t, x)
-        generator = None
-        if dropout_seed is not None and self.dropout_rate > 0:
-            generator = torch.Generator(device=x.device)
-            generator.manual_seed(int(dropout_seed))
+        generator = self._generator(x, dropout_seed)
         emb = self.embedding(s, t)
         h = x / self.sigma_data
         h = self.conv_in(torch.cat([h, torch.ones_like(h[:, :1])], dim=1))

@@ -1,0 +1,250 @@
+"""The UNet's native JVP: the primal and k tangents stacked along the batch through the whole network
+(docs/math.md §4, the image UNet and the attention JVP; the network protocol in docs/design.md).
+
+A `Jet` holds ``[h; ḣ_1; …; ḣ_T]`` as ONE tensor ``((1+T)·B, …)``: every linear piece — the MP
+convolutions and linears (their weight normalised once per call), ``mp_sum``, ``mp_cat``, the
+resampling, the dropout mask — is one call on the stack, since a linear map sends each tangent
+through itself. The nonlinear pieces take the primal block and apply their derivative at it to the
+tangent blocks, with explicit formulas:
+
+- ``mp_silu``: ``ẏ = (σ(x) + x·σ(x)(1 − σ(x)))/0.596 · ẋ``;
+- ``pixel_norm``: ``y = x/(r + ε)``, ``r = rms(x)``: ``ẏ = (ẋ − y·ṙ)/(r + ε)``, ``ṙ = mean(x·ẋ)/r``;
+- the FiLM scale ``y·(1 + g·Lin(emb))``: the product rule, ``ẏ·scale + y·g·Lin(ėmb)``;
+- clipping to ±256: ``ẋ`` where the primal lies inside, 0 outside (torch's rule for ``clamp``);
+- the positional embedding ``PE(τ) = √2[cos ωτ, sin ωτ]``: ``√2[−ω sin ωτ, ω cos ωτ]·τ̇``;
+- attention: ``flowcore.nn.attention_jvp`` (o and ȯ in one pass, docs/math.md §4).
+
+They are plain differentiable torch ops on the stack rather than autograd Functions with a
+hand-written backward: autograd then differentiates the tangent formulas themselves (the backward
+THROUGH the tangent that LSD needs, second derivatives included), nested transforms keep working,
+and the elementwise work is small next to the convolutions, whose count this layout halves. A
+hand-fused elementwise kernel is a later step (it would save memory, not convolutions).
+
+Tangents needed only under stop-gradient (``live[j] = False``) are a second stack, `Jet.dead`,
+pushed through the same ops under ``torch.no_grad`` with the primal's factors: they share the
+normalised weights and the primal but are never part of the backward.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ..attention_jvp import attention_jvp
+from .blocks import RESAMPLE, UNetBlock, dropout_mask
+from .layers import _PIXEL_EPS, CLIP, SILU_RMS, MPConv, mp_cat, mp_sum
+
+__all__ = ["Jet", "network_jvp"]
+
+
+@dataclass(frozen=True)
+class Jet:
+    """A value and its tangents stacked along the first axis, `batch` rows per block.
+
+    ``live``: ``((1+T)·B, …)``, block 0 the primal, then the T tangents that carry gradients;
+    ``dead``: ``(K·B, …)``, the K tangents computed without a graph, or None."""
+
+    live: torch.Tensor
+    dead: torch.Tensor | None
+    batch: int
+
+    @property
+    def primal(self) -> torch.Tensor:
+        return self.live[:self.batch]
+
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "Jet":
+        """A LINEAR map applied to every block at once (one call per stack)."""
+        return Jet(fn(self.live), _no_grad(fn, self.dead), self.batch)
+
+    def blocks(self, which: str) -> list[torch.Tensor]:
+        """The tangents of the live (without the primal) or the dead stack, one tensor each."""
+        stack = self.live[self.batch:] if which == "live" else self.dead
+        return [] if stack is None else list(stack.split(self.batch))
+
+
+def _no_grad(fn: Callable, *stacks):
+    if stacks[0] is None:
+        return None
+    with torch.no_grad():
+        return fn(*stacks)
+
+
+def _unstack(stack: torch.Tensor, batch: int) -> torch.Tensor:
+    """``(n·B, …) -> (n, B, …)``, so a factor shaped like the primal broadcasts over the n blocks."""
+    return stack.unflatten(0, (stack.shape[0] // batch, batch))
+
+
+def _combine(fn: Callable[..., torch.Tensor], *jets: Jet) -> Jet:
+    """A map LINEAR in each of several jets of one stacking (mp_sum, mp_cat, t − s)."""
+    dead = _no_grad(fn, *[j.dead for j in jets])
+    return Jet(fn(*[j.live for j in jets]), dead, jets[0].batch)
+
+
+def _nonlinear(value: torch.Tensor, tangent: Callable[..., torch.Tensor], *jets: Jet) -> Jet:
+    """The jet of a nonlinear piece: `value` is its result at the primals, ``tangent(*blocks)`` its
+    derivative at the primals applied to tangent blocks shaped ``(n, B, …)`` (one per input jet).
+    Live tangents keep the graph (the backward runs through the formula); dead ones run without."""
+    batch = jets[0].batch
+    live = value
+    if jets[0].live.shape[0] > batch:
+        moving = tangent(*[_unstack(j.live[batch:], batch) for j in jets])
+        live = torch.cat([value, moving.flatten(0, 1)])
+    dead = _no_grad(lambda *d: tangent(*[_unstack(s, batch) for s in d]).flatten(0, 1), *[j.dead for j in jets])
+    return Jet(live, dead, batch)
+
+
+# -- the pieces -------------------------------------------------------------------------------------
+def conv(jet: Jet, layer: MPConv, gain: float | torch.Tensor = 1.0) -> Jet:
+    """An MP convolution or linear: the weight normalised once, one call per stack."""
+    w = layer.effective_weight(jet.live.dtype, gain)
+    return jet.map(lambda z: layer.apply_weight(z, w))
+
+
+def mp_silu(jet: Jet) -> Jet:
+    x = jet.primal
+    sig = torch.sigmoid(x)
+    slope = sig * (1 + x * (1 - sig)) / SILU_RMS
+    return _nonlinear(x * sig / SILU_RMS, lambda t: t * slope, jet)
+
+
+def pixel_norm(jet: Jet, dim: int = 1) -> Jet:
+    """`flowcore.nn.unet.layers.pixel_norm` along `dim` (> 0: a per-sample axis)."""
+    x = jet.primal
+    rms = torch.sqrt(x.square().mean(dim=dim, keepdim=True))
+    inv = 1 / (rms + _PIXEL_EPS)
+    y = x * inv
+
+    def tangent(t: torch.Tensor) -> torch.Tensor:   # t: (n, B, …), so the reduced axis is dim + 1
+        rms_dot = (x * t).mean(dim=dim + 1, keepdim=True) / rms
+        return (t - y * rms_dot) * inv
+    return _nonlinear(y, tangent, jet)
+
+
+def clip_activations(jet: Jet) -> Jet:
+    x = jet.primal
+    inside = (x >= -CLIP) & (x <= CLIP)
+    return _nonlinear(x.clamp(-CLIP, CLIP), lambda t: torch.where(inside, t, t.new_zeros(())), jet)
+
+
+def film(y: Jet, lin: Jet) -> Jet:
+    """``y · (1 + lin)`` with `lin` = ``gain·Lin(emb)`` per sample and channel: the product rule."""
+    scale = (lin.primal + 1).to(y.live.dtype)[:, :, None, None]
+    y0 = y.primal
+    return _nonlinear(y0 * scale, lambda ty, tl: ty * scale + y0 * tl.to(ty.dtype)[..., None, None], y, lin)
+
+
+def positional(pe: torch.nn.Module, tau: Jet) -> Jet:
+    """``PE(τ) = √2[cos ωτ, sin ωτ]`` (flowcore.nn.unet.embedding) and its derivative in τ."""
+    freqs = pe.freqs.to(tau.live.dtype)
+    angles = tau.primal[:, None] * freqs
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    slope = math.sqrt(2) * torch.cat([-sin * freqs, cos * freqs], dim=1)
+    return _nonlinear(math.sqrt(2) * torch.cat([cos, sin], dim=1), lambda t: t[..., None] * slope, tau)
+
+
+def embedding(module: torch.nn.Module, s: Jet, t: Jet) -> Jet:
+    """``mp_silu(mp_sum(Lin_s(PE(s)), Lin_d(PE(t − s)), 0.5))`` (flowcore.nn.unet.embedding)."""
+    e_s = conv(positional(module.pe, s), module.linear_s)
+    e_d = conv(positional(module.pe, _combine(torch.sub, t, s)), module.linear_d)
+    return mp_silu(_combine(lambda a, b: mp_sum(a, b, 0.5), e_s, e_d))
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Primal-only math attention on ``(B, heads, N, D)`` (the module's own formula)."""
+    weights = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1]), dim=-1)
+    return torch.matmul(weights, v)
+
+
+def attention(module: torch.nn.Module, x: Jet) -> Jet:
+    """`CosineAttention`: q, k, v from one stacked 1×1 convolution and a stacked pixel norm, then
+    ``attention_jvp`` with the primal repeated once per tangent (the tangents batched in one call;
+    the dead ones in a second call without a graph), projection and ``mp_sum``."""
+    batch = x.batch
+    b, c, h, w = x.primal.shape
+    heads, hc = module.heads, module.head_channels
+    qkv = conv(x, module.qkv).map(lambda z: z.reshape(z.shape[0], heads, hc, 3, h * w))
+    qkv = pixel_norm(qkv, dim=2)
+
+    def split(stack: torch.Tensor) -> list[torch.Tensor]:   # (n, heads, hc, 3, HW) -> 3 × (n, heads, HW, hc)
+        return [u.transpose(-1, -2) for u in stack.unbind(dim=3)]
+
+    def with_tangents(primal: list[torch.Tensor], tangents: list[torch.Tensor], **options):
+        repeats = tangents[0].shape[0] // batch
+        return attention_jvp(*[p.repeat(repeats, 1, 1, 1) for p in primal], *tangents, **options)
+
+    live = split(qkv.live)
+    primal = [u[:batch] for u in live]
+    if qkv.live.shape[0] > batch:
+        o, o_dot = with_tangents(primal, [u[batch:] for u in live])
+        out_live = torch.cat([o[:batch], o_dot])
+    else:
+        out_live = _attention(*primal)
+    out_dead = _no_grad(lambda d: with_tangents(primal, split(d), tangent_grad=False)[1], qkv.dead)
+    y = Jet(out_live, out_dead, batch).map(lambda o: o.transpose(-1, -2).reshape(o.shape[0], c, h, w))
+    return _combine(lambda a, u: mp_sum(a, u, module.balance), x, conv(y, module.proj))
+
+
+def block(module: UNetBlock, x: Jet, emb: Jet, generator: torch.Generator | None) -> Jet:
+    """`UNetBlock.forward` on jets; the dropout mask is drawn as the forward draws it (same generator
+    order, the primal's shape) and multiplies every block of the stack."""
+    resample = RESAMPLE[module.resample]
+    if resample is not None:
+        x = x.map(resample)
+    if module.flavor == "enc":
+        if module.conv_skip is not None:
+            x = conv(x, module.conv_skip)
+        x = pixel_norm(x)
+    y = conv(mp_silu(x), module.conv_res0)
+    y = mp_silu(film(y, conv(emb, module.emb_linear, gain=module.emb_gain)))
+    if generator is not None and module.dropout > 0:
+        mask = dropout_mask(y.primal, module.dropout, generator)
+        y = y.map(lambda z: (_unstack(z, y.batch) * mask).flatten(0, 1))
+    y = conv(y, module.conv_res1)
+    if module.flavor == "dec" and module.conv_skip is not None:
+        x = conv(x, module.conv_skip)
+    x = _combine(lambda a, u: mp_sum(a, u, module.res_balance), x, y)
+    if module.attention is not None:
+        x = attention(module.attention, x)
+    return clip_activations(x)
+
+
+# -- the network ------------------------------------------------------------------------------------
+def _stack(primal: torch.Tensor | None, parts: list[torch.Tensor]) -> torch.Tensor | None:
+    pieces = ([] if primal is None else [primal]) + parts
+    return torch.cat(pieces) if pieces else None
+
+
+def network_jvp(net: torch.nn.Module, s: torch.Tensor, t: torch.Tensor, x: torch.Tensor,
+                tangents: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], live: list[bool],
+                generator: torch.Generator | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``(v̂, [v̇_1, …, v̇_k])`` of `FlowMapUNet` `net` (its forward, on jets): `tangents` are full
+    ``(ṡ, ṫ, ẋ)`` triples (no None), checked and in x's dtype; ``live[j] = False`` puts tangent j
+    in the dead stack."""
+    batch = x.shape[0]
+    alive = [tangent for tangent, keep in zip(tangents, live) if keep]
+    dead = [tangent for tangent, keep in zip(tangents, live) if not keep]
+
+    def jet(index: int, primal: torch.Tensor) -> Jet:
+        return Jet(_stack(primal, [tg[index] for tg in alive]),
+                   _stack(None, [tg[index].detach() for tg in dead]), batch)
+
+    emb = embedding(net.embedding, jet(0, s), jet(1, t))
+    h = jet(2, x).map(lambda z: z / net.sigma_data)
+    # the constant input channel: ones on the primal rows, a zero tangent
+    ones = torch.ones_like(x[:, :1])
+    h = Jet(torch.cat([h.live, torch.cat([ones, ones.new_zeros((h.live.shape[0] - batch, *ones.shape[1:]))])], 1),
+            None if h.dead is None else torch.cat([h.dead, torch.zeros_like(h.dead[:, :1])], 1), batch)
+    h = conv(h, net.conv_in)
+    skips = [h]
+    for module in net.encoder:
+        h = block(module, h, emb, generator)
+        skips.append(h)
+    for module, takes_skip in zip(net.decoder, net.decoder_takes_skip):
+        if takes_skip:
+            h = _combine(mp_cat, h, skips.pop())
+        h = block(module, h, emb, generator)
+    out = conv(h, net.conv_out, gain=net.out_gain).map(lambda z: net.sigma_data * z)
+    live_dots, dead_dots = iter(out.blocks("live")), iter(out.blocks("dead"))
+    return out.primal, [next(live_dots) if keep else next(dead_dots) for keep in live]
