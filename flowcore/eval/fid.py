@@ -74,7 +74,8 @@ def _missing(reason: str) -> InceptionWeightsMissing:
         f"FID needs the TF-Inception weights as a local file and never downloads them: {reason}. "
         f"On a machine with internet access fetch {WEIGHTS_FILE} (about 91 MB) from {WEIGHTS_URL}, copy it "
         f"to this machine (e.g. ~/.cache/flowcore/{WEIGHTS_FILE}) and point {WEIGHTS_ENV} at it "
-        f"(export {WEIGHTS_ENV}=~/.cache/flowcore/{WEIGHTS_FILE}), or pass the metric option weights=PATH")
+        f"(export {WEIGHTS_ENV}=~/.cache/flowcore/{WEIGHTS_FILE}), or set eval.inception_weights = PATH in the "
+        f"run's config (the metric option weights=PATH)")
 
 
 def inception_weights_path(weights: str | os.PathLike | None = None) -> Path:
