@@ -2,7 +2,8 @@
 
 The ops themselves are C++ (csrc/): ``flowcore::run_kernel`` runs a generated kernel (the cpu and
 cuda backends); the ``mlp_*`` ops are the fused flow-map MLP's activations and network calls
-(flowcore.nn.fused, flowcore.nn.mlp_call). Their shape functions for fake tensors (torch.compile,
+(flowcore.nn.fused, flowcore.nn.mlp_call); the ``attention*`` ops are attention with its JVP
+(flowcore.nn.attention_jvp). Their shape functions for fake tensors (torch.compile,
 ``torch.library.opcheck``) are registered here, in Python, so they hold whichever way the library was
 loaded (ahead of time, just in time, or by someone else). `register_all` runs once, from
 flowcore.native.extension's `load_extension`, after the library is loaded.
@@ -68,6 +69,27 @@ def _layer_bwd_fake(grad, derivatives, input, weight, input_grad, bias_grad=True
     return grad_input, torch.empty_like(weight), grad.new_empty((grad.shape[2],) if bias_grad else (0,))
 
 
+def _attention_out(q, v):
+    return q.new_empty((*q.shape[:3], v.shape[3])), q.new_empty(q.shape[:3])
+
+
+def _attention_jvp_fwd_fake(q, k, v, dq, dk, dv, scale):
+    o, lse = _attention_out(q, v)
+    return o, torch.empty_like(o), lse, torch.empty_like(lse)
+
+
+def _attention_jvp_bwd_fake(q, k, v, dq, dk, dv, o, ot, lse, mu, go, got, scale):
+    return tuple(torch.empty_like(x, memory_format=torch.contiguous_format) for x in (q, k, v, dq, dk, dv))
+
+
+def _attention_fwd_fake(q, k, v, scale):
+    return _attention_out(q, v)
+
+
+def _attention_bwd_fake(q, k, v, o, lse, go, scale):
+    return tuple(torch.empty_like(x, memory_format=torch.contiguous_format) for x in (q, k, v))
+
+
 #: op -> its fake kernel
 FAKES = {
     "run_kernel": _run_kernel_fake,
@@ -80,6 +102,10 @@ FAKES = {
     "mlp_act_fwd_save_": _fwd_save_inplace_fake,
     "mlp_net_fwd": _net_fwd_fake,
     "mlp_layer_bwd": _layer_bwd_fake,
+    "attention_jvp_fwd": _attention_jvp_fwd_fake,
+    "attention_jvp_bwd": _attention_jvp_bwd_fake,
+    "attention_fwd": _attention_fwd_fake,
+    "attention_bwd": _attention_bwd_fake,
 }
 #: ops with a vmap rule (gradcheck's batched-gradient checks call them under vmap)
 VMAPPED = ("mlp_act_fwd", "mlp_act_bwd")

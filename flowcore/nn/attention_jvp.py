@@ -50,6 +50,8 @@ def _check(q, k, v, tangents=()):
     if k.shape != v.shape[:3] + k.shape[3:] or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
         raise ValueError(f"attention_jvp: shapes do not fit: q {tuple(q.shape)} (B, H, N_q, D), k {tuple(k.shape)} "
                          f"(B, H, N_k, D), v {tuple(v.shape)} (B, H, N_k, D_v)")
+    if k.shape[2] == 0:
+        raise ValueError(f"attention_jvp: attention over zero keys is undefined (k is {tuple(k.shape)})")
     if not (q.dtype == k.dtype == v.dtype and q.device == k.device == v.device):
         raise ValueError(f"attention_jvp: q, k, v must share dtype and device, got {q.dtype}/{k.dtype}/{v.dtype} on "
                          f"{q.device}/{k.device}/{v.device}")
@@ -74,6 +76,24 @@ def attention_jvp_reference(q, k, v, dq=None, dk=None, dv=None, *, scale=None):
     ds = scale * (dq @ k.transpose(-1, -2) + q @ dk.transpose(-1, -2))
     mu = (p * ds).sum(-1, keepdim=True)
     return o, (p * (ds - mu)) @ v + p @ dv
+
+
+def _reference_tangent(x, dx, scale):
+    """The JVP of `attention_jvp_reference` at ``x = (q, k, v, q̇, k̇, v̇)`` along ``dx``, written out in
+    differentiable torch ops (forward-mode second order; no nested forward AD, which torch lacks)."""
+    q, k, v, tq, tk, tv = x
+    dq, dk, dv, dtq, dtk, dtv = dx
+    kt, dkt, tkt, dtkt = (a.transpose(-1, -2) for a in (k, dk, tk, dtk))
+    p = torch.softmax(scale * (q @ kt), dim=-1)
+    ds = scale * (dq @ kt + q @ dkt)
+    dp = p * (ds - (p * ds).sum(-1, keepdim=True))
+    sdot = scale * (tq @ kt + q @ tkt)
+    dsdot = scale * (dtq @ kt + tq @ dkt + dq @ tkt + q @ dtkt)
+    mu = (p * sdot).sum(-1, keepdim=True)
+    dmu = (dp * sdot + p * dsdot).sum(-1, keepdim=True)
+    pdot = p * (sdot - mu)
+    dpdot = dp * (sdot - mu) + p * (dsdot - dmu)
+    return dp @ v + p @ dv, dpdot @ v + pdot @ dv + dp @ tv + p @ dtv
 
 
 def _reference_stats(q, k, v, dq, dk, dv, scale):
@@ -187,8 +207,7 @@ class AttentionJvp(Function):
     def jvp(ctx, *tangents):
         inputs = ctx.saved_tensors
         tangents = _zeros(tangents[:6], inputs)
-        _, (to, tot) = torch.func.jvp(lambda *a: attention_jvp_reference(*a, scale=ctx.scale), tuple(inputs),
-                                      tuple(tangents))
+        to, tot = _reference_tangent(inputs, tangents, ctx.scale)
         return to, tot, None, None
 
 
