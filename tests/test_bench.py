@@ -178,7 +178,7 @@ def test_a_tiny_unet_row_runs_every_eager_variant_on_digits():
     assert "error" not in row, row.get("traceback")
     assert (row["kind"], row["data"], row["sample_shape"], row["batch"]) == ("unet", "digits", [1, 8, 8], 8)
     assert row["label"] == spec.label and 0 < row["parameters"] < 1e5  # the tiny UNet, not the 1.0M preset
-    assert row["gemm_flops"] > 0 and row["bound_ms"] > 0 and not row["native_jvp"]
+    assert row["gemm_flops"] > 0 and row["bound_ms"] > 0 and row["native_jvp"]  # FlowMapUNet.jvp (issue 14)
     for variant in ("flowcore", "flowcore_torch", "reference", "handwritten"):
         measured = row["variants"][variant]
         assert "error" not in measured, measured.get("traceback")
@@ -187,6 +187,47 @@ def test_a_tiny_unet_row_runs_every_eager_variant_on_digits():
     assert row["variants"]["torch_compile"]["skipped"] == "torch.compile not requested"
     assert max(row["first_loss_rel_diffs"].values()) < 1e-5  # float32, same weights and draws
     assert {"reference/flowcore_torch", "handwritten/flowcore", "handwritten_compile/flowcore"} <= set(row["ratios"])
+
+
+def _fake_cifar10(folder: Path, per_batch: int = 3) -> Path:
+    """CIFAR-10's python folder in miniature: the five training batches and the test batch, each a
+    pickle of {b"data": uint8 (n, 3072), b"labels": [n ints]} (protocol 4: bytes as bytes; the official
+    files are protocol-2 Python 2 pickles, which test_image_data covers)."""
+    import pickle
+
+    import numpy as np
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8), b"labels": [0] * per_batch}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=4))
+    return folder
+
+
+def test_the_cifar_unet_row_trains_on_stand_in_images_or_the_files_given(tmp_path):
+    """`unet-cifar` is the cifar10 preset (quick: a tiny UNet of the same 32×32×3 shape, dropout 0.13 as
+    the preset). Without --data-path random images of CIFAR-10's shape stand in, and the row says so;
+    with it, the CIFAR-10 files are read."""
+    assert NETS["unet-cifar"].options == (("preset", "cifar10"),) and NETS["unet-cifar"].batches == (32,)
+    config = BenchConfig(objectives=["fm"], nets=["unet-cifar"], quick=True, repeats=1, warmup=0,
+                         profile=False).resolved()
+    row = bench_row("meanflow", config.net("unet-cifar"), 4, "cpu", config, Builds(),
+                    variants=("flowcore", "reference"))
+    assert "error" not in row, row.get("traceback")
+    assert (row["kind"], row["sample_shape"], row["native_jvp"]) == ("unet", [3, 32, 32], True)
+    assert row["data"].startswith("random 3x32x32") and any("no cifar10 path" in n for n in row["notes"])
+    for variant in ("flowcore", "reference"):
+        assert {"median_ms", "peak_memory_bytes", "efficiency"} <= set(row["variants"][variant])
+    assert row["gemm_flops"] > 0 and row["bound_ms"] > 0
+    assert row["first_loss_rel_diff"] < 1e-5  # float32, same weights and draws
+
+    folder = _fake_cifar10(tmp_path / "cifar-10-batches-py")
+    files = BenchConfig(objectives=["fm"], nets=["unet-cifar"], quick=True, repeats=1, warmup=0, profile=False,
+                        data_path=str(folder)).resolved()
+    row = bench_row("fm", files.net("unet-cifar"), 4, "cpu", files, Builds(), variants=("flowcore",))
+    assert "error" not in row, row.get("traceback")
+    assert row["data"] == "cifar10" and not row["notes"] and row["variants"]["flowcore"]["median_ms"] > 0
 
 
 def _unet_with_gains(seed: int = 0):
@@ -313,6 +354,62 @@ def test_an_unbuildable_backend_falls_back_to_torch_with_a_note(monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------------
+# flowcore bench --op attention_jvp
+
+
+def test_the_attention_op_rows_run_in_quick_mode_and_produce_their_fields(tmp_path):
+    path = tmp_path / "op.json"
+    assert main(["bench", "--op", "attention_jvp", "--quick", "--json", str(path), "--tokens", "1", "33"]) == 0
+    result = json.loads(path.read_text())
+    assert result["op"] == "attention_jvp" and result["machine"]["torch"] == torch.__version__
+    assert [c["tokens"] for c in result["cases"]] == [1, 33]
+    for case in result["cases"]:
+        assert (case["batch"], case["heads"], case["head_dim"], case["device"]) == (2, 2, 8, "cpu")
+        for name in ("flowcore", "reference"):
+            measured = case["variants"][name]
+            assert "error" not in measured, measured
+            for phase in ("fwd", "bwd"):
+                assert measured[phase]["median_ms"] > 0 and len(measured[phase]["samples_ms"]) == 1
+                assert measured[phase]["efficiency"] > 0
+            assert measured["saved_bytes"] > 0 and measured["peak_memory_bytes"] > 0
+        assert set(case["ratios"]) == {"reference/flowcore fwd", "reference/flowcore bwd"}
+        assert case["bound"]["units"] == {"fwd": 6, "bwd": 12} and case["bound"]["fwd"]["median_ms"] > 0
+        assert isinstance(case["fused_kernels"], bool)
+        # o, ȯ and the six gradients agree with torch.func.jvp's: float32, sums of ≤ 33 terms of size O(1)
+        assert case["rel_diff"] < 1e-4
+    from flowcore.bench.attention import render_attention
+
+    text = render_attention(result)
+    for heading in ("ref/fc fwd", "ref/fc bwd", "bound bwd ms", "saved MiB fc", "peak MiB ref", "max rel diff"):
+        assert heading in text
+
+
+def test_saved_bytes_count_what_autograd_keeps_beyond_the_inputs():
+    from flowcore.bench.attention import saved_bytes
+
+    x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    assert saved_bytes(lambda x: x * x, [x]) == 0                # saves x twice: an input, not counted
+    assert saved_bytes(lambda x: x.exp(), [x]) == 15 * 8         # saves its output
+    assert saved_bytes(lambda x: (x * 2.0).exp().sum(), [x]) == 15 * 8  # a wrapped 2.0 has no storage
+    # torch.func.jvp's wrapped tensors are counted by the storage under them: sin and the tangent's cos save
+    # x (the input), the tangent cos(x)·ẋ saves ẋ for the gradient w.r.t. cos(x) (ẋ needs none): 15 doubles
+    assert saved_bytes(lambda x: torch.func.jvp(torch.sin, (x,), (torch.ones_like(x),)), [x]) == 15 * 8
+
+
+def test_the_attention_bound_counts_the_ops_gemms():
+    from flowcore.bench.attention import AttentionBound, AttentionCase, attention_cases
+
+    assert [c.shape for c in attention_cases()] == [(16, 4, n, 64) for n in (64, 256, 1024)]
+    case = AttentionCase(2, 3, 5, 4)
+    bound = AttentionBound(case, "cpu", torch.float64)
+    # forward: S (1), Ṡ (2), o (1), ȯ (2) units of N²·D; backward: dv 2, dv̇ 1, dP 2, dṖ 1, dq 2, dk 2, dq̇ 1, dk̇ 1
+    assert (bound.forward_units, bound.backward_units) == (6, 12)
+    assert case.unit_flops() == 2 * 6 * 25 * 4
+    bound.fwd()
+    bound.bwd()
+
+
+# ------------------------------------------------------------------------------------------------
 # The command line
 
 
@@ -320,7 +417,7 @@ def test_cli_parses_every_option():
     args = build_parser().parse_args(
         ["bench", "--objective", "fm", "lsd", "--net", "small", "paper", "--batch", "1024", "4096", "--device", "cpu",
          "--repeats", "5", "--warmup", "0", "--json", "out.json", "--quick", "--torch-compile", "--profile",
-         "--no-compile-times", "--threads", "1", "--back-to-back", "3", "--no-retain-memory"])
+         "--no-compile-times", "--threads", "1", "--back-to-back", "3", "--no-retain-memory", "--data-path", "."])
     from flowcore.cli.bench import config_from_args
 
     config = config_from_args(args).resolved()
@@ -328,11 +425,14 @@ def test_cli_parses_every_option():
     assert config.batches == [1024, 4096] and config.devices == ["cpu"]
     assert (config.repeats, config.warmup, config.quick, config.torch_compile, config.profile) == (5, 0, True, True, True)
     assert not config.compile_times and config.threads == 1 and args.json == "out.json"
-    assert config.back_to_back == 3 and not config.retain_memory
+    assert config.back_to_back == 3 and not config.retain_memory and config.data_path == "."
+    op = build_parser().parse_args(["bench", "--op", "attention_jvp", "--tokens", "64", "128"])
+    assert op.op == "attention_jvp" and op.tokens == [64, 128]
     defaults = config_from_args(build_parser().parse_args(["bench"])).resolved()
     assert defaults.objectives == ["fm", "lsd", "esd", "psd_m", "meanflow"] and defaults.nets == ["paper", "small"]
     assert defaults.batches is None and defaults.batches_for("small") == [1024, 4096, 16384]
     assert defaults.batches_for("unet-digits") == [128] and defaults.variants == list(VARIANTS)
+    assert defaults.batches_for("unet-cifar") == [32] and defaults.data_path is None
     unet = config_from_args(build_parser().parse_args(
         ["bench", "--net", "unet-digits", "--objective", "fm", "lsd", "psd_m", "--variant", "reference", "handwritten"]))
     unet = unet.resolved()
@@ -351,6 +451,8 @@ def test_cli_parses_every_option():
     (["--variant", "fastest"], "invalid choice: 'fastest'"),
     (["--device", "tpu"], "invalid choice: 'tpu'"),
     (["--back-to-back", "0"], "expected a positive integer, got 0"),
+    (["--op", "matmul"], "invalid choice: 'matmul'"),
+    (["--tokens", "0"], "expected a positive integer, got 0"),
 ])
 def test_bad_arguments_are_usage_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -365,6 +467,8 @@ def test_bad_arguments_are_usage_errors(argv, message, capsys):
     (["--objective", "lsd:nonsense"], "options are written name:key=value"),
     (["--objective", "missing.py"], "no objective file at missing.py"),
     (["--json", "/no/such/folder/out.json"], "does not exist"),
+    (["--data-path", "/no/such/cifar"], "--data-path /no/such/cifar: no such file or folder"),
+    (["--tokens", "64"], "--tokens sets the sequence lengths of --op attention_jvp; give --op too"),
 ])
 def test_bad_values_are_clear_errors_before_anything_runs(argv, message, capsys):
     assert main(["bench", "--quick", *argv]) == 2
@@ -382,12 +486,14 @@ def test_the_gpu_check_script_rehearses_on_the_cpu(tmp_path):
     """benchmarks/gpu_check.sh is run on a lent GPU by hand; GPU_CHECK_DRY=1 runs its stages here."""
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
     env = {**os.environ, "GPU_CHECK_DRY": "1", "PYTHON": sys.executable}
-    result = subprocess.run(["bash", str(script), str(tmp_path / "out"), "build"], env=env, capture_output=True,
-                            text=True, timeout=600, check=False)
+    result = subprocess.run(["bash", str(script), str(tmp_path / "out"), "build", "attention"], env=env,
+                            capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     summary = (tmp_path / "out" / "summary.txt").read_text()
-    assert summary.startswith("build: exit 0") and "tests:" not in summary  # only the stage asked for
+    assert summary.startswith("build: exit 0") and "tests:" not in summary  # only the stages asked for
+    assert "attention: exit 0" in summary and "unet:" not in summary
     assert "'how'" in (tmp_path / "out" / "build.log").read_text()  # extension_info() of the loaded build
+    assert json.loads((tmp_path / "out" / "attention.json").read_text())["op"] == "attention_jvp"
     if not torch.cuda.is_available():
         env.pop("GPU_CHECK_DRY")
         result = subprocess.run(["bash", str(script), str(tmp_path / "gpu")], env=env, capture_output=True,

@@ -9,7 +9,7 @@
 `flops` counts a step's GEMM FLOPs from the objective's plan, `measure` times steps, GEMMs and
 memory, `config` says what to run, `steps` makes each variant's training step, `row` measures one
 row, `compile_times` the compile of a new objective, `suite` runs them all, `report` prints tables
-and writes the JSON file.
+and writes the JSON file; `attention` is ``--op attention_jvp``, the fused attention JVP alone.
 """
 from .compile_times import fresh_objective
 from .config import NETS, QUICK_NETS, SCHEMA, BenchConfig, NetSpec

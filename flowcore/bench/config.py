@@ -31,7 +31,9 @@ class NetSpec:
     """A benchmarked net: `kind` (flowcore.nn.registry) built as ``[network]`` of a training config
     would, with `depth`, `width`, `activation` and any other NetworkConfig fields in `options`,
     trained on batches of the data set `data` (flowcore.data) with σ = `sigma` (None: the data's std).
-    `batches` are its default batch sizes; `label` says what it is in a table (default depth x width)."""
+    `batches` are its default batch sizes; `label` says what it is in a table (default depth x width).
+    `stand_in`: for a data set read from files (cifar10), the sample shape of the random images in
+    [−1, 1] that stand in for it when no path is given (a step's time does not depend on the pixels)."""
 
     name: str
     kind: str
@@ -43,6 +45,8 @@ class NetSpec:
     sigma: float | None = None
     batches: tuple[int, ...] = DEFAULT_BATCHES
     description: str = ""
+    stand_in: tuple[int, ...] | None = None
+
 
     @property
     def label(self) -> str:
@@ -56,10 +60,21 @@ class NetSpec:
             fields["width"] = self.width
         return NetworkConfig(**fields)
 
-    def data_source(self, batch: int, seed: int, dtype: torch.dtype = torch.float32):
+    def data_source(self, batch: int, seed: int, dtype: torch.dtype = torch.float32, path: str | None = None):
+        """The spec's data stream; with `stand_in` and no `path`, seeded random images of that shape."""
         from ..data import make_source
+        from ..data.source import DataSource
 
-        return make_source(self.data, batch, seed, dtype=dtype)
+        if self.stand_in is not None and not path:
+            images = torch.rand(batch, *self.stand_in, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+            return DataSource(self.data_label(path), batch, seed, array=images, dtype=dtype)
+        return make_source(self.data, batch, seed, dtype=dtype, options={"path": path} if path else None)
+
+    def data_label(self, path: str | None = None) -> str:
+        """What the rows say they trained on: the data set's name, or the stand-in's shape."""
+        if self.stand_in is not None and not path:
+            return f"random {'x'.join(map(str, self.stand_in))} in [-1, 1] (no {self.data} path given)"
+        return self.data
 
     def resolved_sigma(self) -> float:
         from ..data import dataset_std
@@ -71,15 +86,25 @@ class NetSpec:
         return build_network(self.kind, self.network_config(), data_shape, sigma)
 
 
-# The paper's 2-D MLP and a smaller one (docs/math.md §4, §6), and the digits UNet preset (docs/math.md §4,
-# the image UNet; σ_d = 0.5 and batch 128 as configs/digits-*.toml); --quick swaps in tiny ones of the same names.
+# The paper's 2-D MLP and a smaller one (docs/math.md §4, §6), the digits UNet preset (docs/math.md §4,
+# the image UNet; σ_d = 0.5 and batch 128 as configs/digits-*.toml) and the paper's CIFAR-10 UNet (the
+# cifar10 preset, dropout 0.13 on the diagonal calls as configs/cifar10-*.toml; batch 32 on a CPU, --batch
+# 128 512 on a GPU; random images of its shape unless --data-path names the CIFAR-10 files); --quick swaps
+# in tiny ones of the same names.
+CIFAR10_SHAPE = (3, 32, 32)
 NETS = {"paper": NetSpec("paper", "mlp", 5, 512), "small": NetSpec("small", "mlp", 4, 256),
         "unet-digits": NetSpec("unet-digits", "unet", options=(("preset", "digits"),), data="digits", sigma=0.5,
-                               batches=(128,), description="UNet digits 8x8")}
+                               batches=(128,), description="UNet digits 8x8"),
+        "unet-cifar": NetSpec("unet-cifar", "unet", options=(("preset", "cifar10"),), data="cifar10", sigma=0.5,
+                              batches=(32,), description="UNet CIFAR-10 32x32", stand_in=CIFAR10_SHAPE)}
 QUICK_NETS = {"paper": NetSpec("paper", "mlp", 2, 32), "small": NetSpec("small", "mlp", 1, 16),
               "unet-digits": NetSpec("unet-digits", "unet", options=(
                   ("model_channels", 8), ("channel_mult", (1, 2)), ("num_blocks", 1), ("attn_resolutions", (4,)),
-                  ("channels_per_head", 8)), data="digits", sigma=0.5, batches=(16,), description="UNet 8x8 tiny")}
+                  ("channels_per_head", 8)), data="digits", sigma=0.5, batches=(16,), description="UNet 8x8 tiny"),
+              "unet-cifar": NetSpec("unet-cifar", "unet", options=(
+                  ("model_channels", 8), ("channel_mult", (1, 2)), ("num_blocks", 1), ("attn_resolutions", (16,)),
+                  ("channels_per_head", 8), ("dropout", 0.13)), data="cifar10", sigma=0.5, batches=(4,),
+                  description="UNet 32x32x3 tiny", stand_in=CIFAR10_SHAPE)}
 
 
 @dataclass
@@ -103,6 +128,7 @@ class BenchConfig:
     back_to_back: int = 1  # steps per variant and round, the last timed (1: each step follows another variant's)
     seed: int = 0
     dtype: str = "float32"
+    data_path: str | None = None  # the files of a net's data read from disk (unet-cifar: CIFAR-10); None: stand-in
 
     def resolved(self) -> BenchConfig:
         from ..catalog import builtin_names
@@ -128,6 +154,8 @@ class BenchConfig:
             if name not in NETS:
                 raise ValueError(f"unknown net {name!r}; choose from {', '.join(NETS)}")
             network_kind(c.net(name).kind)  # a kind that is not registered: a ValueError naming it
+        if c.data_path and not os.path.exists(c.data_path):
+            raise FileNotFoundError(f"--data-path {c.data_path}: no such file or folder")
         c.batches = list(c.batches) if c.batches else ([64] if c.quick else None)
         if c.batches is not None and any(not isinstance(b, int) or b < 1 for b in c.batches):
             raise ValueError(f"batch sizes must be positive integers, got {c.batches}")

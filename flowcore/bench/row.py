@@ -69,13 +69,16 @@ def bench_row(name: str, spec: NetSpec, batch: int, device_name: str, config: Be
     dtype = getattr(torch, config.dtype)
     sigma = spec.resolved_sigma()
     objective = load_objective(name, sigma)
-    x1 = data_batch(spec, batch, config.seed, device, dtype)
+    x1 = data_batch(spec, batch, config.seed, device, dtype, config.data_path)
     models = Models(objective, spec, device, dtype, config.seed, tuple(x1.shape[1:]))
     row: dict = {"objective": name, "net": spec.name, "kind": spec.kind, "label": spec.label, "depth": spec.depth,
-                 "width": spec.width, "activation": spec.activation, "data": spec.data, "sample_shape": list(x1.shape[1:]),
+                 "width": spec.width, "activation": spec.activation,
+                 "data": spec.data_label(config.data_path), "sample_shape": list(x1.shape[1:]),
                  "batch": batch, "device": device_name, "dtype": config.dtype,
                  "parameters": sum(p.numel() for p in models.net.parameters()),
                  "native_jvp": callable(getattr(models.net, "jvp", None)), "notes": []}
+    if spec.stand_in is not None and not config.data_path:
+        row["notes"].append(f"data: {row['data']}")
 
     compiled, note, build_seconds = builds.get(name, objective, device)
     layers = gemm_layers(spec.kind, models.net)

@@ -67,9 +67,11 @@ class Models:
         return net, weight_net, teacher, make_optimizer(params, OptimConfig())  # the recipe's RAdam
 
 
-def data_batch(spec: NetSpec, batch: int, seed: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """x1: the first `batch` samples of the spec's data set (flowcore.data.make_source), seeded."""
-    return next(iter(spec.data_source(batch, seed, dtype))).to(device)
+def data_batch(spec: NetSpec, batch: int, seed: int, device: torch.device, dtype: torch.dtype,
+               path: str | None = None) -> torch.Tensor:
+    """x1: the first `batch` samples of the spec's data set (flowcore.data.make_source; the files at
+    `path` for a set read from disk, else its stand-in), seeded."""
+    return next(iter(spec.data_source(batch, seed, dtype, path))).to(device)
 
 
 @dataclass
@@ -175,7 +177,8 @@ def handwritten_make(name: str, objective, compile_backend: str | None = None) -
 
 
 def training_step(name: str, variant: str = "flowcore", net: str = "small", batch: int | None = None,
-                  device: str = "cpu", quick: bool = False, backend: str | None = None, seed: int = 0) -> TrainingStep:
+                  device: str = "cpu", quick: bool = False, backend: str | None = None, seed: int = 0,
+                  data_path: str | None = None) -> TrainingStep:
     """One variant's `TrainingStep` for a row, to profile or time by hand (benchmarks/profile_step.py).
 
     `backend`: flowcore's (default: cpu / cuda by device for ``flowcore``, torch for ``flowcore_torch``)
@@ -191,7 +194,7 @@ def training_step(name: str, variant: str = "flowcore", net: str = "small", batc
         raise ValueError(f"unknown net {net!r}; choose from {', '.join(NETS)}")
     objective = load_objective(name, spec.resolved_sigma())
     where = torch.device(device)
-    x1 = data_batch(spec, batch or spec.batches[0], seed, where, torch.float32)
+    x1 = data_batch(spec, batch or spec.batches[0], seed, where, torch.float32, data_path)
     models = Models(objective, spec, where, torch.float32, seed, tuple(x1.shape[1:]))
     if variant in ("flowcore", "flowcore_torch"):
         default = backends.native_for(where.type).name if variant == "flowcore" else backends.portable().name

@@ -15,7 +15,10 @@ the times, forward, backward, RAdam step) of these variants on identical nets, d
   ``torch.compile`` of it.
 
 A net is a registered network kind with its options and its data set (`config.NETS`: the MLPs on
-the checkerboard, ``unet-digits`` — the digits UNet preset on the 8×8 digits).
+the checkerboard, ``unet-digits`` — the digits UNet preset on the 8×8 digits, ``unet-cifar`` — the
+paper's CIFAR-10 UNet on CIFAR-10 or random images of its shape). A network with a native ``jvp``
+(FlowMapMLP, FlowMapUNet) is used by it in the compiled variants through the net-call protocol.
+``flowcore bench --op attention_jvp`` times one op instead (`flowcore.bench.attention`).
 
 Each row also has its GEMM FLOPs (`flowcore.bench.flops`), a **bound**: those GEMMs timed with
 ``torch.mm`` on their own shapes, interleaved with the steps (Σ flops / measured throughput), and

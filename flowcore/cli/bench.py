@@ -32,7 +32,7 @@ def config_from_args(args: argparse.Namespace):
                        repeats=args.repeats, warmup=args.warmup, quick=args.quick, torch_compile=args.torch_compile,
                        torch_compile_backend=args.torch_compile_backend, profile=args.profile,
                        compile_times=args.compile_times, threads=args.threads, seed=args.seed, dtype=args.dtype,
-                       retain_memory=args.retain_memory, back_to_back=args.back_to_back)
+                       retain_memory=args.retain_memory, back_to_back=args.back_to_back, data_path=args.data_path)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -45,6 +45,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         folder = Path(args.json).parent
         if not folder.is_dir():
             raise FileNotFoundError(f"--json {args.json}: the folder {folder} does not exist")
+    if args.op:
+        return _op_bench(args, config)
+    if args.tokens:
+        raise ValueError("--tokens sets the sequence lengths of --op attention_jvp; give --op too")
     on_row = (lambda result: write_json(result, args.json)) if args.json else None
     result = run_suite(config, on_row=on_row)
     print(render(result))
@@ -54,8 +58,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _op_bench(args: argparse.Namespace, config) -> int:
+    """``--op attention_jvp``: the op alone against torch.func.jvp of math attention (flowcore.bench.attention)."""
+    from ..bench.attention import render_attention, run_attention_bench
+    from ..bench.report import write_json
+
+    result = run_attention_bench(config, args.tokens)
+    print(render_attention(result))
+    if args.json:
+        print(f"\nwrote {write_json(result, args.json)}")
+    failed = [case for case in result["cases"] if "error" in case["variants"].get("flowcore", {})]
+    return 1 if failed else 0
+
+
 def register(commands) -> None:
     """Add `flowcore bench` to the `flowcore` parser."""
+    from ..bench.attention import OP_NAMES
     from ..bench.config import NETS, VARIANTS
 
     bench = commands.add_parser(
@@ -67,9 +85,21 @@ def register(commands) -> None:
                        help="built-in names or .py files (default: fm lsd esd psd_m meanflow)")
     bench.add_argument("--net", nargs="+", choices=list(NETS),
                        help="paper = MLP 5x512 GELU, small = 4x256 GELU (on the checkerboard), unet-digits = the "
-                            "digits UNet preset on the 8x8 digits (default: paper small)")
+                            "digits UNet preset on the 8x8 digits, unet-cifar = the cifar10 preset on 32x32x3 images "
+                            "(default: paper small)")
     bench.add_argument("--batch", nargs="+", type=_positive, metavar="B",
-                       help="batch sizes (default: the net's own: 1024 4096 16384 for the MLPs, 128 for unet-digits)")
+                       help="batch sizes (default: the net's own: 1024 4096 16384 for the MLPs, 128 for unet-digits, "
+                            "32 for unet-cifar)")
+    bench.add_argument("--data-path", metavar="PATH",
+                       help="the files of a net whose data is read from disk (unet-cifar: the CIFAR-10 python folder "
+                            "or .tar.gz; default: random images of its shape, said in each row)")
+    bench.add_argument("--op", choices=list(OP_NAMES),
+                       help="time one op alone instead of training steps: attention_jvp (forward+tangent and the "
+                            "backward through both outputs) against torch.func.jvp of math attention, "
+                            "B=16 H=4 D=64 (quick: tiny); honours --device --repeats --warmup --threads --dtype "
+                            "--json --quick, and --variant flowcore / reference")
+    bench.add_argument("--tokens", nargs="+", type=_positive, metavar="N",
+                       help="sequence lengths N of --op attention_jvp (default 64 256 1024; quick 7 33)")
     bench.add_argument("--variant", nargs="+", choices=list(VARIANTS),
                        help="what to time (default: all): flowcore (native backend), flowcore_torch, reference, "
                             "torch_compile (of the reference), handwritten (eager PyTorch), handwritten_compile")
