@@ -106,7 +106,8 @@ def test_none_tangents_are_zero_and_scale_is_used(path):
 def test_gradcheck_and_gradgradcheck(path):
     primals, tangents = make(1, 2, 3, 4, 2, 3)
     leaves = [x.requires_grad_() for x in primals + tangents]
-    assert torch.autograd.gradcheck(lambda *a: attention_jvp(*a), leaves, check_forward_ad=True)
+    assert torch.autograd.gradcheck(lambda *a: attention_jvp(*a), leaves, check_forward_ad=True,
+                                    check_batched_grad=True)
     assert torch.autograd.gradgradcheck(lambda *a: attention_jvp(*a), leaves)
     assert torch.autograd.gradcheck(lambda *a: attention(*a), leaves[:3], check_forward_ad=True)
     assert torch.autograd.gradgradcheck(lambda *a: attention(*a), leaves[:3])
@@ -174,6 +175,18 @@ def test_forward_mode_over_attention_jvp(path):
     got = torch.func.jvp(lambda *a: attention_jvp(*a), args, dirs)[1]
     want = torch.func.jvp(lambda *a: torch.func.jvp(math_attention, a[:3], a[3:]), args, dirs)[1]
     assert all(rel(a, b) < RTOL for a, b in zip(got, want))
+
+
+def test_vmap_equals_a_loop(path):
+    """torch.func.vmap over attention_jvp (the ops fold the vmapped dimension into B)."""
+    primals, tangents = make(3, 2, 5, 6, 3, 4)
+    batched = [torch.stack([x, 2 * x, -x]) for x in primals + tangents]
+    got = torch.func.vmap(lambda *a: attention_jvp(*a))(*batched)
+    for i in range(3):
+        want = attention_jvp_reference(*[x[i] for x in batched])
+        assert all(rel(g[i], w) < RTOL for g, w in zip(got, want))
+    v_only = torch.func.vmap(lambda v: attention_jvp(*primals[:2], v, *tangents))(batched[2])
+    assert rel(v_only[1][1], attention_jvp_reference(*primals[:2], batched[2][1], *tangents)[1]) < RTOL
 
 
 def test_saves_no_score_matrix(path):

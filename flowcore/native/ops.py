@@ -109,6 +109,8 @@ FAKES = {
 }
 #: ops with a vmap rule (gradcheck's batched-gradient checks call them under vmap)
 VMAPPED = ("mlp_act_fwd", "mlp_act_bwd")
+#: ops whose tensors all lead with the batch dimension B: a vmapped dimension folds into it
+FOLDED = ("attention_jvp_fwd", "attention_jvp_bwd", "attention_fwd", "attention_bwd")
 
 
 def _vmap_rule(name: str):
@@ -121,6 +123,25 @@ def _vmap_rule(name: str):
                    for a, d in zip(args, in_dims)]
         outs = [op(*[t[i] if isinstance(t, torch.Tensor) else t for t in tensors]) for i in range(size)]
         return torch.stack(outs), 0
+
+    return rule
+
+
+def _folding_vmap_rule(name: str):
+    """Batched calls of an op whose every tensor is (B, ...) and whose outputs are a tuple of (B, ...):
+    one call on (V·B, ...) instead of V calls."""
+    op = getattr(torch.ops.flowcore, name)
+
+    def rule(info, in_dims, *args):
+        size = info.batch_size
+        folded = []
+        for a, d in zip(args, in_dims):
+            if isinstance(a, torch.Tensor):
+                a = a.movedim(d, 0) if d is not None else a.expand(size, *a.shape)
+                a = a.reshape(size * a.shape[1], *a.shape[2:])
+            folded.append(a)
+        outs = op(*folded)
+        return tuple(o.reshape(size, o.shape[0] // size, *o.shape[1:]) for o in outs), (0,) * len(outs)
 
     return rule
 
@@ -147,4 +168,6 @@ def register_all() -> None:
                 raise
         if name in VMAPPED:
             torch.library.register_vmap(f"flowcore::{name}", _vmap_rule(name))
+        elif name in FOLDED:
+            torch.library.register_vmap(f"flowcore::{name}", _folding_vmap_rule(name))
     _done["registered"] = True
