@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "attention_jvp.h"
+#include "mlp_cpu.h"  // Math<S>::exp (vectorizable float exp), FLOWCORE_CLONES, FLOWCORE_INLINE
 
 extern "C" {
 void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*, const float*, const int*,
@@ -32,9 +33,14 @@ void dgemm_(const char*, const char*, const int*, const int*, const int*, const 
             const double*, const int*, const double*, double*, const int*) __attribute__((weak));
 }
 
+FLOWCORE_FAST_BEGIN
+
 namespace flowcore {
 namespace attention {
 namespace {
+
+template <typename S>
+using Exp = mlp::cpu::Math<S>;
 
 constexpr int64_t kRows = 64;   // query rows per tile
 constexpr int64_t kKeys = 256;  // keys per tile
@@ -72,10 +78,37 @@ struct Dims {
   int64_t BH, Nq, Nk, D, Dv;
 };
 
+// Row reductions with 8 independent partial results, so the compiler keeps them in one vector
+// register (a single running sum would be a serial chain of dependent adds).
+template <typename S>
+FLOWCORE_INLINE S row_max(const S* __restrict x, int64_t n) {
+  S part[8];
+  for (int l = 0; l < 8; ++l) part[l] = x[0];
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int l = 0; l < 8; ++l) part[l] = part[l] > x[j + l] ? part[l] : x[j + l];
+  S m = part[0];
+  for (int l = 1; l < 8; ++l) m = m > part[l] ? m : part[l];
+  for (; j < n; ++j) m = m > x[j] ? m : x[j];
+  return m;
+}
+
+template <typename S>
+FLOWCORE_INLINE S row_sum(const S* __restrict x, int64_t n) {
+  S part[8] = {};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int l = 0; l < 8; ++l) part[l] += x[j + l];
+  S total = S(0);
+  for (int l = 0; l < 8; ++l) total += part[l];
+  for (; j < n; ++j) total += x[j];
+  return total;
+}
+
 // Forward of one (b, h, row tile): rows [r0, r0 + nr) of o, ȯ, lse, μ. TANGENT = false is the
 // primal-only op (no ṡ, no A, no μ).
 template <typename S, bool TANGENT>
-void fwd_tile(const Dims& d, int64_t bh, int64_t r0, int64_t nr, S scale, const S* q, const S* k, const S* v,
+FLOWCORE_INLINE void fwd_tile(const Dims& d, int64_t bh, int64_t r0, int64_t nr, S scale, const S* q, const S* k, const S* v,
               const S* dq, const S* dk, const S* dv, S* o, S* ot, S* lse, S* mu, std::vector<S>& buf) {
   const int64_t nk_tile = std::min(kKeys, d.Nk);
   buf.resize(2 * kRows * nk_tile + 2 * kRows * d.Dv);
@@ -98,18 +131,19 @@ void fwd_tile(const Dims& d, int64_t bh, int64_t r0, int64_t nr, S scale, const 
       gemm<S>(false, true, nr, nc, d.D, scale, qi, d.D, dk + (bh * d.Nk + c0) * d.D, d.D, S(1), sd, nc);
     }
     for (int64_t i = 0; i < nr; ++i) {
-      S* si = sc + i * nc;
-      S tile_max = si[0];
-      for (int64_t j = 1; j < nc; ++j) tile_max = std::max(tile_max, si[j]);
-      const S factor = rescale<S>(state[i], tile_max);
+      // the online-softmax step of attention_jvp.h's `weigh`, as vectorizable loops: e = exp(s − m),
+      // e·ṡ in place, then the row sums into l and μ
+      S* __restrict si = sc + i * nc;
+      const S factor = rescale<S>(state[i], row_max(si, nc));
+      const S m = state[i].m;
+      for (int64_t j = 0; j < nc; ++j) si[j] = Exp<S>::exp(si[j] - m);
+      state[i].l += row_sum(si, nc);
       for (int64_t c = 0; c < d.Dv; ++c) acc_o[i * d.Dv + c] *= factor;
       if constexpr (TANGENT) {
         for (int64_t c = 0; c < d.Dv; ++c) acc_a[i * d.Dv + c] *= factor;
-        S* sdi = sd + i * nc;
-        for (int64_t j = 0; j < nc; ++j) si[j] = weigh<S>(state[i], si[j], sdi[j], sdi[j]);
-      } else {
-        S ignored;
-        for (int64_t j = 0; j < nc; ++j) si[j] = weigh<S>(state[i], si[j], S(0), ignored);
+        S* __restrict sdi = sd + i * nc;
+        for (int64_t j = 0; j < nc; ++j) sdi[j] *= si[j];
+        state[i].mu += row_sum(sdi, nc);
       }
     }
     gemm<S>(false, false, nr, d.Dv, nc, S(1), sc, nc, vj, d.Dv, S(1), acc_o, d.Dv);
@@ -135,7 +169,7 @@ void fwd_tile(const Dims& d, int64_t bh, int64_t r0, int64_t nr, S scale, const 
 
 // Backward of one (b, h): every row tile against every key tile (attention_jvp.h for the formulas).
 template <typename S, bool TANGENT>
-void bwd_head(const Dims& d, int64_t bh, S scale, const S* q, const S* k, const S* v, const S* dq, const S* dk,
+FLOWCORE_INLINE void bwd_head(const Dims& d, int64_t bh, S scale, const S* q, const S* k, const S* v, const S* dq, const S* dk,
               const S* dv, const S* o, const S* ot, const S* lse, const S* mu, const S* go, const S* got, S* gq,
               S* gk, S* gv, S* gdq, S* gdk, S* gdv, std::vector<S>& buf) {
   const int64_t nk_tile = std::min(kKeys, d.Nk), tile = kRows * nk_tile;
@@ -183,15 +217,15 @@ void bwd_head(const Dims& d, int64_t bh, S scale, const S* q, const S* k, const 
         gemm<S>(false, true, nr, nc, d.Dv, S(1), goti, d.Dv, dv + (koff + c0) * d.Dv, d.Dv, S(1), ww, nc);
       }
       for (int64_t i = 0; i < nr; ++i) {
-        const S l = lse[row0 + i], m = TANGENT ? mu[row0 + i] : S(0);
-        S* si = sc + i * nc;
-        S* sdi = sd + i * nc;
-        S* ui = uu + i * nc;
-        S* wi = ww + i * nc;
+        const S l = lse[row0 + i], m = TANGENT ? mu[row0 + i] : S(0), dl = delta[i], en = energy[i];
+        S* __restrict si = sc + i * nc;
+        S* __restrict sdi = sd + i * nc;
+        S* __restrict ui = uu + i * nc;
+        S* __restrict wi = ww + i * nc;
         for (int64_t j = 0; j < nc; ++j) {
-          S g_sdot, pdot, p;
-          const S sdot = TANGENT ? sdi[j] : S(0), u = TANGENT ? ui[j] : S(0);
-          si[j] = grad_scores<S>(si[j], sdot, l, m, delta[i], energy[i], u, wi[j], g_sdot, pdot, p);
+          const S p = Exp<S>::exp(si[j] - l);
+          S g_sdot, pdot;
+          si[j] = grad_scores<S>(p, TANGENT ? sdi[j] : S(0), m, dl, en, TANGENT ? ui[j] : S(0), wi[j], g_sdot, pdot);
           wi[j] = p;
           if constexpr (TANGENT) {
             ui[j] = g_sdot;
@@ -215,6 +249,46 @@ void bwd_head(const Dims& d, int64_t bh, S scale, const S* q, const S* k, const 
         gemm<S>(true, false, nc, d.D, nr, scale, uu, nc, qi_, d.D, S(1), gdk + (koff + c0) * d.D, d.D);
       }
     }
+  }
+}
+
+// The float32 tile functions, also compiled for x86-64-v3 (AVX2 + FMA) and picked at load time
+// (FLOWCORE_CLONES, mlp_cpu.h); float64 is the baseline build.
+template <bool TANGENT>
+FLOWCORE_CLONES void fwd_tile_f32(const Dims& d, int64_t bh, int64_t r0, int64_t nr, float scale, const float* q,
+                                  const float* k, const float* v, const float* dq, const float* dk, const float* dv,
+                                  float* o, float* ot, float* lse, float* mu, std::vector<float>& buf) {
+  fwd_tile<float, TANGENT>(d, bh, r0, nr, scale, q, k, v, dq, dk, dv, o, ot, lse, mu, buf);
+}
+
+template <bool TANGENT>
+FLOWCORE_CLONES void bwd_head_f32(const Dims& d, int64_t bh, float scale, const float* q, const float* k,
+                                  const float* v, const float* dq, const float* dk, const float* dv, const float* o,
+                                  const float* ot, const float* lse, const float* mu, const float* go,
+                                  const float* got, float* gq, float* gk, float* gv, float* gdq, float* gdk,
+                                  float* gdv, std::vector<float>& buf) {
+  bwd_head<float, TANGENT>(d, bh, scale, q, k, v, dq, dk, dv, o, ot, lse, mu, go, got, gq, gk, gv, gdq, gdk, gdv,
+                           buf);
+}
+
+template <typename S, bool TANGENT>
+void run_fwd_tile(const Dims& d, int64_t bh, int64_t r0, int64_t nr, S scale, const S* q, const S* k, const S* v,
+                  const S* dq, const S* dk, const S* dv, S* o, S* ot, S* lse, S* mu, std::vector<S>& buf) {
+  if constexpr (std::is_same_v<S, float>) {
+    fwd_tile_f32<TANGENT>(d, bh, r0, nr, scale, q, k, v, dq, dk, dv, o, ot, lse, mu, buf);
+  } else {
+    fwd_tile<S, TANGENT>(d, bh, r0, nr, scale, q, k, v, dq, dk, dv, o, ot, lse, mu, buf);
+  }
+}
+
+template <typename S, bool TANGENT>
+void run_bwd_head(const Dims& d, int64_t bh, S scale, const S* q, const S* k, const S* v, const S* dq, const S* dk,
+                  const S* dv, const S* o, const S* ot, const S* lse, const S* mu, const S* go, const S* got, S* gq,
+                  S* gk, S* gv, S* gdq, S* gdk, S* gdv, std::vector<S>& buf) {
+  if constexpr (std::is_same_v<S, float>) {
+    bwd_head_f32<TANGENT>(d, bh, scale, q, k, v, dq, dk, dv, o, ot, lse, mu, go, got, gq, gk, gv, gdq, gdk, gdv, buf);
+  } else {
+    bwd_head<S, TANGENT>(d, bh, scale, q, k, v, dq, dk, dv, o, ot, lse, mu, go, got, gq, gk, gv, gdq, gdk, gdv, buf);
   }
 }
 
@@ -279,7 +353,7 @@ std::vector<at::Tensor> fwd_cpu(const char* op, const at::Tensor& q_in, const at
         std::vector<S> buf;
         for (int64_t t = begin; t < end; ++t) {
           const int64_t bh = t / tiles, r0 = (t % tiles) * kRows;
-          fwd_tile<S, TANGENT>(d, bh, r0, std::min(kRows, d.Nq - r0), static_cast<S>(scale), ptr<S>(q), ptr<S>(k),
+          run_fwd_tile<S, TANGENT>(d, bh, r0, std::min(kRows, d.Nq - r0), static_cast<S>(scale), ptr<S>(q), ptr<S>(k),
                                ptr<S>(v), TANGENT ? ptr<S>(dq) : nullptr, TANGENT ? ptr<S>(dk) : nullptr,
                                TANGENT ? ptr<S>(dv) : nullptr, o.data_ptr<S>(), TANGENT ? ot.data_ptr<S>() : nullptr,
                                lse.data_ptr<S>(), TANGENT ? mu.data_ptr<S>() : nullptr, buf);
@@ -337,7 +411,7 @@ std::vector<at::Tensor> bwd_cpu(const char* op, const at::Tensor& q_in, const at
       at::parallel_for(0, d.BH, 1, [&](int64_t begin, int64_t end) {
         std::vector<S> buf;
         for (int64_t bh = begin; bh < end; ++bh) {
-          bwd_head<S, TANGENT>(d, bh, static_cast<S>(scale), ptr<S>(q), ptr<S>(k), ptr<S>(v), opt(dq), opt(dk),
+          run_bwd_head<S, TANGENT>(d, bh, static_cast<S>(scale), ptr<S>(q), ptr<S>(k), ptr<S>(v), opt(dq), opt(dk),
                                opt(dv), ptr<S>(o), opt(ot), ptr<S>(lse), opt(mu), ptr<S>(go), opt(got),
                                gq.data_ptr<S>(), gk.data_ptr<S>(), gv.data_ptr<S>(), mut(gdq), mut(gdk), mut(gdv),
                                buf);
@@ -369,6 +443,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_bwd_cpu(const at::Tenso
 }  // namespace
 }  // namespace attention
 }  // namespace flowcore
+
+FLOWCORE_FAST_END
 
 TORCH_LIBRARY_FRAGMENT(flowcore, m) {
   m.def("attention_jvp_fwd(Tensor q, Tensor k, Tensor v, Tensor dq, Tensor dk, Tensor dv, float scale)"

@@ -226,9 +226,9 @@ __global__ void bwd_kernel(Dims d, at::opmath_type<scalar_t> scale, const scalar
         u = dot(sgot + i * Dv, sv + j * Dv, Dv);
         w += dot(sgot + i * Dv, sdv + j * Dv, Dv);
       }
-      A g_sdot, pdot, p;
-      sgs[e] = grad_scores<A>(s, sdot, row[4 * i], row[4 * i + 1], row[4 * i + 2], row[4 * i + 3], u, w, g_sdot,
-                              pdot, p);
+      const A p = exp_of<A>(s - row[4 * i]);
+      A g_sdot, pdot;
+      sgs[e] = grad_scores<A>(p, sdot, row[4 * i + 1], row[4 * i + 2], row[4 * i + 3], u, w, g_sdot, pdot);
       sgsd[e] = g_sdot, sp[e] = p, spd[e] = pdot;
     }
     __syncthreads();

@@ -99,14 +99,12 @@ FLOWCORE_HD A row_mu(const RowState<A>& state) {
 
 // Per-row constants of the backward: δ = g_ȯ·o, E = g_o·o + g_ȯ·ȯ (dot products, passed in).
 
-// One element of the backward tile: p = exp(s − lse); returns g_s and sets g_ṡ and ṗ.
+// One element of the backward tile, given p = exp(s − lse): returns g_s and sets g_ṡ and ṗ.
 template <typename A>
-FLOWCORE_HD A grad_scores(A s, A sdot, A lse, A mu, A delta, A energy, A u, A w, A& g_sdot, A& pdot, A& p_out) {
-  const A p = exp_of<A>(s - lse);
+FLOWCORE_HD A grad_scores(A p, A sdot, A mu, A delta, A energy, A u, A w, A& g_sdot, A& pdot) {
   const A centred = sdot - mu;
   g_sdot = p * (u - delta);
   pdot = p * centred;
-  p_out = p;
   return p * (w - energy) + g_sdot * centred;
 }
 
