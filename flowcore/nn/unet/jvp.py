@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..attention_jvp import attention as fused_attention
 from ..attention_jvp import attention_jvp
 from .blocks import RESAMPLE, UNetBlock, dropout_mask
 from .layers import _PIXEL_EPS, CLIP, SILU_RMS, MPConv, mp_cat, mp_sum
@@ -82,14 +83,18 @@ def _combine(fn: Callable[..., torch.Tensor], *jets: Jet) -> Jet:
     return Jet(fn(*[j.live for j in jets]), dead, jets[0].batch)
 
 
-def _nonlinear(value: torch.Tensor, tangent: Callable[..., torch.Tensor], *jets: Jet) -> Jet:
-    """The jet of a nonlinear piece: `value` is its result at the primals, ``tangent(*blocks)`` its
-    derivative at the primals applied to tangent blocks shaped ``(n, B, …)`` (one per input jet).
-    Live tangents keep the graph (the backward runs through the formula); dead ones run without."""
+def _nonlinear(rule: Callable, *jets: Jet) -> Jet:
+    """The jet of a nonlinear piece. ``rule(*primals) -> (value, tangent)``: its result at the
+    primal blocks, and ``tangent(*blocks)``, its derivative there applied to tangent blocks shaped
+    ``(n, B, …)`` (one per input jet). Live tangents keep the graph (the backward runs through the
+    formula); dead ones run without. Each live stack is split once into primal and tangents (a
+    split's backward is one concatenation, where slices would each fill a zero buffer)."""
     batch = jets[0].batch
+    parts = [j.live.split([batch, j.live.shape[0] - batch]) for j in jets]
+    value, tangent = rule(*[primal for primal, _ in parts])
     live = value
-    if jets[0].live.shape[0] > batch:
-        moving = tangent(*[_unstack(j.live[batch:], batch) for j in jets])
+    if parts[0][1].shape[0]:
+        moving = tangent(*[_unstack(rest, batch) for _, rest in parts])
         live = torch.cat([value, moving.flatten(0, 1)])
     dead = _no_grad(lambda *d: tangent(*[_unstack(s, batch) for s in d]).flatten(0, 1), *[j.dead for j in jets])
     return Jet(live, dead, batch)
@@ -102,46 +107,56 @@ def conv(jet: Jet, layer: MPConv, gain: float | torch.Tensor = 1.0) -> Jet:
     return jet.map(lambda z: layer.apply_weight(z, w))
 
 
-def mp_silu(jet: Jet) -> Jet:
-    x = jet.primal
+def _silu_rule(x: torch.Tensor):
     sig = torch.sigmoid(x)
     slope = sig * (1 + x * (1 - sig)) / SILU_RMS
-    return _nonlinear(x * sig / SILU_RMS, lambda t: t * slope, jet)
+    return x * sig / SILU_RMS, lambda t: t * slope
+
+
+def mp_silu(jet: Jet) -> Jet:
+    return _nonlinear(_silu_rule, jet)
 
 
 def pixel_norm(jet: Jet, dim: int = 1) -> Jet:
     """`flowcore.nn.unet.layers.pixel_norm` along `dim` (> 0: a per-sample axis)."""
-    x = jet.primal
-    rms = torch.sqrt(x.square().mean(dim=dim, keepdim=True))
-    inv = 1 / (rms + _PIXEL_EPS)
-    y = x * inv
+    def rule(x: torch.Tensor):
+        rms = torch.sqrt(x.square().mean(dim=dim, keepdim=True))
+        inv = 1 / (rms + _PIXEL_EPS)
+        y = x * inv
 
-    def tangent(t: torch.Tensor) -> torch.Tensor:   # t: (n, B, …), so the reduced axis is dim + 1
-        rms_dot = (x * t).mean(dim=dim + 1, keepdim=True) / rms
-        return (t - y * rms_dot) * inv
-    return _nonlinear(y, tangent, jet)
+        def tangent(t: torch.Tensor) -> torch.Tensor:   # t: (n, B, …), so the reduced axis is dim + 1
+            rms_dot = (x * t).mean(dim=dim + 1, keepdim=True) / rms
+            return (t - y * rms_dot) * inv
+        return y, tangent
+    return _nonlinear(rule, jet)
+
+
+def _clip_rule(x: torch.Tensor):
+    inside = (x >= -CLIP) & (x <= CLIP)
+    return x.clamp(-CLIP, CLIP), lambda t: torch.where(inside, t, t.new_zeros(()))
 
 
 def clip_activations(jet: Jet) -> Jet:
-    x = jet.primal
-    inside = (x >= -CLIP) & (x <= CLIP)
-    return _nonlinear(x.clamp(-CLIP, CLIP), lambda t: torch.where(inside, t, t.new_zeros(())), jet)
+    return _nonlinear(_clip_rule, jet)
 
 
 def film(y: Jet, lin: Jet) -> Jet:
     """``y · (1 + lin)`` with `lin` = ``gain·Lin(emb)`` per sample and channel: the product rule."""
-    scale = (lin.primal + 1).to(y.live.dtype)[:, :, None, None]
-    y0 = y.primal
-    return _nonlinear(y0 * scale, lambda ty, tl: ty * scale + y0 * tl.to(ty.dtype)[..., None, None], y, lin)
+    def rule(y0: torch.Tensor, lin0: torch.Tensor):
+        scale = (lin0 + 1).to(y0.dtype)[:, :, None, None]
+        return y0 * scale, lambda ty, tl: ty * scale + y0 * tl.to(ty.dtype)[..., None, None]
+    return _nonlinear(rule, y, lin)
 
 
 def positional(pe: torch.nn.Module, tau: Jet) -> Jet:
     """``PE(τ) = √2[cos ωτ, sin ωτ]`` (flowcore.nn.unet.embedding) and its derivative in τ."""
-    freqs = pe.freqs.to(tau.live.dtype)
-    angles = tau.primal[:, None] * freqs
-    cos, sin = torch.cos(angles), torch.sin(angles)
-    slope = math.sqrt(2) * torch.cat([-sin * freqs, cos * freqs], dim=1)
-    return _nonlinear(math.sqrt(2) * torch.cat([cos, sin], dim=1), lambda t: t[..., None] * slope, tau)
+    def rule(tau0: torch.Tensor):
+        freqs = pe.freqs.to(tau0.dtype)
+        angles = tau0[:, None] * freqs
+        cos, sin = torch.cos(angles), torch.sin(angles)
+        slope = math.sqrt(2) * torch.cat([-sin * freqs, cos * freqs], dim=1)
+        return math.sqrt(2) * torch.cat([cos, sin], dim=1), lambda t: t[..., None] * slope
+    return _nonlinear(rule, tau)
 
 
 def embedding(module: torch.nn.Module, s: Jet, t: Jet) -> Jet:
@@ -151,16 +166,11 @@ def embedding(module: torch.nn.Module, s: Jet, t: Jet) -> Jet:
     return mp_silu(_combine(lambda a, b: mp_sum(a, b, 0.5), e_s, e_d))
 
 
-def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Primal-only math attention on ``(B, heads, N, D)`` (the module's own formula)."""
-    weights = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1]), dim=-1)
-    return torch.matmul(weights, v)
-
-
 def attention(module: torch.nn.Module, x: Jet) -> Jet:
     """`CosineAttention`: q, k, v from one stacked 1×1 convolution and a stacked pixel norm, then
     ``attention_jvp`` with the primal repeated once per tangent (the tangents batched in one call;
-    the dead ones in a second call without a graph), projection and ``mp_sum``."""
+    the dead ones in a second call without a graph; with only dead tangents the primal goes through
+    the primal-only ``attention``), projection and ``mp_sum``."""
     batch = x.batch
     b, c, h, w = x.primal.shape
     heads, hc = module.heads, module.head_channels
@@ -174,13 +184,13 @@ def attention(module: torch.nn.Module, x: Jet) -> Jet:
         repeats = tangents[0].shape[0] // batch
         return attention_jvp(*[p.repeat(repeats, 1, 1, 1) for p in primal], *tangents, **options)
 
-    live = split(qkv.live)
-    primal = [u[:batch] for u in live]
-    if qkv.live.shape[0] > batch:
-        o, o_dot = with_tangents(primal, [u[batch:] for u in live])
+    primal_stack, moving = qkv.live.split([batch, qkv.live.shape[0] - batch])
+    primal = split(primal_stack)
+    if moving.shape[0]:
+        o, o_dot = with_tangents(primal, split(moving))
         out_live = torch.cat([o[:batch], o_dot])
     else:
-        out_live = _attention(*primal)
+        out_live = fused_attention(*primal)
     out_dead = _no_grad(lambda d: with_tangents(primal, split(d), tangent_grad=False)[1], qkv.dead)
     y = Jet(out_live, out_dead, batch).map(lambda o: o.transpose(-1, -2).reshape(o.shape[0], c, h, w))
     return _combine(lambda a, u: mp_sum(a, u, module.balance), x, conv(y, module.proj))
@@ -246,5 +256,6 @@ def network_jvp(net: torch.nn.Module, s: torch.Tensor, t: torch.Tensor, x: torch
             h = _combine(mp_cat, h, skips.pop())
         h = block(module, h, emb, generator)
     out = conv(h, net.conv_out, gain=net.out_gain).map(lambda z: net.sigma_data * z)
-    live_dots, dead_dots = iter(out.blocks("live")), iter(out.blocks("dead"))
-    return out.primal, [next(live_dots) if keep else next(dead_dots) for keep in live]
+    v, *moving = out.live.split(batch)
+    live_dots, dead_dots = iter(moving), iter(out.blocks("dead"))
+    return v, [next(live_dots) if keep else next(dead_dots) for keep in live]
