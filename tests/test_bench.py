@@ -374,13 +374,17 @@ def test_the_attention_op_rows_run_in_quick_mode_and_produce_their_fields(tmp_pa
             assert measured["saved_bytes"] > 0 and measured["peak_memory_bytes"] > 0
         assert set(case["ratios"]) == {"reference/flowcore fwd", "reference/flowcore bwd"}
         assert case["bound"]["units"] == {"fwd": 6, "bwd": 12} and case["bound"]["fwd"]["median_ms"] > 0
+        assert case["bound"]["matmul_gflops"] > 0 and case["gemms_alone"]["bwd"]["median_ms"] > 0
+        # the bound is the FLOPs at one measured rate: backward's 12 units take twice forward's 6
+        assert case["bound"]["bwd"]["median_ms"] == pytest.approx(2 * case["bound"]["fwd"]["median_ms"])
         assert isinstance(case["fused_kernels"], bool)
         # o, ȯ and the six gradients agree with torch.func.jvp's: float32, sums of ≤ 33 terms of size O(1)
         assert case["rel_diff"] < 1e-4
     from flowcore.bench.attention import render_attention
 
     text = render_attention(result)
-    for heading in ("ref/fc fwd", "ref/fc bwd", "bound bwd ms", "saved MiB fc", "peak MiB ref", "max rel diff"):
+    for heading in ("ref/fc fwd", "ref/fc bwd", "bound bwd ms", "bmm fwd ms", "saved MiB fc", "peak MiB ref",
+                    "GFLOP/s", "max rel diff"):
         assert heading in text
 
 
@@ -405,8 +409,10 @@ def test_the_attention_bound_counts_the_ops_gemms():
     # forward: S (1), Ṡ (2), o (1), ȯ (2) units of N²·D; backward: dv 2, dv̇ 1, dP 2, dṖ 1, dq 2, dk 2, dq̇ 1, dk̇ 1
     assert (bound.forward_units, bound.backward_units) == (6, 12)
     assert case.unit_flops() == 2 * 6 * 25 * 4
+    assert (bound.forward_flops, bound.backward_flops) == (6 * case.unit_flops(), 12 * case.unit_flops())
     bound.fwd()
     bound.bwd()
+    assert bound.throughput() > 0
 
 
 # ------------------------------------------------------------------------------------------------

@@ -9,10 +9,14 @@ Per case (B, H, N, D) on a device, every round times, interleaved, for each vari
 
 Variants: ``flowcore`` (`flowcore.nn.attention_jvp.attention_jvp`, the extension's fused op) and
 ``reference`` (``torch.func.jvp`` of ``softmax(q kᵀ·scale) v`` written with matmuls, and autograd's
-backward through it). The **bound** is the same arithmetic as GEMMs alone (``torch.bmm`` on the
-shapes, same rounds): forward S = q kᵀ, Ṡ = [q̇ | q]·[k | k̇]ᵀ, o = P v, ȯ = [P ⊙ Ṡ | P]·[v; v̇] —
-6 units of 2·N²·D FLOPs per (b, h); backward 12 units (dv, dv̇, dP, dṖ, then dq, dk, dq̇, dk̇ from
-dS, dṠ), without the forward's recomputation a fused backward adds.
+backward through it). The **bound** is the op's GEMM FLOPs at the machine's matmul throughput:
+forward S = q kᵀ, Ṡ = [q̇ | q]·[k | k̇]ᵀ, o = P v, ȯ = [P ⊙ Ṡ | P]·[v; v̇] — 6 units of 2·N²·D FLOPs
+per (b, h); backward dv, dv̇, dP, dṖ, dq, dk, dq̇, dk̇ — 12 units (without the recomputation of the
+scores that a fused backward adds), divided by the throughput of a cache-resident 512×512×512
+``torch.mm`` measured in the same rounds (best of 3 a round). A fused kernel that keeps its tiles in
+cache can approach it. Beside it, **GEMMs alone**: the same products as ``torch.bmm`` on whole
+(B·H, N, ·) operands, so with every N×N product written to memory — what an unfused implementation
+cannot go below (the reference's matmuls).
 
 Memory, two columns, both bytes of tensors, not of the process:
 
@@ -87,7 +91,10 @@ VARIANTS = {"flowcore": lambda scale: (lambda *x, op=flowcore_jvp(): op(*x, scal
 
 
 class AttentionBound:
-    """The op's GEMMs alone (module doc): ``fwd()`` 6 units, ``bwd()`` 12, as torch.bmm on random operands."""
+    """The op's GEMMs (module doc): ``fwd()`` 6 units, ``bwd()`` 12, as torch.bmm on random operands
+    (GEMMs alone); ``throughput()`` FLOP/s of a cache-resident square product (the bound's rate)."""
+
+    SQUARE = 512
 
     def __init__(self, case: AttentionCase, device, dtype):
         b, n, d = case.batch * case.heads, case.tokens, case.head_dim
@@ -104,6 +111,10 @@ class AttentionBound:
         unit = case.tokens ** 2 * case.head_dim
         self.forward_units = sum(m * k * n for m, k, n in self.forward_shapes) / unit
         self.backward_units = sum(m * k * n for m, k, n in self.backward_shapes) / unit
+        self.forward_flops = self.forward_units * case.unit_flops()
+        self.backward_flops = self.backward_units * case.unit_flops()
+        self._square = [torch.randn(self.SQUARE, self.SQUARE, device=device, dtype=dtype) for _ in range(3)]
+        self._device = torch.device(device)
 
     def fwd(self) -> None:
         for a, b, out in self._fwd:
@@ -112,6 +123,12 @@ class AttentionBound:
     def bwd(self) -> None:
         for a, b, out in self._bwd:
             torch.bmm(a, b, out=out)
+
+    def throughput(self) -> float:
+        """FLOP/s of the best of three 512³ products now (same threads, same load as the round)."""
+        a, b, out = self._square
+        best = min(_timed(lambda: torch.mm(a, b, out=out), self._device)[0] for _ in range(3))
+        return 2 * self.SQUARE ** 3 / best
 
 
 def _inputs(case: AttentionCase, device, dtype, seed: int):
@@ -188,7 +205,7 @@ def bench_case(case: AttentionCase, device_name: str, config) -> dict:
             result["notes"].append(f"flowcore ran its pure-torch path: no fused attention kernel for {config.dtype} "
                                    f"on {device_name} in this build")
     bound = AttentionBound(case, device, dtype)
-    times = {label: {"fwd": [], "bwd": []} for label in [*fns, "bound"]}
+    times = {label: {"fwd": [], "bwd": []} for label in [*fns, "gemms", "bound"]}
 
     def round_(timed: bool) -> None:
         for label, fn in fns.items():
@@ -199,9 +216,12 @@ def bench_case(case: AttentionCase, device_name: str, config) -> dict:
                 times[label]["bwd"].append(bwd)
         fwd, _ = _timed(bound.fwd, device)
         bwd, _ = _timed(bound.bwd, device)
+        rate = bound.throughput()
         if timed:
-            times["bound"]["fwd"].append(fwd)
-            times["bound"]["bwd"].append(bwd)
+            times["gemms"]["fwd"].append(fwd)
+            times["gemms"]["bwd"].append(bwd)
+            times["bound"]["fwd"].append(bound.forward_flops / rate)
+            times["bound"]["bwd"].append(bound.backward_flops / rate)
 
     for _ in range(config.warmup):
         round_(timed=False)
@@ -219,6 +239,9 @@ def bench_case(case: AttentionCase, device_name: str, config) -> dict:
             lambda fn=fn: torch.autograd.grad(fn(*inputs), inputs, cotangents), device)
     result["bound"] = {phase: summary(times["bound"][phase]) for phase in ("fwd", "bwd")}
     result["bound"]["units"] = {"fwd": bound.forward_units, "bwd": bound.backward_units}
+    result["bound"]["matmul_gflops"] = statistics.median(
+        bound.forward_flops / t / 1e9 for t in times["bound"]["fwd"])
+    result["gemms_alone"] = {phase: summary(times["gemms"][phase]) for phase in ("fwd", "bwd")}
     result["unit_flops"] = case.unit_flops()
     result["ratios"] = {}
     if "flowcore" in fns and "reference" in fns:
@@ -268,11 +291,14 @@ def render_attention(result: dict) -> str:
              + (f", load average {m['load_average'][0]:.2f}" if m.get("load_average") else ""),
              f"fwd = o and ȯ (inputs requiring grad), bwd = the six input gradients from cotangents on o and ȯ; "
              f"median of {result['config']['repeats']} interleaved rounds after {result['config']['warmup']} "
-             "warm-up; bound = the same GEMMs alone (torch.bmm: 6 N²D units forward, 12 backward); "
-             "saved = tensors kept for the backward beyond the inputs; peak = live tensor bytes over fwd + bwd", ""]
-    header = ["B", "H", "N", "D", "dev", "fc fwd ms", "ref fwd ms", "ref/fc fwd", "bound fwd ms", "eff fc fwd",
-              "eff ref fwd", "fc bwd ms", "ref bwd ms", "ref/fc bwd", "bound bwd ms", "eff fc bwd", "eff ref bwd",
-              "saved MiB fc", "saved MiB ref", "peak MiB fc", "peak MiB ref", "max rel diff"]
+             "warm-up; bound = the op's GEMM FLOPs (6 N²D units forward, 12 backward) at the matmul throughput "
+             "of a 512³ torch.mm in the same rounds; bmm = the same GEMMs unfused (torch.bmm, N×N products in "
+             "memory); saved = tensors kept for the backward beyond the inputs; peak = live tensor bytes over "
+             "fwd + bwd", ""]
+    header = ["B", "H", "N", "D", "dev", "fc fwd ms", "ref fwd ms", "ref/fc fwd", "bound fwd ms", "bmm fwd ms",
+              "eff fc fwd", "eff ref fwd", "fc bwd ms", "ref bwd ms", "ref/fc bwd", "bound bwd ms", "bmm bwd ms",
+              "eff fc bwd", "eff ref bwd", "saved MiB fc", "saved MiB ref", "peak MiB fc", "peak MiB ref",
+              "GFLOP/s", "max rel diff"]
     body, notes = [], []
     for case in result["cases"]:
         fc, ref = case["variants"].get("flowcore", {}), case["variants"].get("reference", {})
@@ -282,11 +308,14 @@ def render_attention(result: dict) -> str:
         mib = lambda v, key: "-" if v.get(key) is None else f"{v[key] / MIB:.3g}"
         body.append([str(case[k]) for k in ("batch", "heads", "tokens", "head_dim")] + [case["device"]] + [
             ms(fc, "fwd"), ms(ref, "fwd"), _ratio(ratios.get("reference/flowcore fwd")),
-            _ms(case["bound"]["fwd"]["median_ms"]), eff(fc, "fwd"), eff(ref, "fwd"),
+            _ms(case["bound"]["fwd"]["median_ms"]), _ms(case["gemms_alone"]["fwd"]["median_ms"]),
+            eff(fc, "fwd"), eff(ref, "fwd"),
             ms(fc, "bwd"), ms(ref, "bwd"), _ratio(ratios.get("reference/flowcore bwd")),
-            _ms(case["bound"]["bwd"]["median_ms"]), eff(fc, "bwd"), eff(ref, "bwd"),
+            _ms(case["bound"]["bwd"]["median_ms"]), _ms(case["gemms_alone"]["bwd"]["median_ms"]),
+            eff(fc, "bwd"), eff(ref, "bwd"),
             mib(fc, "saved_bytes"), mib(ref, "saved_bytes"), mib(fc, "peak_memory_bytes"),
-            mib(ref, "peak_memory_bytes"), "-" if case.get("rel_diff") is None else f"{case['rel_diff']:.1e}"])
+            mib(ref, "peak_memory_bytes"), f"{case['bound']['matmul_gflops']:.3g}",
+            "-" if case.get("rel_diff") is None else f"{case['rel_diff']:.1e}"])
         notes += [f"N={case['tokens']} {name}: {v['error']}" for name, v in case["variants"].items() if "error" in v]
         notes += [f"N={case['tokens']}: {note}" for note in case.get("notes", [])]
     lines.append(table(body, header))

@@ -43,7 +43,8 @@ def _key(row: dict) -> list[str]:
 def times_table(rows: list[dict]) -> str:
     header = ["objective", "net", "batch", "dev", "flowcore ms", "fc torch ms", "reference ms", "t.compile ms",
               "hand ms", "hand tc ms", "ref/fc", "ref/fc torch", "tc/fc", "hand/fc", "hand tc/fc", "obj/fm",
-              "flops obj/fm", "GFLOP", "bound ms", "eff fc", "eff ref", "eff tc"]
+              "flops obj/fm", "GFLOP", "bound ms", "eff fc", "eff fc torch", "eff ref", "eff tc", "eff hand",
+              "eff hand tc"]
     body = []
     for row in rows:
         if "error" in row:
@@ -57,7 +58,9 @@ def times_table(rows: list[dict]) -> str:
                                                "handwritten/flowcore", "handwritten_compile/flowcore")),
             _ratio(ratios.get("objective/fm")), _ratio(ratios.get("objective/fm flops")),
             f"{row['gemm_flops'] / 1e9:.3g}", _ms(row["bound_ms"]),
-            *(_pct(variants.get(v, {}).get("efficiency")) for v in ("flowcore", "reference", "torch_compile"))])
+            *(_pct(variants.get(v, {}).get("efficiency")) for v in ("flowcore", "flowcore_torch", "reference",
+                                                                     "torch_compile", "handwritten",
+                                                                     "handwritten_compile"))])
     return table(body, header)
 
 
