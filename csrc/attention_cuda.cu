@@ -296,7 +296,11 @@ Dims dims(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Te
 }
 
 template <typename Kernel>
-void launch_config(Kernel kernel, size_t smem) {
+void launch_config(const char* op, Kernel kernel, size_t smem, int device) {
+  int most = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&most, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  TORCH_CHECK(smem <= static_cast<size_t>(most), op, " (CUDA): these head dimensions need ", smem,
+              " bytes of shared memory per block, the device has ", most, "; use smaller heads or float32");
   if (smem > 48 * 1024) {
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   }
@@ -321,7 +325,7 @@ std::vector<at::Tensor> fwd_cuda(const char* op, const at::Tensor& q_in, const a
     const size_t smem = sizeof(A) * (2 * kRows * d.D + 2 * kKeys * (d.D + d.Dv) + 2 * kRows * kKeys +
                                      2 * kRows * d.Dv + kRows);
     auto kernel = fwd_kernel<scalar_t, TANGENT>;
-    launch_config(kernel, smem);
+    launch_config(op, kernel, smem, q.device().index());
     auto p = [](const at::Tensor& t) { return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr; };
     auto m = [](at::Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
     kernel<<<d.BH * d.tiles, kThreads, smem, stream>>>(d, static_cast<A>(scale), p(q), p(k), p(v), p(dq), p(dk),
@@ -361,7 +365,7 @@ std::vector<at::Tensor> bwd_cuda(const char* op, const at::Tensor& q_in, const a
       const size_t smem = sizeof(A) * (2 * kRows * (d.D + d.Dv) + 2 * kKeys * (d.D + d.Dv) + 4 * kRows * kKeys +
                                        2 * kRows * d.D + 4 * kRows);
       auto kernel = bwd_kernel<scalar_t, TANGENT>;
-      launch_config(kernel, smem);
+      launch_config(op, kernel, smem, q.device().index());
       auto p = [](const at::Tensor& t) { return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr; };
       auto m = [](at::Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
       auto a = [](at::Tensor& t) { return t.defined() ? t.data_ptr<A>() : nullptr; };

@@ -127,6 +127,19 @@ def test_dead_tangent_mode_equals_the_full_one(path):
     assert all(rel(a, b) < RTOL for a, b in zip(got, want))
 
 
+def test_dead_tangent_mode_under_func_transforms(path):
+    """The dead-tangent call inside torch.func.jvp (a second-order objective) and vmap: o's JVP is
+    the attention JVP, ȯ stays constant."""
+    primals, tangents = make(2, 1, 6, 5, 3, 3)
+    second = make(2, 1, 6, 5, 3, 3, seed=3)[0]
+    o_dot = torch.func.jvp(lambda *a: attention_jvp(*a, *tangents, tangent_grad=False)[0], tuple(primals),
+                           tuple(second))[1]
+    assert rel(o_dot, attention_jvp_reference(*primals, *second)[1]) < RTOL
+    batched = [torch.stack([x, -x]) for x in primals]
+    got = torch.func.vmap(lambda *a: attention_jvp(*a, *tangents, tangent_grad=False)[1])(*batched)
+    assert rel(got[1], attention_jvp_reference(*[-x for x in primals], *tangents)[1]) < RTOL
+
+
 def test_primal_only_mode_equals_the_full_one(path):
     primals, _ = make(2, 3, 66, 70, 5, 6)
     leaves = [x.requires_grad_() for x in primals]

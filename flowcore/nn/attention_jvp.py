@@ -212,24 +212,39 @@ class AttentionJvp(Function):
 
 
 class AttentionDeadTangent(Function):
-    """``(q, k, v, q̇, k̇, v̇) -> (o, ȯ)`` with ȯ outside the graph (nothing saved for it)."""
+    """``(q, k, v, q̇, k̇, v̇) -> (o, ȯ, lse)`` with ȯ outside the graph: only the primal's state
+    (o, lse) is saved, and only q, k, v get gradients."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, q, k, v, dq, dk, dv, scale):
+    def forward(q, k, v, dq, dk, dv, scale):
         o, ot, lse, _ = _fwd(q, k, v, dq, dk, dv, scale)
-        ctx.scale = scale
-        ctx.save_for_backward(q, k, v, o, lse)
-        ctx.mark_non_differentiable(ot)
-        return o, ot
+        return o, ot, lse
 
     @staticmethod
-    def backward(ctx, go, _got):
+    def setup_context(ctx, inputs, output):
+        q, k, v, *_, ctx.scale = inputs
+        o, ot, lse = output
+        ctx.save_for_backward(q, k, v, o, lse)
+        ctx.save_for_forward(q, k, v)
+        ctx.mark_non_differentiable(ot, lse)
+
+    @staticmethod
+    def backward(ctx, go, _got, _glse):
         q, k, v, o, lse = ctx.saved_tensors
+        go = torch.zeros_like(o) if go is None else go
         if torch.is_grad_enabled():
             grads = _AttentionGrad.apply(q, k, v, go, ctx.scale)
         else:
             grads = _primal_bwd(q, k, v, o, lse, go.contiguous(), ctx.scale)
         return (*grads, None, None, None, None)
+
+    @staticmethod
+    def jvp(ctx, dq, dk, dv, *_):
+        q, k, v = ctx.saved_tensors
+        dq, dk, dv = _zeros((dq, dk, dv), (q, k, v))
+        return AttentionJvp.apply(q, k, v, dq, dk, dv, ctx.scale)[1], None, None
 
 
 class _AttentionGrad(Function):
@@ -301,7 +316,8 @@ def attention_jvp(q, k, v, dq=None, dk=None, dv=None, *, scale=None, tangent_gra
         o, ot, _, _ = _fwd(q, k, v, dq, dk, dv, scale)
         return o, ot
     if not tangent_grad:
-        return AttentionDeadTangent.apply(q, k, v, dq, dk, dv, scale)
+        o, ot, _ = AttentionDeadTangent.apply(q, k, v, dq, dk, dv, scale)
+        return o, ot
     o, ot, _, _ = AttentionJvp.apply(q, k, v, dq, dk, dv, scale)
     return o, ot
 
