@@ -28,6 +28,7 @@ from flowcore.nn import FlowMapUNet
 from flowcore.nn.unet import jvp as jets
 from flowcore.nn.unet import layers
 from flowcore.nn.unet.embedding import PositionalEmbedding
+from flowcore.nn.unet.pointwise import ClipJet, SiluJet
 from flowcore.terms import draw_noise_and_times
 from flowcore.testing import FLOAT64_RTOL, compare_with_reference, relative_error
 
@@ -123,10 +124,17 @@ PIECES = {
 }
 
 
+@pytest.mark.parametrize("functions", [True, False], ids=["functions", "plain-ops"])
 @pytest.mark.parametrize("name", sorted(PIECES))
-def test_each_piece_equals_torch_func(name):
+def test_each_piece_equals_torch_func(name, functions):
     """Each nonlinear piece's jet (two live tangents, one dead) against torch.func.jvp of the layer,
-    values and the gradients of the live outputs w.r.t. the primal and the tangents."""
+    values and the gradients of the live outputs w.r.t. the primal and the tangents — through the
+    hand-written backward of flowcore.nn.unet.pointwise and through the plain torch ops used
+    under torch.func transforms."""
+    if not functions:
+        with mock.patch.object(jets, "plain_autograd", return_value=False):
+            test_each_piece_equals_torch_func(name, True)
+        return
     jet_fn, plain, shapes, scale = PIECES[name]
     gen = torch.Generator().manual_seed(len(name))
 
@@ -151,6 +159,19 @@ def test_each_piece_equals_torch_func(name):
     loss_ref = (cots[0] * refs[0][0]).sum() + sum((c * r[1]).sum() for c, r in zip(cots[1:], refs[:2]))
     for g, g_ref in zip(torch.autograd.grad(loss, wrt), torch.autograd.grad(loss_ref, wrt)):
         assert relative_error(g, g_ref) <= FLOAT64_RTOL
+
+
+@pytest.mark.parametrize("function", [SiluJet, ClipJet], ids=["silu", "clip"])
+def test_pointwise_functions_pass_gradcheck_and_gradgradcheck(function):
+    """The hand-written backward, and its own derivative (double backward), by finite differences.
+    Clip's inputs avoid ±256 by more than gradcheck's step (its derivative jumps there)."""
+    gen = torch.Generator().manual_seed(0)
+    stack = torch.randn(3 * 2, 3, 2, generator=gen, dtype=F64)
+    if function is ClipJet:
+        stack = stack * 200 + 100 * stack.sign()
+    stack.requires_grad_()
+    assert torch.autograd.gradcheck(lambda z: function.apply(z, 2), (stack,))
+    assert torch.autograd.gradgradcheck(lambda z: function.apply(z, 2), (stack,))
 
 
 # -- values and gradients -------------------------------------------------------------------------------

@@ -14,11 +14,13 @@ tangent blocks, with explicit formulas:
 - the positional embedding ``PE(τ) = √2[cos ωτ, sin ωτ]``: ``√2[−ω sin ωτ, ω cos ωτ]·τ̇``;
 - attention: ``flowcore.nn.attention_jvp`` (o and ȯ in one pass, docs/math.md §4).
 
-They are plain differentiable torch ops on the stack rather than autograd Functions with a
-hand-written backward: autograd then differentiates the tangent formulas themselves (the backward
-THROUGH the tangent that LSD needs, second derivatives included), nested transforms keep working,
-and the elementwise work is small next to the convolutions, whose count this layout halves. A
-hand-fused elementwise kernel is a later step (it would save memory, not convolutions).
+Most are plain differentiable torch ops on the stack: autograd differentiates the tangent formulas
+themselves (the backward THROUGH the tangent that LSD needs, second derivatives included), nested
+transforms keep working, and the elementwise work is small next to the convolutions, whose count
+this layout halves. ``mp_silu`` and clipping, the most frequent, are autograd Functions with a
+hand-written backward in plain autograd (flowcore.nn.unet.pointwise): they save only their input
+(or a mask) instead of every intermediate. C++ elementwise kernels are a later step (they would
+save memory and passes, not convolutions).
 
 Tangents needed only under stop-gradient (``live[j] = False``) are a second stack, `Jet.dead`,
 pushed through the same ops under ``torch.no_grad`` with the primal's factors: they share the
@@ -36,6 +38,7 @@ from ..attention_jvp import attention as fused_attention
 from ..attention_jvp import attention_jvp
 from .blocks import RESAMPLE, UNetBlock, dropout_mask
 from .layers import _PIXEL_EPS, CLIP, SILU_RMS, MPConv, mp_cat, mp_sum
+from .pointwise import ClipJet, SiluJet, plain_autograd
 
 __all__ = ["Jet", "network_jvp"]
 
@@ -113,8 +116,17 @@ def _silu_rule(x: torch.Tensor):
     return x * sig / SILU_RMS, lambda t: t * slope
 
 
+def _pointwise(function: type, rule: Callable, jet: Jet) -> Jet:
+    """A pointwise piece through its Function with the hand-written backward (flowcore.nn.unet.pointwise)
+    in plain autograd, else through `rule`'s differentiable torch ops; the dead stack by `rule`."""
+    if not (torch.is_grad_enabled() and plain_autograd()):
+        return _nonlinear(rule, jet)
+    tangent = lambda d: rule(jet.live[:jet.batch])[1](_unstack(d, jet.batch)).flatten(0, 1)  # noqa: E731
+    return Jet(function.apply(jet.live, jet.batch), _no_grad(tangent, jet.dead), jet.batch)
+
+
 def mp_silu(jet: Jet) -> Jet:
-    return _nonlinear(_silu_rule, jet)
+    return _pointwise(SiluJet, _silu_rule, jet)
 
 
 def pixel_norm(jet: Jet, dim: int = 1) -> Jet:
@@ -137,7 +149,7 @@ def _clip_rule(x: torch.Tensor):
 
 
 def clip_activations(jet: Jet) -> Jet:
-    return _nonlinear(_clip_rule, jet)
+    return _pointwise(ClipJet, _clip_rule, jet)
 
 
 def film(y: Jet, lin: Jet) -> Jet:
