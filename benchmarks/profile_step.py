@@ -2,7 +2,8 @@
 
     python benchmarks/profile_step.py lsd --variant flowcore --net small --batch 1024 [--rows 25]
 
---variant flowcore | reference | torch_compile; the step is warmed up first (--warmup, default 3).
+--variant flowcore | reference | torch_compile | …; --net any of flowcore bench's (unet-digits, unet-cifar too);
+the step is warmed up first (--warmup, default 3).
 """
 import argparse
 import sys
@@ -10,7 +11,7 @@ import sys
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from flowcore.bench.config import VARIANTS
+from flowcore.bench.config import NETS, VARIANTS
 from flowcore.bench.measure import breakdown
 from flowcore.bench.steps import training_step
 
@@ -19,8 +20,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("objective")
     parser.add_argument("--variant", choices=VARIANTS, default="flowcore")
-    parser.add_argument("--net", choices=["paper", "small"], default="small")
-    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--net", choices=list(NETS), default="small")
+    parser.add_argument("--batch", type=int, help="default: the net's first default batch")
+    parser.add_argument("--data-path", help="the files of a net whose data is read from disk (unet-cifar: CIFAR-10)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--backend", help="flowcore's backend or torch.compile's (default: by device / inductor)")
     parser.add_argument("--warmup", type=int, default=3)
@@ -30,7 +32,8 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    step = training_step(args.objective, args.variant, args.net, args.batch, args.device, backend=args.backend)
+    step = training_step(args.objective, args.variant, args.net, args.batch, args.device, backend=args.backend,
+                         data_path=args.data_path)
     for _ in range(max(args.warmup, 1)):
         step()
     split = breakdown(step, device)
@@ -40,7 +43,7 @@ def main(argv=None) -> int:
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(prof.key_averages().table(sort_by=sort, row_limit=args.rows))
     wall = split["wall_ms"]
-    print(f"{args.objective} {args.variant} net {args.net} batch {args.batch} on {args.device}: profiled step "
+    print(f"{args.objective} {args.variant} net {args.net} batch {args.batch or NETS[args.net].batches[0]} on {args.device}: profiled step "
           f"{wall:.1f} ms = GEMM {split['gemm_ms']:.1f} + fused {split['fused_ms']:.1f} + other ops "
           f"{split['other_ms']:.1f} + overhead {split['overhead_ms']:.1f}")
     return 0

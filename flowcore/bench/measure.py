@@ -26,12 +26,17 @@ import torch
 
 from .flops import Gemm
 
-# Ops whose self time is matrix multiplication (eager aten, oneDNN/MKL linear as Inductor calls them).
+# Ops whose self time is matrix multiplication (eager aten, oneDNN/MKL linear as Inductor calls them) or
+# convolution — the UNet's convolutions are GEMMs (im2col) and the bound counts them as such (flowcore.bench.flops).
 GEMM_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_addmm_activation", "aten::addmv",
             "aten::mv", "aten::matmul", "aten::linear", "mkl::_mkl_linear", "mkldnn::_linear_pointwise",
-            "aten::_mm_plus_mm", "aten::addbmm", "aten::dot"}
-# CUDA kernel names of matrix multiplications (cuBLAS, cuBLASLt, CUTLASS).
-GEMM_KERNELS = ("gemm", "cutlass", "cublas", "xmma", "matmul", "sm90_", "sm80_", "ampere_", "hopper_")
+            "aten::_mm_plus_mm", "aten::addbmm", "aten::dot",
+            "aten::mkldnn_convolution", "aten::convolution_backward", "aten::_convolution", "aten::convolution",
+            "aten::conv2d", "aten::_slow_conv2d_forward", "aten::_slow_conv2d_backward",
+            "aten::thnn_conv2d", "mkldnn::_convolution_pointwise"}
+# CUDA kernel names of matrix multiplications and convolutions (cuBLAS, cuBLASLt, CUTLASS, cuDNN).
+GEMM_KERNELS = ("gemm", "cutlass", "cublas", "xmma", "matmul", "sm90_", "sm80_", "ampere_", "hopper_", "cudnn",
+                "implicit_convolve", "fprop", "dgrad", "wgrad")
 # Profiler ranges whose self time is Inductor's generated (fused) code: torch.compile's kernels.
 COMPILED_REGIONS = ("CompiledFunction", "Torch-Compiled Region", "CompiledFxGraph", "inductor")
 
@@ -193,7 +198,7 @@ def _cpu_self_times(prof) -> dict[str, float]:
 def breakdown(step: Callable[[], object], device: torch.device) -> dict:
     """Where one profiled step's wall time goes, in ms: GEMMs, flowcore's fused kernels, other ops, overhead.
 
-    CPU: self times of the ops. ``flowcore::*`` (the generated kernels, the extension's ops) and
+    CPU: self times of the ops (GEMMs: matrix products and convolutions). ``flowcore::*`` (the generated kernels, the extension's ops) and
     Inductor's compiled regions are "fused"; every other op — activations, copies, reductions, the
     optimizer's foreach ops — is "other ops"; overhead is the rest of the wall time: Python,
     autograd bookkeeping, dispatch, everything outside an op.
