@@ -34,6 +34,7 @@ from __future__ import annotations
 import importlib
 import math
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 
@@ -252,9 +253,10 @@ def bench_case(case: AttentionCase, device_name: str, config) -> dict:
     return result
 
 
-def run_attention_bench(config, tokens=None, say=print) -> dict:
+def run_attention_bench(config, tokens=None, say=None, on_case=None) -> dict:
     """Every case of ``flowcore bench --op attention_jvp`` (`config`: a resolved BenchConfig: devices,
-    repeats, warmup, threads, dtype, seed, quick; `variants` among `VARIANTS`); the JSON-able result."""
+    repeats, warmup, threads, dtype, seed, quick; `variants` among `VARIANTS`); the JSON-able result,
+    also handed to `on_case` after every case (to write it as it grows)."""
     from .config import SCHEMA
     from .measure import machine_info
 
@@ -268,10 +270,13 @@ def run_attention_bench(config, tokens=None, say=print) -> dict:
                              "threads": config.threads, "seed": config.seed},
                   "cases": [], "notes": []}
         start = time.perf_counter()
+        say = say or (lambda text: print(text, file=sys.stderr, flush=True))
         for device in config.devices:
             for case in attention_cases(tokens, config.quick):
                 say(f"attention_jvp B={case.batch} H={case.heads} N={case.tokens} D={case.head_dim} on {device}")
                 result["cases"].append(bench_case(case, device, config))
+                if on_case:
+                    on_case(result)
         result["elapsed_s"] = time.perf_counter() - start
         result["machine"]["load_average_end"] = machine_info().get("load_average")
         return result

@@ -63,7 +63,8 @@ def _op_bench(args: argparse.Namespace, config) -> int:
     from ..bench.attention import render_attention, run_attention_bench
     from ..bench.report import write_json
 
-    result = run_attention_bench(config, args.tokens)
+    on_case = (lambda result: write_json(result, args.json)) if args.json else None
+    result = run_attention_bench(config, args.tokens, on_case=on_case)
     print(render_attention(result))
     if args.json:
         print(f"\nwrote {write_json(result, args.json)}")
