@@ -70,7 +70,8 @@ std::vector<at::Tensor> fwd_cuda(const char* op, const at::Tensor& q_in, const a
   at::Tensor dq, dk, dv;
   if (TANGENT) dq = tangents[0].contiguous(), dk = tangents[1].contiguous(), dv = tangents[2].contiguous();
   at::Tensor o = at::empty({q.size(0), q.size(1), d.Nq, d.Dv}, q.options());
-  at::Tensor lse = at::empty({q.size(0), q.size(1), d.Nq}, q.options());
+  // lse and μ in the accumulation type (float for float16 / bfloat16: attention_cuda.cuh)
+  at::Tensor lse = at::empty({q.size(0), q.size(1), d.Nq}, q.options().dtype(at::toOpMathType(q.scalar_type())));
   at::Tensor ot = TANGENT ? at::empty_like(o) : at::Tensor(), mu = TANGENT ? at::empty_like(lse) : at::Tensor();
   TORCH_CHECK(d.Nk > 0 || o.numel() == 0, op, ": attention over zero keys is undefined (N_k = 0)");
   if (d.BH * d.tiles == 0) return TANGENT ? std::vector<at::Tensor>{o, ot, lse, mu} : std::vector<at::Tensor>{o, lse};
@@ -83,8 +84,9 @@ std::vector<at::Tensor> fwd_cuda(const char* op, const at::Tensor& q_in, const a
     launch_config(op, kernel, smem, q.device().index());
     auto p = [](const at::Tensor& t) { return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr; };
     auto m = [](at::Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
+    auto a = [](at::Tensor& t) { return t.defined() ? t.data_ptr<A>() : nullptr; };
     kernel<<<d.BH * d.tiles, kThreads, smem, stream>>>(d, static_cast<A>(scale), p(q), p(k), p(v), p(dq), p(dk),
-                                                        p(dv), m(o), m(ot), m(lse), m(mu));
+                                                        p(dv), m(o), m(ot), a(lse), a(mu));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return TANGENT ? std::vector<at::Tensor>{o, ot, lse, mu} : std::vector<at::Tensor>{o, lse};
@@ -101,6 +103,8 @@ std::vector<at::Tensor> bwd_cuda(const char* op, const at::Tensor& q_in, const a
   const at::Tensor o = o_in.contiguous(), lse = lse_in.contiguous(), go = go_in.contiguous();
   TORCH_CHECK(o.sizes() == go.sizes() && o.numel() == d.BH * d.Nq * d.Dv && lse.numel() == d.BH * d.Nq, op,
               ": o, g_o must be (B, H, N_q, D_v) and lse (B, H, N_q)");
+  TORCH_CHECK(lse.scalar_type() == at::toOpMathType(q.scalar_type()), op, ": lse must be ",
+              at::toOpMathType(q.scalar_type()), " (the forward's), got ", lse.scalar_type());
   at::Tensor dq, dk, dv, ot, mu, got;
   if (TANGENT) {
     dq = tangents[0].contiguous(), dk = tangents[1].contiguous(), dv = tangents[2].contiguous();
@@ -124,8 +128,9 @@ std::vector<at::Tensor> bwd_cuda(const char* op, const at::Tensor& q_in, const a
       auto p = [](const at::Tensor& t) { return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr; };
       auto m = [](at::Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
       auto a = [](at::Tensor& t) { return t.defined() ? t.data_ptr<A>() : nullptr; };
+      auto c = [](const at::Tensor& t) { return t.defined() ? t.const_data_ptr<A>() : nullptr; };
       kernel<<<d.BH * d.tiles, kThreads, smem, stream>>>(d, static_cast<A>(scale), p(q), p(k), p(v), p(dq), p(dk),
-                                                          p(dv), p(o), p(ot), p(lse), p(mu), p(go), p(got), m(gq),
+                                                          p(dv), p(o), p(ot), c(lse), c(mu), p(go), p(got), m(gq),
                                                           m(gdq), a(gk), a(gv), a(gdk), a(gdv));
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });

@@ -6,7 +6,8 @@
 // the row accumulators) in the accumulation type A = at::opmath_type; the online softmax of
 // attention_jvp.h (rescale, weigh). bwd_kernel: the same blocks recompute p and ṡ per key tile,
 // accumulate g_q, g_q̇ of their rows in shared memory and atomicAdd their share of g_k, g_k̇, g_v,
-// g_v̇ into A-typed global buffers. Every phase is separated by __syncthreads.
+// g_v̇ into A-typed global buffers. Every phase is separated by __syncthreads. The row statistics
+// lse and μ are stored in A too: rounded to float16 / bfloat16, exp(s − lse) would be off by ~1%.
 #pragma once
 
 #include <ATen/OpMathType.h>
@@ -56,7 +57,7 @@ __global__ void fwd_kernel(Dims d, at::opmath_type<scalar_t> scale, const scalar
                            const scalar_t* __restrict__ k, const scalar_t* __restrict__ v,
                            const scalar_t* __restrict__ dq, const scalar_t* __restrict__ dk,
                            const scalar_t* __restrict__ dv, scalar_t* __restrict__ o, scalar_t* __restrict__ ot,
-                           scalar_t* __restrict__ lse, scalar_t* __restrict__ mu) {
+                           at::opmath_type<scalar_t>* __restrict__ lse, at::opmath_type<scalar_t>* __restrict__ mu) {
   using A = at::opmath_type<scalar_t>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   A* smem = reinterpret_cast<A*>(smem_raw);
@@ -123,8 +124,8 @@ __global__ void fwd_kernel(Dims d, at::opmath_type<scalar_t> scale, const scalar
   __syncthreads();
   const int64_t row0 = bh * d.Nq + r0;
   if (threadIdx.x < nr) {
-    lse[row0 + threadIdx.x] = static_cast<scalar_t>(row_lse<A>(state[threadIdx.x]));
-    if (TANGENT) mu[row0 + threadIdx.x] = static_cast<scalar_t>(row_mu<A>(state[threadIdx.x]));
+    lse[row0 + threadIdx.x] = row_lse<A>(state[threadIdx.x]);
+    if (TANGENT) mu[row0 + threadIdx.x] = row_mu<A>(state[threadIdx.x]);
   }
   for (int64_t e = threadIdx.x; e < nr * Dv; e += blockDim.x) {
     const int64_t i = e / Dv;
@@ -139,8 +140,8 @@ __global__ void bwd_kernel(Dims d, at::opmath_type<scalar_t> scale, const scalar
                            const scalar_t* __restrict__ k, const scalar_t* __restrict__ v,
                            const scalar_t* __restrict__ dq, const scalar_t* __restrict__ dk,
                            const scalar_t* __restrict__ dv, const scalar_t* __restrict__ o,
-                           const scalar_t* __restrict__ ot, const scalar_t* __restrict__ lse,
-                           const scalar_t* __restrict__ mu, const scalar_t* __restrict__ go,
+                           const scalar_t* __restrict__ ot, const at::opmath_type<scalar_t>* __restrict__ lse,
+                           const at::opmath_type<scalar_t>* __restrict__ mu, const scalar_t* __restrict__ go,
                            const scalar_t* __restrict__ got, scalar_t* __restrict__ gq, scalar_t* __restrict__ gdq,
                            at::opmath_type<scalar_t>* __restrict__ gk, at::opmath_type<scalar_t>* __restrict__ gv,
                            at::opmath_type<scalar_t>* __restrict__ gdk, at::opmath_type<scalar_t>* __restrict__ gdv) {
@@ -178,7 +179,7 @@ __global__ void bwd_kernel(Dims d, at::opmath_type<scalar_t> scale, const scalar
     const int64_t i = threadIdx.x;
     A l = A(0), m = A(0), delta = A(0), energy = A(0);
     if (i < nr) {
-      l = static_cast<A>(lse[row0 + i]);
+      l = lse[row0 + i];
       for (int64_t c = 0; c < Dv; ++c) {
         const A oc = static_cast<A>(o[(row0 + i) * Dv + c]);
         energy += static_cast<A>(go[(row0 + i) * Dv + c]) * oc;
@@ -188,7 +189,7 @@ __global__ void bwd_kernel(Dims d, at::opmath_type<scalar_t> scale, const scalar
           delta += gtc * oc;
         }
       }
-      if (TANGENT) m = static_cast<A>(mu[row0 + i]);
+      if (TANGENT) m = mu[row0 + i];
     }
     row[4 * i] = l, row[4 * i + 1] = m, row[4 * i + 2] = delta, row[4 * i + 3] = energy;
   }

@@ -70,7 +70,10 @@ def _layer_bwd_fake(grad, derivatives, input, weight, input_grad, bias_grad=True
 
 
 def _attention_out(q, v):
-    return q.new_empty((*q.shape[:3], v.shape[3])), q.new_empty(q.shape[:3])
+    """o, and lse in the accumulation type (float32 for float16 / bfloat16 inputs, as the CUDA kernels
+    keep it)."""
+    stats = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
+    return q.new_empty((*q.shape[:3], v.shape[3])), q.new_empty(q.shape[:3], dtype=stats)
 
 
 def _attention_jvp_fwd_fake(q, k, v, dq, dk, dv, scale):
