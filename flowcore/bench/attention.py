@@ -12,11 +12,11 @@ Variants: ``flowcore`` (`flowcore.nn.attention_jvp.attention_jvp`, the extension
 backward through it). The **bound** is the op's GEMM FLOPs at the machine's matmul throughput:
 forward S = q kᵀ, Ṡ = [q̇ | q]·[k | k̇]ᵀ, o = P v, ȯ = [P ⊙ Ṡ | P]·[v; v̇] — 6 units of 2·N²·D FLOPs
 per (b, h); backward dv, dv̇, dP, dṖ, dq, dk, dq̇, dk̇ — 12 units (without the recomputation of the
-scores that a fused backward adds), divided by the throughput of a cache-resident 512×512×512
-``torch.mm`` measured in the same rounds (best of 3 a round). A fused kernel that keeps its tiles in
-cache can approach it. Beside it, **GEMMs alone**: the same products as ``torch.bmm`` on whole
-(B·H, N, ·) operands, so with every N×N product written to memory — what an unfused implementation
-cannot go below (the reference's matmuls).
+scores that a fused backward adds), divided by the throughput of a square ``torch.mm`` measured in
+the same rounds (best of 3 a round; 512³ on a CPU, cache-resident; 4096³ on a GPU). A fused kernel
+that keeps its tiles in cache can approach it. Beside it, **GEMMs alone**: the same products as
+``torch.bmm`` on whole (B·H, N, ·) operands, so with every N×N product written to memory — what an
+unfused implementation cannot go below (the reference's matmuls).
 
 Memory, two columns, both bytes of tensors, not of the process:
 
@@ -95,7 +95,7 @@ class AttentionBound:
     """The op's GEMMs (module doc): ``fwd()`` 6 units, ``bwd()`` 12, as torch.bmm on random operands
     (GEMMs alone); ``throughput()`` FLOP/s of a cache-resident square product (the bound's rate)."""
 
-    SQUARE = 512
+    SQUARE = {"cpu": 512, "cuda": 4096}  # cache-resident on a CPU; large enough to fill a GPU
 
     def __init__(self, case: AttentionCase, device, dtype):
         b, n, d = case.batch * case.heads, case.tokens, case.head_dim
@@ -114,8 +114,9 @@ class AttentionBound:
         self.backward_units = sum(m * k * n for m, k, n in self.backward_shapes) / unit
         self.forward_flops = self.forward_units * case.unit_flops()
         self.backward_flops = self.backward_units * case.unit_flops()
-        self._square = [torch.randn(self.SQUARE, self.SQUARE, device=device, dtype=dtype) for _ in range(3)]
         self._device = torch.device(device)
+        self.square = self.SQUARE.get(self._device.type, 512)
+        self._square = [torch.randn(self.square, self.square, device=device, dtype=dtype) for _ in range(3)]
 
     def fwd(self) -> None:
         for a, b, out in self._fwd:
@@ -126,10 +127,10 @@ class AttentionBound:
             torch.bmm(a, b, out=out)
 
     def throughput(self) -> float:
-        """FLOP/s of the best of three 512³ products now (same threads, same load as the round)."""
+        """FLOP/s of the best of three square products now (same threads, same load as the round)."""
         a, b, out = self._square
         best = min(_timed(lambda: torch.mm(a, b, out=out), self._device)[0] for _ in range(3))
-        return 2 * self.SQUARE ** 3 / best
+        return 2 * self.square ** 3 / best
 
 
 def _inputs(case: AttentionCase, device, dtype, seed: int):
@@ -297,7 +298,7 @@ def render_attention(result: dict) -> str:
              f"fwd = o and ȯ (inputs requiring grad), bwd = the six input gradients from cotangents on o and ȯ; "
              f"median of {result['config']['repeats']} interleaved rounds after {result['config']['warmup']} "
              "warm-up; bound = the op's GEMM FLOPs (6 N²D units forward, 12 backward) at the matmul throughput "
-             "of a 512³ torch.mm in the same rounds; bmm = the same GEMMs unfused (torch.bmm, N×N products in "
+             "of a square torch.mm in the same rounds (GFLOP/s); bmm = the same GEMMs unfused (torch.bmm, N×N products in "
              "memory); saved = tensors kept for the backward beyond the inputs; peak = live tensor bytes over "
              "fwd + bwd", ""]
     header = ["B", "H", "N", "D", "dev", "fc fwd ms", "ref fwd ms", "ref/fc fwd", "bound fwd ms", "bmm fwd ms",
