@@ -78,8 +78,7 @@ std::vector<at::Tensor> fwd_cuda(const char* op, const at::Tensor& q_in, const a
   const auto stream = c10::cuda::getCurrentCUDAStream(q.device().index());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "flowcore::attention_fwd (CUDA)", [&] {
     using A = at::opmath_type<scalar_t>;
-    const size_t smem = sizeof(A) * (2 * kRows * d.D + 2 * kKeys * (d.D + d.Dv) + 2 * kRows * kKeys +
-                                     2 * kRows * d.Dv + kRows);
+    const size_t smem = gpu::fwd_shared_bytes<A>(d.D, d.Dv);
     auto kernel = fwd_kernel<scalar_t, TANGENT>;
     launch_config(op, kernel, smem, q.device().index());
     auto p = [](const at::Tensor& t) { return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr; };
@@ -121,8 +120,7 @@ std::vector<at::Tensor> bwd_cuda(const char* op, const at::Tensor& q_in, const a
     const auto stream = c10::cuda::getCurrentCUDAStream(q.device().index());
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "flowcore::attention_bwd (CUDA)", [&] {
       using A = at::opmath_type<scalar_t>;
-      const size_t smem = sizeof(A) * (2 * kRows * (d.D + d.Dv) + 2 * kKeys * (d.D + d.Dv) + 4 * kRows * kKeys +
-                                       2 * kRows * d.D + 4 * kRows);
+      const size_t smem = gpu::bwd_shared_bytes<A>(d.D, d.Dv);
       auto kernel = bwd_kernel<scalar_t, TANGENT>;
       launch_config(op, kernel, smem, q.device().index());
       auto p = [](const at::Tensor& t) { return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr; };

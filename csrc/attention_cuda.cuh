@@ -16,6 +16,12 @@
 
 #include "attention_jvp.h"
 
+// The block's dynamic shared memory; attention_cuda_emulate.cc (the host emulation the tests run)
+// defines it as a host buffer instead.
+#ifndef FLOWCORE_DYNAMIC_SHARED
+#define FLOWCORE_DYNAMIC_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
+#endif
+
 namespace flowcore {
 namespace attention {
 namespace gpu {
@@ -28,6 +34,16 @@ constexpr int64_t kMaxDim = 256;  // D and D_v (shared memory grows with them)
 struct Dims {
   int64_t BH, Nq, Nk, D, Dv, tiles;
 };
+
+// Bytes of dynamic shared memory of the kernels (their layouts are at their tops).
+template <typename A>
+constexpr size_t fwd_shared_bytes(int64_t D, int64_t Dv) {
+  return sizeof(A) * (2 * kRows * D + 2 * kKeys * (D + Dv) + 2 * kRows * kKeys + 2 * kRows * Dv + kRows);
+}
+template <typename A>
+constexpr size_t bwd_shared_bytes(int64_t D, int64_t Dv) {
+  return sizeof(A) * (2 * kRows * (D + Dv) + 2 * kKeys * (D + Dv) + 4 * kRows * kKeys + 2 * kRows * D + 4 * kRows);
+}
 
 // rows [r0, r0 + kRows) of a (·, N, width) slice into shared memory, zeros past n
 template <typename A, typename scalar_t>
@@ -59,7 +75,7 @@ __global__ void fwd_kernel(Dims d, at::opmath_type<scalar_t> scale, const scalar
                            const scalar_t* __restrict__ dv, scalar_t* __restrict__ o, scalar_t* __restrict__ ot,
                            at::opmath_type<scalar_t>* __restrict__ lse, at::opmath_type<scalar_t>* __restrict__ mu) {
   using A = at::opmath_type<scalar_t>;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  FLOWCORE_DYNAMIC_SHARED(smem_raw);
   A* smem = reinterpret_cast<A*>(smem_raw);
   const int64_t D = d.D, Dv = d.Dv;
   A* sq = smem;                  // kRows × D
@@ -146,7 +162,7 @@ __global__ void bwd_kernel(Dims d, at::opmath_type<scalar_t> scale, const scalar
                            at::opmath_type<scalar_t>* __restrict__ gk, at::opmath_type<scalar_t>* __restrict__ gv,
                            at::opmath_type<scalar_t>* __restrict__ gdk, at::opmath_type<scalar_t>* __restrict__ gdv) {
   using A = at::opmath_type<scalar_t>;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  FLOWCORE_DYNAMIC_SHARED(smem_raw);
   A* smem = reinterpret_cast<A*>(smem_raw);
   const int64_t D = d.D, Dv = d.Dv;
   A* sq = smem;                     // kRows × D

@@ -1,7 +1,9 @@
 """flowcore.nn.attention_jvp (docs/math.md §4, attention JVP): o, ȯ and the gradients of all six
 inputs against torch.func.jvp of plain math attention — on both paths (the extension's kernels and the
 pure-torch fallback) — plus the dead-tangent and primal-only modes, torch.func.jvp through `attention`,
-second order, opcheck of the ops, float32 against float64, what is saved, and bad input.
+second order, vmap, opcheck of the ops, float32 against float64, what is saved, and bad input. The CUDA
+kernels run here too, emulated on the host (csrc/attention_cuda_emulate.cc: each block's threads as
+std::threads meeting at barriers), and for real where a GPU is visible.
 
 Tolerances: float64 to 1e-10 relative (norm-wise): the same function in another op order, ~1e-16 per
 op over sums of at most a few hundred terms, and exp of logits up to ~1e3 (relative error of exp(x) is
@@ -10,7 +12,11 @@ op over sums of at most a few hundred terms, and exp of logits up to ~1e3 (relat
 from __future__ import annotations
 
 import math
+import shutil
+import subprocess
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from backends import needs_gpu
@@ -291,6 +297,69 @@ def test_bad_tangent_is_named():
 
 def test_exported_from_flowcore_nn():
     assert exported is attention_jvp
+
+
+# -- the CUDA kernels emulated on the host (csrc/attention_cuda_emulate.cc) ------------------------------
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory):
+    """The CUDA kernels compiled for the host, each block's threads as std::threads (no GPU needed)."""
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        pytest.skip("no host C++ compiler to build the CUDA kernels' emulation")
+    csrc = Path(__file__).resolve().parent.parent / "csrc"
+    binary = tmp_path_factory.mktemp("attention_emulate") / "attention_emulate"
+    include = Path(torch.__file__).parent / "include"
+    subprocess.run([cxx, "-std=c++20", "-O1", "-pthread", f"-I{include}", f"-I{csrc}",
+                    str(csrc / "attention_cuda_emulate.cc"), "-o", str(binary)], check=True, capture_output=True)
+    return binary
+
+
+def run_emulated(binary, dtype, primals, tangents, cotangents):
+    (q, k, v), (BH, Nq, Nk, D, Dv) = primals, (primals[0].shape[0] * primals[0].shape[1], primals[0].shape[2],
+                                               primals[1].shape[2], primals[0].shape[3], primals[2].shape[3])
+    payload = np.array([BH, Nq, Nk, D, Dv], dtype=np.int64).tobytes() + b"".join(
+        x.detach().double().contiguous().numpy().tobytes() for x in (*primals, *tangents, *cotangents))
+    out = subprocess.run([str(binary), dtype], input=payload, capture_output=True, check=True).stdout
+    values = torch.from_numpy(np.frombuffer(out, dtype=np.float64).copy())
+    B, H = q.shape[:2]
+    shapes = [(B, H, Nq, Dv)] * 2 + [(B, H, Nq)] * 2 + [q.shape, k.shape, v.shape] * 2 + [(B, H, Nq, Dv), (B, H, Nq),
+                                                                                        q.shape, k.shape, v.shape]
+    parts, at = [], 0
+    for shape in shapes:
+        n = math.prod(shape)
+        parts.append(values[at:at + n].reshape(shape))
+        at += n
+    assert at == values.numel()
+    return parts
+
+
+@pytest.mark.parametrize("dtype, tol", [("f64", RTOL), ("f32", 1e-4)])
+@pytest.mark.parametrize("shape", [(1, 2, 17, 19, 3, 5), (2, 1, 1, 1, 2, 1), (1, 1, 33, 40, 8, 8)])
+def test_emulated_cuda_kernels_equal_math_attention(emulator, dtype, tol, shape):
+    """The CUDA kernels' tiling (16-row blocks, 16-key tiles: N past both), barriers and atomics,
+    run on the host: o, ȯ, lse, μ and the six gradients, and the primal-only kernels' o, lse, g."""
+    primals, tangents = make(*shape)
+    gen = torch.Generator().manual_seed(5)
+    cot = [torch.randn(primals[0].shape[:3] + primals[2].shape[3:], generator=gen, dtype=F64) for _ in range(2)]
+    if dtype == "f32":  # the same rounded inputs on both sides
+        primals, tangents, cot = ([x.float().double() for x in xs] for xs in (primals, tangents, cot))
+    o, ot, lse, mu, *grads = run_emulated(emulator, dtype, primals, tangents, cot)
+    o2, lse2, *grads2 = grads[6:]
+    leaves = [x.clone().requires_grad_() for x in primals + tangents]
+    want = torch.func.jvp(math_attention, tuple(leaves[:3]), tuple(leaves[3:]))
+    assert rel(o, want[0]) < tol and rel(ot, want[1]) < tol
+    s = (primals[0] @ primals[1].transpose(-1, -2)) / math.sqrt(shape[4])
+    s_dot = (tangents[0] @ primals[1].transpose(-1, -2) + primals[0] @ tangents[1].transpose(-1, -2)) / math.sqrt(
+        shape[4])
+    assert rel(lse, torch.logsumexp(s, -1)) < tol and rel(mu, (torch.softmax(s, -1) * s_dot).sum(-1), 1.0) < tol
+    want_g = torch.autograd.grad(want, leaves, cot)
+    floor = max(w.norm().item() for w in want_g)
+    for name, g, w in zip(("q", "k", "v", "q̇", "k̇", "v̇"), grads[:6], want_g):
+        assert rel(g, w, floor) < tol, (name, rel(g, w, floor))
+    assert rel(o2, want[0]) < tol and rel(lse2, lse) < tol
+    want_p = torch.autograd.grad(math_attention(*leaves[:3]), leaves[:3], cot[0])
+    floor = max(w.norm().item() for w in want_p)
+    assert all(rel(g, w, floor) < tol for g, w in zip(grads2, want_p))
 
 
 # -- CUDA ---------------------------------------------------------------------------------------------------
