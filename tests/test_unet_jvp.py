@@ -174,6 +174,17 @@ def test_pointwise_functions_pass_gradcheck_and_gradgradcheck(function):
     assert torch.autograd.gradgradcheck(lambda z: function.apply(z, 2), (stack,))
 
 
+def test_pixel_norm_recomputed_in_backward_passes_gradgradcheck():
+    """The pixel norm's live stack is recomputed in the backward (activation checkpointing: only its
+    input is kept); its gradient and double backward by finite differences."""
+    gen = torch.Generator().manual_seed(1)
+    stack = torch.randn(3 * 2, 4, 2, 2, generator=gen, dtype=F64).requires_grad_()
+    dead = torch.randn(2, 4, 2, 2, generator=gen, dtype=F64)
+    fn = lambda z: jets.pixel_norm(jets.Jet(z, dead, 2)).live  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (stack,))
+    assert torch.autograd.gradgradcheck(fn, (stack,))
+
+
 # -- values and gradients -------------------------------------------------------------------------------
 def test_jvp_equals_torch_func_with_gradients_through_both_outputs():
     net = tiny_unet()

@@ -2,7 +2,9 @@
 
 ``layers``: the magnitude-preserving ops; ``embedding``: the two-time conditioning; ``attention``:
 cosine multi-head attention; ``blocks``: the residual block; ``unet``: `FlowMapUNet`, its presets
-and the ``"unet"`` network kind; ``logvar``: `ImageLogVarHead`, the learned loss weight.
+and the ``"unet"`` network kind; ``logvar``: `ImageLogVarHead`, the learned loss weight;
+``jvp``: the native JVP (primal and tangents stacked along the batch) behind `FlowMapUNet.jvp` /
+``jvp_many``; ``pointwise``: its mp_silu and clipping jets with a hand-written backward.
 """
 from .logvar import ImageLogVarHead
 from .unet import PRESETS, FlowMapUNet

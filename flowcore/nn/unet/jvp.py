@@ -20,7 +20,10 @@ transforms keep working, and the elementwise work is small next to the convoluti
 this layout halves. ``mp_silu`` and clipping, the most frequent, are autograd Functions with a
 hand-written backward in plain autograd (flowcore.nn.unet.pointwise): they save only their input
 (or a mask) instead of every intermediate. C++ elementwise kernels are a later step (they would
-save memory and passes, not convolutions).
+save memory and passes, not convolutions). The pixel norm's stack is recomputed in the backward
+(activation checkpointing, ``torch.utils.checkpoint``): it keeps only its input instead of five
+stack-sized intermediates, for a few percent more elementwise work (digits UNet, batch 512: peak
+memory of a JVP + backward 1.56 -> 1.11 GiB, the forward + backward's 0.87 GiB).
 
 Tangents needed only under stop-gradient (``live[j] = False``) are a second stack, `Jet.dead`,
 pushed through the same ops under ``torch.no_grad`` with the primal's factors: they share the
@@ -33,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from ..attention_jvp import attention as fused_attention
 from ..attention_jvp import attention_jvp
@@ -86,19 +90,27 @@ def _combine(fn: Callable[..., torch.Tensor], *jets: Jet) -> Jet:
     return Jet(fn(*[j.live for j in jets]), dead, jets[0].batch)
 
 
-def _nonlinear(rule: Callable, *jets: Jet) -> Jet:
+def _nonlinear(rule: Callable, *jets: Jet, recompute: bool = False) -> Jet:
     """The jet of a nonlinear piece. ``rule(*primals) -> (value, tangent)``: its result at the
     primal blocks, and ``tangent(*blocks)``, its derivative there applied to tangent blocks shaped
     ``(n, B, …)`` (one per input jet). Live tangents keep the graph (the backward runs through the
     formula); dead ones run without. Each live stack is split once into primal and tangents (a
-    split's backward is one concatenation, where slices would each fill a zero buffer)."""
+    split's backward is one concatenation, where slices would each fill a zero buffer).
+    `recompute`: keep only the inputs and recompute the live stack in the backward."""
     batch = jets[0].batch
-    parts = [j.live.split([batch, j.live.shape[0] - batch]) for j in jets]
-    value, tangent = rule(*[primal for primal, _ in parts])
-    live = value
-    if parts[0][1].shape[0]:
-        moving = tangent(*[_unstack(rest, batch) for _, rest in parts])
-        live = torch.cat([value, moving.flatten(0, 1)])
+
+    def live_stack(*stacks: torch.Tensor) -> tuple[torch.Tensor, Callable]:
+        parts = [stack.split([batch, stack.shape[0] - batch]) for stack in stacks]
+        value, tangent = rule(*[primal for primal, _ in parts])
+        if not parts[0][1].shape[0]:
+            return value, tangent
+        return torch.cat([value, tangent(*[_unstack(rest, batch) for _, rest in parts]).flatten(0, 1)]), tangent
+
+    if recompute and torch.is_grad_enabled() and plain_autograd():
+        live = checkpoint(lambda *stacks: live_stack(*stacks)[0], *[j.live for j in jets], use_reentrant=False)
+        tangent = None if jets[0].dead is None else _no_grad(lambda *p: rule(*p)[1], *[j.live[:batch] for j in jets])
+    else:
+        live, tangent = live_stack(*[j.live for j in jets])
     dead = _no_grad(lambda *d: tangent(*[_unstack(s, batch) for s in d]).flatten(0, 1), *[j.dead for j in jets])
     return Jet(live, dead, batch)
 
@@ -140,7 +152,7 @@ def pixel_norm(jet: Jet, dim: int = 1) -> Jet:
             rms_dot = (x * t).mean(dim=dim + 1, keepdim=True) / rms
             return (t - y * rms_dot) * inv
         return y, tangent
-    return _nonlinear(rule, jet)
+    return _nonlinear(rule, jet, recompute=True)
 
 
 def _clip_rule(x: torch.Tensor):
