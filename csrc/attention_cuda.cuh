@@ -38,11 +38,11 @@ struct Dims {
 // Bytes of dynamic shared memory of the kernels (their layouts are at their tops).
 template <typename A>
 constexpr size_t fwd_shared_bytes(int64_t D, int64_t Dv) {
-  return sizeof(A) * (2 * kRows * D + 2 * kKeys * (D + Dv) + 2 * kRows * kKeys + 2 * kRows * Dv + kRows);
+  return sizeof(A) * (2 * kRows * D + 2 * kKeys * (D + Dv + 2) + 2 * kRows * kKeys + 2 * kRows * Dv + kRows);
 }
 template <typename A>
 constexpr size_t bwd_shared_bytes(int64_t D, int64_t Dv) {
-  return sizeof(A) * (2 * kRows * (D + Dv) + 2 * kKeys * (D + Dv) + 4 * kRows * kKeys + 2 * kRows * D + 4 * kRows);
+  return sizeof(A) * (2 * kRows * (D + Dv) + 2 * kKeys * (D + Dv + 2) + 4 * kRows * kKeys + 2 * kRows * D + 4 * kRows);
 }
 
 // rows [r0, r0 + kRows) of a (·, N, width) slice into shared memory, zeros past n
@@ -57,7 +57,7 @@ template <typename A, typename scalar_t>
 __device__ void stage_keys(A* dst, const scalar_t* src, int64_t c0, int64_t n, int64_t width) {
   for (int64_t e = threadIdx.x; e < kKeys * width; e += blockDim.x) {
     const int64_t r = c0 + e / width;
-    dst[e] = r < n ? static_cast<A>(src[r * width + e % width]) : A(0);
+    dst[(e / width) * (width + 1) + e % width] = r < n ? static_cast<A>(src[r * width + e % width]) : A(0);
   }
 }
 
@@ -80,11 +80,12 @@ __global__ void fwd_kernel(Dims d, at::opmath_type<scalar_t> scale, const scalar
   const int64_t D = d.D, Dv = d.Dv;
   A* sq = smem;                  // kRows × D
   A* sdq = sq + kRows * D;       // kRows × D
-  A* sk = sdq + kRows * D;       // kKeys × D
-  A* sdk = sk + kKeys * D;       // kKeys × D
-  A* sv = sdk + kKeys * D;       // kKeys × Dv
-  A* sdv = sv + kKeys * Dv;      // kKeys × Dv
-  A* ss = sdv + kKeys * Dv;      // kRows × kKeys: s, then e
+  const int64_t ldk = D + 1, ldv = Dv + 1;  // key-tile rows padded: threads of a warp read different rows
+  A* sk = sdq + kRows * D;       // kKeys × ldk
+  A* sdk = sk + kKeys * ldk;     // kKeys × ldk
+  A* sv = sdk + kKeys * ldk;     // kKeys × ldv
+  A* sdv = sv + kKeys * ldv;     // kKeys × ldv
+  A* ss = sdv + kKeys * ldv;     // kRows × kKeys: s, then e
   A* ssd = ss + kRows * kKeys;   // kRows × kKeys: ṡ, then e·ṡ
   A* acc_o = ssd + kRows * kKeys;  // kRows × Dv
   A* acc_a = acc_o + kRows * Dv;   // kRows × Dv
@@ -109,8 +110,8 @@ __global__ void fwd_kernel(Dims d, at::opmath_type<scalar_t> scale, const scalar
     __syncthreads();
     for (int e = threadIdx.x; e < kRows * kKeys; e += blockDim.x) {
       const int i = e / kKeys, j = e % kKeys;
-      ss[e] = j < nc ? scale * dot(sq + i * D, sk + j * D, D) : A(-INFINITY);
-      if (TANGENT) ssd[e] = j < nc ? scale * (dot(sdq + i * D, sk + j * D, D) + dot(sq + i * D, sdk + j * D, D)) : A(0);
+      ss[e] = j < nc ? scale * dot(sq + i * D, sk + j * ldk, D) : A(-INFINITY);
+      if (TANGENT) ssd[e] = j < nc ? scale * (dot(sdq + i * D, sk + j * ldk, D) + dot(sq + i * D, sdk + j * ldk, D)) : A(0);
     }
     __syncthreads();
     if (threadIdx.x < kRows) {
@@ -130,8 +131,8 @@ __global__ void fwd_kernel(Dims d, at::opmath_type<scalar_t> scale, const scalar
       const int64_t i = e / Dv, c = e % Dv;
       A so = acc_o[e] * factor[i], sa = TANGENT ? acc_a[e] * factor[i] : A(0);
       for (int j = 0; j < kKeys; ++j) {
-        so += ss[i * kKeys + j] * sv[j * Dv + c];
-        if (TANGENT) sa += ssd[i * kKeys + j] * sv[j * Dv + c] + ss[i * kKeys + j] * sdv[j * Dv + c];
+        so += ss[i * kKeys + j] * sv[j * ldv + c];
+        if (TANGENT) sa += ssd[i * kKeys + j] * sv[j * ldv + c] + ss[i * kKeys + j] * sdv[j * ldv + c];
       }
       acc_o[e] = so;
       if (TANGENT) acc_a[e] = sa;
@@ -169,11 +170,12 @@ __global__ void bwd_kernel(Dims d, at::opmath_type<scalar_t> scale, const scalar
   A* sdq = sq + kRows * D;          // kRows × D
   A* sgo = sdq + kRows * D;         // kRows × Dv
   A* sgot = sgo + kRows * Dv;       // kRows × Dv
-  A* sk = sgot + kRows * Dv;        // kKeys × D
-  A* sdk = sk + kKeys * D;          // kKeys × D
-  A* sv = sdk + kKeys * D;          // kKeys × Dv
-  A* sdv = sv + kKeys * Dv;         // kKeys × Dv
-  A* sgs = sdv + kKeys * Dv;        // kRows × kKeys: g_s
+  const int64_t ldk = D + 1, ldv = Dv + 1;  // key-tile rows padded, as in fwd_kernel
+  A* sk = sgot + kRows * Dv;        // kKeys × ldk
+  A* sdk = sk + kKeys * ldk;        // kKeys × ldk
+  A* sv = sdk + kKeys * ldk;        // kKeys × ldv
+  A* sdv = sv + kKeys * ldv;        // kKeys × ldv
+  A* sgs = sdv + kKeys * ldv;       // kRows × kKeys: g_s
   A* sgsd = sgs + kRows * kKeys;    // g_ṡ
   A* sp = sgsd + kRows * kKeys;     // p
   A* spd = sp + kRows * kKeys;      // ṗ
@@ -225,12 +227,12 @@ __global__ void bwd_kernel(Dims d, at::opmath_type<scalar_t> scale, const scalar
         sgs[e] = sgsd[e] = sp[e] = spd[e] = A(0);
         continue;
       }
-      const A s = scale * dot(sq + i * D, sk + j * D, D);
-      A sdot = A(0), u = A(0), w = dot(sgo + i * Dv, sv + j * Dv, Dv);
+      const A s = scale * dot(sq + i * D, sk + j * ldk, D);
+      A sdot = A(0), u = A(0), w = dot(sgo + i * Dv, sv + j * ldv, Dv);
       if (TANGENT) {
-        sdot = scale * (dot(sdq + i * D, sk + j * D, D) + dot(sq + i * D, sdk + j * D, D));
-        u = dot(sgot + i * Dv, sv + j * Dv, Dv);
-        w += dot(sgot + i * Dv, sdv + j * Dv, Dv);
+        sdot = scale * (dot(sdq + i * D, sk + j * ldk, D) + dot(sq + i * D, sdk + j * ldk, D));
+        u = dot(sgot + i * Dv, sv + j * ldv, Dv);
+        w += dot(sgot + i * Dv, sdv + j * ldv, Dv);
       }
       const A p = exp_of<A>(s - row[4 * i]);
       A g_sdot, pdot;
@@ -242,10 +244,10 @@ __global__ void bwd_kernel(Dims d, at::opmath_type<scalar_t> scale, const scalar
       const int64_t i = e / D, c = e % D;
       A aq = A(0), adq = A(0);
       for (int j = 0; j < kKeys; ++j) {
-        aq += sgs[i * kKeys + j] * sk[j * D + c];
+        aq += sgs[i * kKeys + j] * sk[j * ldk + c];
         if (TANGENT) {
-          aq += sgsd[i * kKeys + j] * sdk[j * D + c];
-          adq += sgsd[i * kKeys + j] * sk[j * D + c];
+          aq += sgsd[i * kKeys + j] * sdk[j * ldk + c];
+          adq += sgsd[i * kKeys + j] * sk[j * ldk + c];
         }
       }
       acc_q[e] += scale * aq;
