@@ -106,7 +106,12 @@ def test_none_tangents_are_zero_and_scale_is_used(path):
     zero = torch.zeros_like(k)
     want_o, want_ot = attention_jvp_reference(q, k, v, dq, zero, torch.zeros_like(v), scale=0.3)
     assert rel(o, want_o) < RTOL and rel(ot, want_ot) < RTOL
-    assert attention_jvp(q, k, v)[1].abs().max().item() == 0
+    leaves = [x.clone().requires_grad_() for x in (q, k, v)]
+    o, ot = attention_jvp(*leaves)  # no tangent at all: the primal op
+    assert ot.abs().max().item() == 0 and rel(o, math_attention(*leaves)) < RTOL
+    g = torch.randn_like(o)
+    want = torch.autograd.grad(math_attention(*leaves), leaves, g)
+    assert all(rel(a, b) < RTOL for a, b in zip(torch.autograd.grad(o, leaves, g), want))
 
 
 def test_gradcheck_and_gradgradcheck(path):

@@ -309,6 +309,9 @@ def attention_jvp(q, k, v, dq=None, dk=None, dv=None, *, scale=None, tangent_gra
     Shapes (B, H, N_q, D), (B, H, N_k, D), (B, H, N_k, D_v); a None tangent is zero; ``scale``
     defaults to 1/√D. ``tangent_grad=False``: ȯ carries no graph (the dead-tangent mode)."""
     _check(q, k, v, (dq, dk, dv))
+    if dq is None and dk is None and dv is None:  # no tangent: the primal op, ȯ = 0
+        o = attention(q, k, v, scale=scale)
+        return o, o.new_zeros(o.shape)
     scale = _scale(q, scale)
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     dq, dk, dv = (t.contiguous() for t in _zeros((dq, dk, dv), (q, k, v)))
