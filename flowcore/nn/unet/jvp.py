@@ -206,7 +206,9 @@ def attention(module: torch.nn.Module, x: Jet) -> Jet:
 
     def with_tangents(primal: list[torch.Tensor], tangents: list[torch.Tensor], **options):
         repeats = tangents[0].shape[0] // batch
-        return attention_jvp(*[p.repeat(repeats, 1, 1, 1) for p in primal], *tangents, **options)
+        if repeats > 1:
+            primal = [p.repeat(repeats, 1, 1, 1) for p in primal]
+        return attention_jvp(*primal, *tangents, **options)
 
     primal_stack, moving = qkv.live.split([batch, qkv.live.shape[0] - batch])
     primal = split(primal_stack)
