@@ -338,6 +338,13 @@ def run_emulated(binary, dtype, primals, tangents, cotangents):
     return parts
 
 
+@settings(deadline=None, max_examples=6)
+@given(B=st.integers(1, 2), H=st.integers(1, 2), Nq=st.integers(1, 40), Nk=st.integers(1, 40), D=st.integers(1, 8),
+       Dv=st.integers(1, 8))
+def test_emulated_cuda_kernels_over_shapes(emulator, B, H, Nq, Nk, D, Dv):
+    test_emulated_cuda_kernels_equal_math_attention(emulator, "f64", RTOL, (B, H, Nq, Nk, D, Dv))
+
+
 @pytest.mark.parametrize("dtype, tol", [("f64", RTOL), ("f32", 1e-4)])
 @pytest.mark.parametrize("shape", [(1, 2, 17, 19, 3, 5), (2, 1, 1, 1, 2, 1), (1, 1, 33, 40, 8, 8)])
 def test_emulated_cuda_kernels_equal_math_attention(emulator, dtype, tol, shape):
