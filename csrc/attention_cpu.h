@@ -6,7 +6,7 @@
 // bwd_head: one (b, h) of the backward — every (row tile, key tile) recomputed from lse and μ (six
 // GEMMs: s, ṡ, u, w; two without tangents), the per-element gradient of attention_jvp.h
 // (grad_scores), then nine GEMMs into g_q … g_v̇ (three without tangents): 15 N²D products against
-// the 12 of autograd through torch.func.jvp, which also makes ~20 elementwise passes over N×N. GEMMs use the BLAS torch links (sgemm_/dgemm_, weak symbols resolved at load
+// the 12 of autograd through torch.func.jvp, which also makes many elementwise passes over N×N. GEMMs use the BLAS torch links (sgemm_/dgemm_, weak symbols resolved at load
 // time) or, where there is none, a plain loop. float32 tile functions are also compiled for
 // x86-64-v3 and picked at load time (FLOWCORE_CLONES, mlp_cpu.h).
 #pragma once
