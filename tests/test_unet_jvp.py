@@ -3,9 +3,11 @@ against ``torch.func.jvp`` of the same module's ``forward``, in float64.
 
 Values, and the gradients of random cotangents on the primal and on every live tangent w.r.t. every
 parameter, x, s, t and the tangents themselves (LSD trains THROUGH the tangent); several tangents,
-dead ones (no graph), zero ones (None), dropout with a seed (the same masks as the forward), and
-every built-in objective compiled (torch and cpu backends) with the native UNet against the
-reference interpreter, which only calls ``forward``: the native path checked end to end.
+dead ones (no graph), zero ones (None), dropout with a seed (the same masks as the forward); each
+nonlinear piece alone, through its hand-written backward or recomputation and through the plain
+ops (gradcheck / gradgradcheck of the former); one convolution call per layer on the stack; bf16
+autocast; and every built-in objective compiled (torch and cpu backends) with the native UNet
+against the reference interpreter, which only calls ``forward``: the native path checked end to end.
 
 Tolerance: flowcore.testing.FLOAT64_RTOL (1e-9) on norms. The two sides compute the same function
 with other op orders and factorisations (the pixel norm's tangent as ``(ẋ − y·ṙ)/(r + ε)`` rather
