@@ -3,10 +3,10 @@
 What a network receives here, and the optional fast paths it may offer, is the network protocol
 (flowcore.nn.protocol; docs/design.md). Calls of one batch are concatenated along the batch axis
 and evaluated once. A network with a native ``jvp(s, t, x, ṡ, ṫ, ẋ) -> (v, v̇)`` (flowcore.nn's
-fused MLP) is used for first-order jets — and its ``jvp_many(s, t, x, tangents, live=None)``, when
-it has one, for several tangents at one primal, a tangent needed only under sg, and plain
-evaluations (no tangents); anything else goes through ``torch.func.jvp``. Second order nests two
-JVPs.
+fused MLP and UNet) is used for first-order jets — and its ``jvp_many(s, t, x, tangents,
+live=None)``, when it has one, for several tangents at one primal, a tangent needed only under sg,
+and plain evaluations (no tangents); anything else goes through ``torch.func.jvp``. Second order
+nests two JVPs.
 """
 from __future__ import annotations
 
