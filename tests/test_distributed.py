@@ -3,6 +3,7 @@ the same global batch, and ranks that drift apart are caught."""
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -17,9 +18,11 @@ TINY = ["steps=4", "network.width=16", "network.depth=2", "data.batch=64", "eval
         "checkpoint.every=0"]
 
 
-def test_two_gloo_ranks_match_one_process(tmp_path):
-    config = tmp_path / "tiny.toml"
-    config.write_text(load_config(None, TINY + [f"out={tmp_path / 'unused'}"]).to_toml())
+def _train_on_two_gloo_ranks(tmp_path, overrides: list[str], steps: int) -> tuple[Path, dict]:
+    """`flowcore train` of `overrides` under torchrun with 2 CPU processes: the config file and the
+    checkpoint the ranks wrote (rank 0 reports once)."""
+    config = tmp_path / "run.toml"
+    config.write_text(load_config(None, overrides + [f"out={tmp_path / 'unused'}"]).to_toml())
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     env.pop("WORLD_SIZE", None)
     result = subprocess.run(
@@ -27,9 +30,14 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
          "train", str(config), "--out", str(tmp_path / "ddp")],
         capture_output=True, text=True, env=env, timeout=240, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 process(es)" in result.stdout and result.stdout.count("trained 4 steps") == 1   # rank 0 reports
+    assert "2 process(es)" in result.stdout and result.stdout.count(f"trained {steps} steps") == 1
     two = ckpt.read(ckpt.resolve(tmp_path / "ddp"))
-    assert two["world"] == 2 and two["step"] == 4
+    assert two["world"] == 2 and two["step"] == steps
+    return config, two
+
+
+def test_two_gloo_ranks_match_one_process(tmp_path):
+    config, two = _train_on_two_gloo_ranks(tmp_path, TINY, steps=4)
 
     single = Trainer(load_config(config, [f"out={tmp_path / 'single'}"]))
     single.train()
@@ -54,18 +62,7 @@ def test_two_gloo_ranks_train_a_unet_like_one_process(tmp_path):
     """The UNet through torchrun: the JVP's gradients all-reduced by hand and the sphere projection
     after each step (every rank projects its own copy of the same averaged update) leave two ranks
     with the weights one process trains on the whole global batch."""
-    config = tmp_path / "unet.toml"
-    config.write_text(load_config(None, TINY_UNET + [f"out={tmp_path / 'unused'}"]).to_toml())
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    env.pop("WORLD_SIZE", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "flowcore.cli",
-         "train", str(config), "--out", str(tmp_path / "ddp")],
-        capture_output=True, text=True, env=env, timeout=240, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 process(es)" in result.stdout and result.stdout.count("trained 3 steps") == 1
-    two = ckpt.read(ckpt.resolve(tmp_path / "ddp"))
-    assert two["world"] == 2 and two["step"] == 3
+    config, two = _train_on_two_gloo_ranks(tmp_path, TINY_UNET, steps=3)
 
     single = Trainer(load_config(config, [f"out={tmp_path / 'single'}"]))
     initial = {name: value.detach().clone() for name, value in single.net.state_dict().items()}

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from torch import nn
 from ..data.digits import NATIVE_RESOLUTION, digits_with_labels
 from ..data.registry import DIGITS
 from ..native.cache import cache_root
+from ..native.files import write_atomically
 from .frechet import frechet_metric
 from .metrics import register_metric
 
@@ -129,17 +129,7 @@ def _read_cached(path: Path) -> DigitsClassifier | None:
 
 
 def _write_atomically(model: DigitsClassifier, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(model.state_dict(), file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda file: torch.save(model.state_dict(), file))
 
 
 def load_or_train_classifier(cache_dir: str | os.PathLike | None = None) -> tuple[DigitsClassifier, bool]:

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import torch
+
+from ..native.files import write_atomically
 
 Statistics = tuple[torch.Tensor, torch.Tensor]
 MEMORY_CACHE_ENTRIES = 8          # reference sets a process keeps statistics of (one per data set in practice)
@@ -204,17 +205,8 @@ class StatisticsCache:
         self._remember(digest, statistics)
         if self.directory is None:
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=f".{self.name}-{digest}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                torch.save({"format": CACHE_FORMAT, "mu": statistics[0], "sigma": statistics[1]}, file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, self.path(digest))
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        entry = {"format": CACHE_FORMAT, "mu": statistics[0], "sigma": statistics[1]}
+        write_atomically(self.path(digest), lambda file: torch.save(entry, file))
 
     def _remember(self, digest: str, statistics: Statistics) -> None:
         self.memory[digest] = statistics

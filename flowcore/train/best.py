@@ -29,11 +29,11 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from ..eval.metrics import METRICS
+from ..native.files import write_atomically
 
 BEST_FILE = "best.json"
 KEPT_FOLDER = "best"
@@ -143,14 +143,8 @@ def _drop_records_from(metrics: dict, step: int) -> bool:
 
 
 def _write_atomically(path: Path, record: dict) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(record, file, indent=2)
-            file.write("\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    def dump(file) -> None:
+        json.dump(record, file, indent=2)
+        file.write("\n")
+
+    write_atomically(path, dump, binary=False)
