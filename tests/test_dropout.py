@@ -13,20 +13,15 @@ from flowcore.terms import draw_dropout_seeds, draw_noise_and_times, shard_seeds
 from flowcore.train import Trainer, load_config
 
 from backends import available
+import unets
 
 F64 = torch.float64
 BACKENDS = [b for b in available() if b in ("torch", "cpu")]
 
 
 def tiny_unet(dropout: float) -> FlowMapUNet:
-    torch.manual_seed(0)
-    net = FlowMapUNet(resolution=8, in_channels=1, model_channels=8, channel_mult=(1, 2), num_blocks=1,
-                      attn_resolutions=(4,), channels_per_head=16, dropout=dropout).to(F64)
-    with torch.no_grad():   # non-zero gains: v̂ depends on x, s, t (at initialisation v̂ = 0)
-        for p in net.parameters():
-            if p.ndim == 0:
-                p.fill_(0.7)
-    return net
+    """The shared tiny UNet (tests/unets.py) with `dropout`."""
+    return unets.tiny_unet(0, dropout=dropout)
 
 
 class Spy(torch.nn.Module):

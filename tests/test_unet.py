@@ -22,26 +22,14 @@ from flowcore.train import Trainer, load_config
 from flowcore.train.build import network_from_checkpoint
 from flowcore.train.checkpoint import read
 from flowcore.train.config import ConfigError, NetworkConfig, TrainConfig, validate
+import unets
 
 F64 = torch.float64
 
 
 def tiny_unet(seed: int = 0, gains: bool = True, **sizes) -> FlowMapUNet:
-    """An 8×8 one-channel UNet with two levels, attention at 4×4 (one head of 16 channels). With
-    `gains`, the output gain and every block's embedding gain are drawn non-zero, so that v̂
-    depends on x, s and t (at initialisation v̂ = 0 and no block sees the time)."""
-    torch.manual_seed(seed)
-    # time_scale 1000 (the default is the paper's 1): fast time features make the derivative checks harder
-    config = dict(resolution=8, in_channels=1, model_channels=8, channel_mult=(1, 2), num_blocks=1,
-                  attn_resolutions=(4,), channels_per_head=16, time_scale=1000.0)
-    net = FlowMapUNet(**{**config, **sizes}).to(F64)
-    if gains:
-        gen = torch.Generator().manual_seed(seed + 100)
-        with torch.no_grad():
-            for name, p in net.named_parameters():
-                if p.ndim == 0:
-                    p.copy_(0.5 + torch.rand((), generator=gen, dtype=F64))
-    return net
+    """The shared tiny UNet (tests/unets.py) with one attention head of 16 channels."""
+    return unets.tiny_unet(seed, gains, **{"channels_per_head": 16, **sizes})
 
 
 def batch(n: int = 3, seed: int = 1, channels: int = 1, resolution: int = 8):

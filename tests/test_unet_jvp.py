@@ -33,24 +33,15 @@ from flowcore.nn.unet.embedding import PositionalEmbedding
 from flowcore.nn.unet.pointwise import ClipJet, SiluJet
 from flowcore.terms import draw_noise_and_times
 from flowcore.testing import FLOAT64_RTOL, compare_with_reference, relative_error
+import unets
 
 F64 = torch.float64
 RES = 8
 
 
 def tiny_unet(seed: int = 0, dropout: float = 0.0, time_scale: float = 1000.0) -> FlowMapUNet:
-    """8×8, one channel, two levels, attention at 4×4 with two heads of 8 channels; the scalar gains
-    drawn non-zero (the output gain starts at 0, which would make v̂ ≡ 0) and time_scale 1000 for
-    fast time features, so every input and parameter matters."""
-    torch.manual_seed(seed)
-    net = FlowMapUNet(resolution=RES, in_channels=1, model_channels=8, channel_mult=(1, 2), num_blocks=1,
-                      attn_resolutions=(4,), channels_per_head=8, time_scale=time_scale, dropout=dropout).to(F64)
-    gen = torch.Generator().manual_seed(seed + 100)
-    with torch.no_grad():
-        for p in net.parameters():
-            if p.ndim == 0:
-                p.copy_(0.5 + torch.rand((), generator=gen, dtype=F64))
-    return net
+    """The shared tiny UNet (tests/unets.py): two heads of 8 channels, every gain non-zero."""
+    return unets.tiny_unet(seed, dropout=dropout, time_scale=time_scale)
 
 
 def inputs(batch: int, seed: int):

@@ -25,6 +25,7 @@ from flowcore import objectives
 from flowcore.nn import FlowMapUNet, ImageLogVarHead
 from flowcore.terms import draw_noise_and_times
 from flowcore.testing import FLOAT64_RTOL, compare_with_reference
+import unets
 
 F64 = torch.float64
 BATCH = 6  # with η = 0.75: 4 diagonal rows, 2 off-diagonal ones — every term gets samples
@@ -32,19 +33,8 @@ COVERED_BY_TEST_UNET = ("lsd", "meanflow")
 
 
 def tiny_unet(seed: int) -> FlowMapUNet:
-    """8×8, one channel, 8 model channels, one block per level, attention at 4×4. The scalar gains
-    (the output gain, zero at initialisation, and every block's embedding gain) are drawn non-zero,
-    so v̂ depends on x, s and t; time_scale 1000 gives fast time features, so the time derivatives
-    are far from trivial."""
-    torch.manual_seed(seed)
-    net = FlowMapUNet(resolution=8, in_channels=1, model_channels=8, channel_mult=(1, 2), num_blocks=1,
-                      attn_resolutions=(4,), channels_per_head=8, time_scale=1000.0).to(F64)
-    gen = torch.Generator().manual_seed(seed + 100)
-    with torch.no_grad():
-        for p in net.parameters():
-            if p.ndim == 0:
-                p.copy_(0.5 + torch.rand((), generator=gen, dtype=F64))
-    return net
+    """The shared tiny UNet (tests/unets.py): every gain non-zero, fast time features."""
+    return unets.tiny_unet(seed)
 
 
 class FrozenUNetTeacher(nn.Module):
