@@ -119,7 +119,9 @@ def run_calls(batch: tuple[Call, ...], states: list[TermState], models: dict) ->
             _run_together((call,), states, models, seeds[call.term])
 
 
-def _run_together(batch: tuple[Call, ...], states: list[TermState], models: dict, dropout_seed: int | None) -> None:
+def _run_together(batch: tuple[Call, ...], states: list[TermState], models: dict,
+                  dropout_seed: int | None) -> None:
+    """One network evaluation of the concatenated calls of `batch` (with `dropout_seed`, if any)."""
     first = batch[0]
     f = _function(first.fn, models, dropout_seed)
     options = {} if dropout_seed is None else {"dropout_seed": dropout_seed}
