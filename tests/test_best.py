@@ -91,3 +91,16 @@ def test_the_record_is_written_atomically_and_a_bad_one_is_named(tmp_path, monke
 def test_an_unregistered_metric_is_refused(tmp_path):
     with pytest.raises(ValueError, match="metric 'mystery' is not registered"):
         BestCheckpoints(tmp_path).update(1, None, {1: {"mystery": 0.5}})
+
+
+def test_forget_removes_the_record_and_the_kept_checkpoints(tmp_path):
+    """A run started over in its folder (the quick run) does not inherit the old run's bests."""
+    checkpoint = tmp_path / "checkpoints" / "step-000000002.pt"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"weights")
+    best = BestCheckpoints(tmp_path)
+    best.update(2, checkpoint, {1: {"kl": 0.5}})
+    assert (tmp_path / "best.json").is_file() and any((tmp_path / "best").iterdir())
+    best.forget()
+    assert not (tmp_path / "best.json").exists() and not (tmp_path / "best").exists()
+    assert best.read()["metrics"] == {}

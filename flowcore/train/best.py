@@ -63,6 +63,11 @@ class BestCheckpoints:
                              f"{{'format': {FORMAT}, 'metrics': {{...}}}}); delete it to start the record over")
         return record
 
+    def forget(self) -> None:
+        """Remove the record and the checkpoints it kept (a run started over in the same folder)."""
+        self.path.unlink(missing_ok=True)
+        shutil.rmtree(self.out / KEPT_FOLDER, ignore_errors=True)
+
     def best(self, metric: str, k: int) -> dict | None:
         """``{value, step, checkpoint}`` of the best `metric` at `k` so far, or None."""
         return self.read()["metrics"].get(metric, {}).get("k", {}).get(str(int(k)))

@@ -133,6 +133,7 @@ class Trainer:
         distributed.barrier(self.context)
         if same and self.context.is_main:
             shutil.rmtree(self.out / "checkpoints")
+            BestCheckpoints(self.out).forget()   # the old run's best records and kept checkpoints
         distributed.barrier(self.context)
         return same
 
