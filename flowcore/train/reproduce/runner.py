@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...native.files import write_atomically
 from ..build import build_objective
 from ..config import TrainConfig, from_dict
 from ..trainer import Summary, Trainer
@@ -79,9 +80,8 @@ def run(target: Target, budget: str, out: Path, objectives: Sequence[str], overr
                       "samples": str(summary.samples) if summary.samples else None}
         if target.finish is not None:
             runs[name].update(target.finish(name, target.label(name), config, summary))
-        temporary = result_path.with_name(result_path.name + ".tmp")
-        temporary.write_text(json.dumps(runs[name], indent=2))
-        temporary.replace(result_path)  # a result.json is complete or absent
+        record = json.dumps(runs[name], indent=2)
+        write_atomically(result_path, lambda file: file.write(record), binary=False)  # complete or absent
     return target.write_report(out, budget, runs, echo)
 
 
