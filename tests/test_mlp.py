@@ -309,7 +309,7 @@ def test_no_grad_mode_saves_nothing(paths):
 
 # -- loading and the fallback ------------------------------------------------------------------------
 def test_unloadable_extension_or_the_environment_variable_select_the_torch_path(monkeypatch):
-    monkeypatch.setattr(fused, "_state", {})
+    monkeypatch.setattr(extension, "_device_kernels", {})
     monkeypatch.setattr(extension, "_optional", {})
     monkeypatch.setattr(extension, "load_extension", mock.Mock(side_effect=ExtensionBuildError("no C++ compiler")))
     cfg = dict(dim=2, width=8, depth=2, activation="silu", embedding="raw", sigma=1.0, batch=3, seed=2)

@@ -54,6 +54,10 @@ LD_FLAGS = list(OPENMP_FLAGS)
 _lock = threading.Lock()
 _state: dict = {}
 _optional: dict = {}  # op name -> torch.ops.flowcore or None (optional_extension's one answer per process)
+_device_kernels: dict = {}  # (op name, device type) -> has_device_kernels' answer, looked up once
+# The dtypes flowcore's fused kernels take, by device type (CUDA adds the half types, float accumulation).
+KERNEL_DTYPES = {"cpu": (torch.float32, torch.float64),
+                 "cuda": (torch.float32, torch.float64, torch.float16, torch.bfloat16)}
 
 
 class ExtensionBuildError(RuntimeError):
@@ -293,3 +297,25 @@ def has_device_kernels(op: str, device_type: str) -> bool:
     """Whether the loaded extension has kernels of ``flowcore::<op>`` for `device_type` ("cpu", "cuda"):
     a build without nvcc has no CUDA part."""
     return torch._C._dispatch_has_kernel_for_dispatch_key(f"flowcore::{op}", device_type.upper())
+
+
+def kernels_available(op: str, device: torch.device | str, dtype: torch.dtype, *, switch: str,
+                      unavailable: str, family: str) -> bool:
+    """Whether the fused kernels whose first op is `op` run for `device` and `dtype`: not turned off
+    by the environment variable `switch` ("0"), a dtype they take, an extension that loads
+    (`optional_extension`, warning `unavailable` once) and has the device's part (a build without
+    nvcc has no CUDA kernels: warned once, naming `family`, e.g. "the fused MLP")."""
+    if os.environ.get(switch, "1") in ("0", "false", "no"):
+        return False
+    device = torch.device(device)
+    if dtype not in KERNEL_DTYPES.get(device.type, ()):
+        return False
+    if optional_extension(op, unavailable) is None:
+        return False
+    key = (op, device.type)
+    if key not in _device_kernels:
+        _device_kernels[key] = has_device_kernels(op, device.type)
+        if not _device_kernels[key]:
+            warnings.warn(f"flowcore.nn: the extension was built without {device.type.upper()} kernels; using "
+                          f"{family}'s equivalent pure-torch path there (slower)", RuntimeWarning, stacklevel=3)
+    return _device_kernels[key]

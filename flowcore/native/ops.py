@@ -12,7 +12,13 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["register_all"]
+__all__ = ["register_all", "transforms_active"]
+
+
+def transforms_active() -> bool:
+    """Whether a torch.func transform (vmap, jvp, grad) or forward-mode AD is tracing the current
+    call: custom autograd Functions that save state by hand must then take their plain-op path."""
+    return torch.autograd.forward_ad._current_level >= 0 or torch._C._are_functorch_transforms_active()
 
 _done: dict = {}
 

@@ -12,4 +12,4 @@ from .registry import build_network, network_kinds, register_network
 from .unet import FlowMapUNet, ImageLogVarHead
 
 __all__ = ["FlowMapMLP", "FlowMapNetwork", "FlowMapUNet", "ImageLogVarHead", "LogVarHead", "NativeJvp", "RawTimes",
-           "SinusoidalTimes", "build_network", "network_kinds", "register_network"]
+           "SinusoidalTimes", "attention_jvp", "build_network", "network_kinds", "register_network"]

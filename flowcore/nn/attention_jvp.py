@@ -26,19 +26,18 @@ over `attention_jvp`) go through the reference: correct, but they materialise th
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 from torch.autograd import Function
 
 from ..native import extension
+from ..native.ops import transforms_active
 
 __all__ = ["attention", "attention_jvp", "attention_jvp_reference", "kernels_available"]
 
 ENV_FUSED = "FLOWCORE_ATTENTION_FUSED"  # "0": always the pure-torch path
 _UNAVAILABLE = ("flowcore.nn: the fused attention kernels are unavailable ({reason}); using the equivalent "
                 "pure-torch attention JVP (slower, O(N²) memory)")
-_state: dict = {}
 
 
 # -- checks -----------------------------------------------------------------------------------------
@@ -110,20 +109,8 @@ def _reference_stats(q, k, v, dq, dk, dv, scale):
 # -- kernels or fallback ------------------------------------------------------------------------------
 def kernels_available(device: torch.device | str, dtype: torch.dtype) -> bool:
     """Whether the fused attention kernels run for this device and dtype (loading the extension)."""
-    if os.environ.get(ENV_FUSED, "1") in ("0", "false", "no"):
-        return False
-    device = torch.device(device)
-    if device.type == "cpu":
-        if dtype not in (torch.float32, torch.float64):
-            return False
-    elif device.type != "cuda" or dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
-        return False
-    if extension.optional_extension("attention_jvp_fwd", _UNAVAILABLE) is None:
-        return False
-    key = ("has", device.type)
-    if key not in _state:
-        _state[key] = extension.has_device_kernels("attention_jvp_fwd", device.type)
-    return _state[key]
+    return extension.kernels_available("attention_jvp_fwd", device, dtype, switch=ENV_FUSED,
+                                       unavailable=_UNAVAILABLE, family="attention")
 
 
 def _fused(q) -> bool:
@@ -330,7 +317,6 @@ def attention(q, k, v, *, scale=None):
     _check(q, k, v)
     scale = _scale(q, scale)
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    if not torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active() \
-            and torch.autograd.forward_ad._current_level < 0:
+    if not torch.is_grad_enabled() and not transforms_active():
         return _primal_fwd(q, k, v, scale)[0]
     return Attention.apply(q, k, v, scale)[0]

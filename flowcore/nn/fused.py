@@ -21,13 +21,12 @@ directly: nothing is saved for backward.
 from __future__ import annotations
 
 import math
-import os
-import warnings
 
 import torch
 from torch.autograd import Function
 
 from ..native import extension
+from ..native.ops import transforms_active
 
 __all__ = ["ACTIVATIONS", "ActJvp", "ActJvpBackward", "act_jvp", "derivatives", "kernels_available", "mlp_ops"]
 
@@ -35,7 +34,6 @@ ACTIVATIONS = ("gelu", "silu", "tanh")
 ENV_FUSED = "FLOWCORE_MLP_FUSED"  # "0": always the pure-torch path
 _SQRT1_2 = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-_state: dict = {}
 
 
 # -- the activation and its derivatives in torch ops (the unfused path; the ops' backward) --------
@@ -115,23 +113,8 @@ def mlp_ops() -> object | None:
 
 def kernels_available(device: torch.device | str, dtype: torch.dtype) -> bool:
     """Whether the fused kernels run for this device and dtype (loading the extension if needed)."""
-    if os.environ.get(ENV_FUSED, "1") in ("0", "false", "no"):
-        return False
-    device = torch.device(device)
-    if device.type == "cpu":
-        if dtype not in (torch.float32, torch.float64):
-            return False
-    elif device.type != "cuda" or dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
-        return False
-    if mlp_ops() is None:
-        return False
-    key = ("has", device.type)
-    if key not in _state:
-        _state[key] = extension.has_device_kernels("mlp_act_fwd", device.type)
-        if not _state[key]:
-            warnings.warn(f"flowcore.nn: the extension was built without {device.type.upper()} kernels; using the "
-                          "equivalent pure-torch JVP layers there (slower)", RuntimeWarning, stacklevel=3)
-    return _state[key]
+    return extension.kernels_available("mlp_act_fwd", device, dtype, switch=ENV_FUSED, unavailable=_UNAVAILABLE,
+                                       family="the fused MLP")
 
 
 def _use_kernels(y: torch.Tensor, fused: bool | None) -> bool:
@@ -251,14 +234,10 @@ class _ActJvpReverse(Function):
         return gy, (gy[0].sum(0) if ctx.needs_input_grad[1] else None), None, None
 
 
-def _transforms_active() -> bool:
-    return torch.autograd.forward_ad._current_level >= 0 or torch._C._are_functorch_transforms_active()
-
-
 def act_jvp(y: torch.Tensor, bias: torch.Tensor, activation: str, fused: bool | None = None) -> torch.Tensor:
     """The fused activation of stacked JVP rows; differentiable, or a bare op call (nothing saved)
     under ``torch.no_grad()``."""
-    if _transforms_active():
+    if transforms_active():
         return ActJvp.apply(y, bias, activation, fused)
     if torch.is_grad_enabled():
         return _ActJvpReverse.apply(y, bias, activation, fused)

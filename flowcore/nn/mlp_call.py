@@ -26,7 +26,8 @@ import torch
 from torch.autograd import Function
 from torch.nn import functional as F
 
-from .fused import _transforms_active, _use_kernels, act_fwd, act_jvp, mlp_ops
+from ..native.ops import transforms_active
+from .fused import _use_kernels, act_fwd, act_jvp, mlp_ops
 
 __all__ = ["NetCall", "net_call", "stacked_layers"]
 
@@ -97,7 +98,7 @@ class NetCall(Function):
         weights, biases = params[:n], params[n:]
         needs = ctx.needs_input_grad
         layers, ctx.layers = ctx.layers, None
-        if layers is None or torch.is_grad_enabled() or _transforms_active() or _legacy_batched(grad):
+        if layers is None or torch.is_grad_enabled() or transforms_active() or _legacy_batched(grad):
             # create_graph, vmap over the backward, or a retained graph's second backward
             grads = _differentiable_backward(ctx, grad, h, weights, biases)
         else:
@@ -159,7 +160,7 @@ def net_call(h: torch.Tensor, live: int, weights: list[torch.Tensor], biases: li
     differentiable; `NetCall` where it applies, else `stacked_layers`."""
     if not 1 <= live <= h.shape[0]:
         raise ValueError(f"net_call: live must count 1..{h.shape[0]} row blocks, got {live}")
-    if (_transforms_active() or torch.compiler.is_compiling() or torch.is_autocast_enabled(h.device.type)
+    if (transforms_active() or torch.compiler.is_compiling() or torch.is_autocast_enabled(h.device.type)
             or not _use_kernels(h, fused) or any(p.dtype != h.dtype for p in (*weights, *biases))):
         return stacked_layers(h, live, weights, biases, activation, scale, fused)
     ops = mlp_ops()

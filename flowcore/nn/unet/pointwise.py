@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch.autograd import Function
 
+from ...native.ops import transforms_active
 from .layers import CLIP, SILU_RMS
 
 __all__ = ["ClipJet", "SiluJet", "plain_autograd"]
@@ -30,7 +31,7 @@ __all__ = ["ClipJet", "SiluJet", "plain_autograd"]
 
 def plain_autograd() -> bool:
     """True outside torch.func transforms and forward-mode AD (where these Functions may be used)."""
-    return not torch._C._are_functorch_transforms_active() and torch.autograd.forward_ad._current_level < 0
+    return not transforms_active()
 
 
 def _blocks(stack: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
