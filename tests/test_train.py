@@ -389,9 +389,10 @@ def test_train_eval_sample_commands(tmp_path, capsys):
     assert main(["sample", str(tmp_path / "run"), "--steps", "4", "--grid", "0,0.25,0.5,0.75,1", "--grid", "0,0.9,1",
                  "--n", "300", "--out", str(tmp_path / "grid")]) == 0
     with np.load(tmp_path / "grid" / "samples.npz") as arrays:
-        assert sorted(arrays.files) == ["grid0", "grid1", "k4"]
-        assert np.array_equal(arrays["grid0"], arrays["k4"]) and not np.allclose(arrays["grid1"], arrays["k4"])
-    assert (tmp_path / "grid" / "samples_grid1.png").is_file()
+        assert sorted(arrays.files) == ["grid-0-0.25-0.5-0.75-1", "grid-0-0.9-1", "k4"]  # each named by its times
+        assert np.array_equal(arrays["grid-0-0.25-0.5-0.75-1"], arrays["k4"])
+        assert not np.allclose(arrays["grid-0-0.9-1"], arrays["k4"])
+    assert (tmp_path / "grid" / "samples_grid-0-0.9-1.png").is_file()
     # the ODE of the diagonal as a check, in eval and sample
     assert main(["eval", str(tmp_path / "run"), "--steps", "2", "--n", "512", "--method", "heun",
                  "--json", str(tmp_path / "heun.json")]) == 0

@@ -15,15 +15,59 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import re
 import sys
 import warnings
 
 # Modules that contribute subcommands, in the order `flowcore --help` lists them.
 COMMAND_MODULES = ["objectives", "bench", "train"]
+INTERRUPTED, BROKEN_PIPE = 130, 141  # 128 + SIGINT, 128 + SIGPIPE: what a shell reports for a tool so ended
+
+# A number or a comma list of numbers that starts with a minus sign: a value, never an option
+# (argparse's own rule knows only "-1" and "-.5", so `--grid -0.5,0,1` was "expected one argument").
+_NUMBER = r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+NEGATIVE_NUMBERS = re.compile(rf"^(?=-){_NUMBER}(?:,\s*{_NUMBER})*$")
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``counted(1, "step")`` is "1 step", ``counted(4, "step")`` "4 steps": every count the command prints."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with flowcore's two conventions: a mistake is one line naming the argument (the
+    usage summary is what ``--help`` is for), and a value may start with a minus sign."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_NUMBERS
+
+    def error(self, message: str):
+        # argparse writes "argument --n: ..."; a message that names its argument itself stands alone
+        head, _, rest = message.partition(": ")
+        if head.startswith("argument ") and rest.startswith(head.removeprefix("argument ")):
+            message = rest
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(option: str):
+    """An argparse `type` for `option`: an integer >= 1, else "OPTION must be a positive integer, got X"."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < 1:
+            raise argparse.ArgumentTypeError(f"{option} must be a positive integer, got {text}")
+        return value
+
+    parse.__name__ = "positive integer"  # what argparse would call the type in its own messages
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flowcore", description="Flow-map objectives: declare, compile, check.")
+    parser = Parser(prog="flowcore", description="Flow-map objectives: declare, compile, check.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(commands)
@@ -31,12 +75,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A mistake the user can fix is one line on stderr and exit status 2; Ctrl-C
+    before a command takes over SIGINT (imports, building, data) is "interrupted" and 130; a reader
+    that closed the pipe (``flowcore objectives | head -1``) ends the command quietly with 141."""
     # torch's own forward-AD decompositions still call torch.jit.script; the notice is not ours.
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
-    args = build_parser().parse_args(argv)
+    command = "flowcore"
     try:
-        return args.func(args)
+        args = build_parser().parse_args(argv)
+        command = f"flowcore {args.command}"
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+        return code
     except (KeyError, ValueError, FileNotFoundError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"flowcore {args.command}: {message}", file=sys.stderr)
+        print(f"{command}: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{command}: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except BrokenPipeError:
+        # Python's documented idiom: what is still buffered for stdout goes to /dev/null, so the
+        # flush at exit does not raise again (docs.python.org/3/library/signal.html#note-on-sigpipe).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE

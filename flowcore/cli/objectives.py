@@ -79,6 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .. import objectives, reference
     from ..data import CHECKERBOARD_STD, checkerboard
     from ..nn import FlowMapMLP
+    from . import counted
 
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
     names = args.objectives.split(",") if args.objectives else objectives.names()
@@ -86,11 +87,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     net = FlowMapMLP(2, args.width, args.depth, sigma=CHECKERBOARD_STD).to(dtype)
     # An untrained stand-in teacher for the distillation objectives (LMD, EMD, PFMM, consistency).
     teacher_net = FlowMapMLP(2, args.width, args.depth, sigma=CHECKERBOARD_STD).to(dtype).requires_grad_(False)
-    teacher = lambda tau, x: teacher_net(tau, tau, x)  # noqa: E731
+    teacher = lambda tau, x: teacher_net(tau, tau, x)
     generator = torch.Generator().manual_seed(args.seed)
     x1 = checkerboard(args.batch, generator, dtype)
     print(f"checkerboard batch {args.batch}, network {args.depth}x{args.width} GELU, {args.dtype}, "
-          f"reference interpreter (torch.func.jvp), torch {torch.__version__}, {torch.get_num_threads()} threads")
+          f"reference interpreter (torch.func.jvp), torch {torch.__version__}, "
+          f"{counted(torch.get_num_threads(), 'thread')}")
     rows = []
     for name in names:
         objective = objectives.get(name, sigma=CHECKERBOARD_STD)
@@ -108,13 +110,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def register(commands) -> None:
     """Add this module's subcommands to the `flowcore` parser."""
+    from . import positive_int
+
     commands.add_parser("objectives", help="list the built-in objectives").set_defaults(func=cmd_objectives)
     show = commands.add_parser("show", help="print a declaration in readable math")
     show.add_argument("objective", help="a built-in name or a Python file declaring one Objective")
     show.set_defaults(func=cmd_show)
     build = commands.add_parser("compile", help="build an objective's kernels")
     build.add_argument("objective", help="a built-in name or a Python file declaring one Objective")
-    build.add_argument("--backend", choices=backends.names(), default="cpu")
+    build.add_argument("--backend", choices=backends.names(), default="cpu",
+                       help="where its kernels run (default: cpu, C++ built with the system compiler)")
     build.add_argument("--emit", metavar="DIR", help="write the generated sources to DIR")
     build.add_argument("--compile-only", action="store_true",
                        help=f"{', '.join(b.name for b in backends.REGISTERED if b.compile_only)}: "
@@ -122,9 +127,12 @@ def register(commands) -> None:
     build.set_defaults(func=cmd_compile)
     check = commands.add_parser("check", help="property-test compiled against reference")
     check.add_argument("objective", help="a built-in name or a Python file declaring one Objective")
-    check.add_argument("--backend", choices=backends.names(), default="torch")
-    check.add_argument("--examples", type=int, default=20)
-    check.add_argument("--seed", type=int, default=0)
+    check.add_argument("--backend", choices=backends.names(), default="torch",
+                       help="the backend whose compiled objective is checked (default: torch, which needs no "
+                            "compiler; cpu and cuda build C++ first)")
+    check.add_argument("--examples", type=positive_int("--examples"), default=20,
+                       help="hypothesis examples: batches, shapes and hard times drawn (default: 20)")
+    check.add_argument("--seed", type=int, default=0, help="seed of the drawn examples (default: 0)")
     check.set_defaults(func=cmd_check)
     run = commands.add_parser("run",
                               help="evaluate every built-in once on a checkerboard batch (losses, gradient norms)")

@@ -95,20 +95,24 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     from ..data import make_source
     from ..eval.evaluate import draw
+    from . import counted
 
     net, config, sigma, path, step, weights, dims = _network(args)
     prefix = "" if args.method == "flow_map" else f"{args.method}_"  # the ODE check is named apart
+    # --grid alone samples the grid alone; the default k's come only when no grid is asked for
+    steps = args.steps if args.steps is not None else ([] if args.grid else DEFAULT_STEPS)
     arrays, titles = {}, {}
-    for k, x in draw(net, args.steps, args.n, sigma, dims, args.seed, "cpu", args.method).items():
-        arrays[f"{prefix}k{k}"], titles[f"{prefix}k{k}"] = (k, x), f"{k} uniform steps"
-    for i, grid in enumerate(args.grid or []):
+    for k, x in draw(net, steps, args.n, sigma, dims, args.seed, "cpu", args.method).items():
+        arrays[f"{prefix}k{k}"], titles[f"{prefix}k{k}"] = (k, x), counted(k, "step")
+    for grid in args.grid or []:
         ((k, x),) = draw(net, [], args.n, sigma, dims, args.seed, "cpu", args.method, grid=grid).items()
-        arrays[f"{prefix}grid{i}"], titles[f"{prefix}grid{i}"] = (k, x), f"grid {', '.join(f'{t:g}' for t in grid)}"
+        name = f"{prefix}grid-{'-'.join(f'{t:g}' for t in grid)}"  # named by its times: grid-0-0.5-1
+        arrays[name], titles[name] = (k, x), f"grid {', '.join(f'{t:g}' for t in grid)}"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "samples.npz", **{name: x.numpy() for name, (_, x) in arrays.items()})
     method = "flow map" if args.method == "flow_map" else f"{args.method} ODE of the diagonal"
-    print(f"{path} (step {step}, {weights}): {args.n} samples each, {method}: {', '.join(arrays)}")
+    print(f"{path} (step {step}, {weights}): {counted(args.n, 'sample')} each, {method}: {', '.join(arrays)}")
     print(f"wrote {out / 'samples.npz'} (arrays {', '.join(arrays)})")
     from ..eval.plots import sample_figure
 
@@ -141,14 +145,20 @@ def _grid(text: str) -> list[float]:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..eval.evaluate import evaluate, format_table
+    from . import counted
 
     net, config, sigma, path, step, weights, _ = _network(args)
     metrics = args.metrics if args.metrics is not None else config.eval.metrics
-    results = evaluate(net, args.steps, args.n, sigma, args.seed, config.data.name, config.data.key, args.method,
-                       metrics, data_options=config.data.source_options(), options=config.eval.metric_options())
     method = "flow map" if args.method == "flow_map" else f"{args.method} ODE of the diagonal"
-    print(f"{path} (step {step}, {weights}, {config.objective.name} on {config.data.name}, {args.n} samples, "
-          f"{method})")
+    # a heun evaluation of 65536 samples takes most of a minute: say what runs, then a line per k
+    say = lambda line: print(f"  {line}", file=sys.stderr, flush=True)
+    print(f"evaluating {path}: {method} with {counted(args.n, 'sample')} at k = {', '.join(map(str, args.steps))}",
+          file=sys.stderr, flush=True)
+    results = evaluate(net, args.steps, args.n, sigma, args.seed, config.data.name, config.data.key, args.method,
+                       metrics, data_options=config.data.source_options(), options=config.eval.metric_options(),
+                       progress=say)
+    print(f"{path} (step {step}, {weights}, {config.objective.name} on {config.data.name}, "
+          f"{counted(args.n, 'sample')}, {method})")
     print(format_table(results))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -196,6 +206,8 @@ def _reporting_errors(command):
 
 def register(commands) -> None:
     """Add this module's subcommands to the `flowcore` parser."""
+    from . import positive_int
+
     train = commands.add_parser("train", help="train a flow map from a TOML config (none: a quick checkerboard run)")
     train.add_argument("config", nargs="?", help="a TOML config (configs/*.toml); none: the built-in quick run")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -204,27 +216,30 @@ def register(commands) -> None:
     train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the output")
     train.set_defaults(func=_reporting_errors(cmd_train))
 
-    def add_checkpoint_options(parser, n_default):
+    def add_checkpoint_options(parser, n_default, steps_default, steps_help):
         parser.add_argument("checkpoint", help="a checkpoint file or a run directory (its latest checkpoint)")
-        parser.add_argument("--steps", type=int, nargs="+", default=DEFAULT_STEPS, help="k of the k-step sampler")
-        parser.add_argument("--n", type=int, default=n_default, help="number of samples")
+        parser.add_argument("--steps", type=positive_int("--steps"), nargs="+", default=steps_default, metavar="K",
+                            help=steps_help)
+        parser.add_argument("--n", type=positive_int("--n"), default=n_default,
+                            help=f"number of samples (default: {n_default})")
         parser.add_argument("--ema", type=float,
                             help="EMA decay to use (0: raw weights; default: the config's eval.ema)")
-        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
         parser.add_argument("--method", choices=["flow_map", "euler", "heun"], default="flow_map",
                             help="flow_map: k composed flow-map steps; euler/heun: k steps of the diagonal's ODE "
                                  "(a check on the learned velocity)")
 
     sample = commands.add_parser("sample", help="draw samples from a checkpoint (.npz and a PNG per k)")
-    add_checkpoint_options(sample, 20000)
+    add_checkpoint_options(sample, 20000, None, "k of the k-step sampler (default: 1 2 4 8 16, or none when "
+                                                "--grid is given)")
     sample.add_argument("--out", required=True, help="output directory")
     sample.add_argument("--grid", type=_grid, action="append", metavar="T0,T1,...",
-                        help="also sample on this time grid (0 = noise, ..., 1 = data), e.g. 0,0.5,0.8,1 "
-                             "(repeatable)")
+                        help="sample on this time grid (0 = noise, ..., 1 = data), e.g. 0,0.5,0.8,1, named by it "
+                             "(grid-0-0.5-0.8-1); repeatable")
     sample.set_defaults(func=_reporting_errors(cmd_sample))
     evaluate = commands.add_parser("eval", help="metrics table (e.g. KL / energy / sliced W2) of a checkpoint's "
                                                "k-step samplers")
-    add_checkpoint_options(evaluate, 65536)
+    add_checkpoint_options(evaluate, 65536, DEFAULT_STEPS, "k of the k-step sampler (default: 1 2 4 8 16)")
     evaluate.add_argument("--json", metavar="FILE", help="also write the results and the metrics' noise floors "
                                                           "as JSON")
     evaluate.add_argument("--metrics", nargs="+", metavar="NAME",

@@ -8,7 +8,8 @@ here for comparison.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -42,7 +43,8 @@ def evaluate_sampler(net: Net, steps_list: Sequence[int] = (1, 2, 4, 8, 16), n: 
                      dataset: str | os.PathLike = "checkerboard", *, key: str | None = None,
                      metrics: Sequence[str] | None = None, options: Mapping[str, Mapping[str, Any]] | None = None,
                      chunk_size: int = DEFAULT_CHUNK, method: str = "flow_map",
-                     data_options: Mapping[str, Any] | None = None) -> EvaluationResults:
+                     data_options: Mapping[str, Any] | None = None,
+                     progress: Callable[[str], None] | None = None) -> EvaluationResults:
     """Metrics of the k-step flow-map sampler for each k in `steps_list` (docs/math.md §5):
     ``{k: {metric: value}}``, one entry per metric of `metrics` (names in flowcore.eval.metrics;
     default: those registered as defaults for the data's kind — for the checkerboard ``"kl"``, 50
@@ -59,7 +61,9 @@ def evaluate_sampler(net: Net, steps_list: Sequence[int] = (1, 2, 4, 8, 16), n: 
     ``method``: ``"flow_map"`` (k composed flow-map steps) or ``"euler"`` / ``"heun"`` (k steps of
     the ODE of the diagonal velocity, a check on what the flow map learned). The result is an
     :class:`EvaluationResults`: its ``floors`` hold the noise floor of each computed metric that
-    declares one (flowcore.eval.metrics.Metric.floor), for this data.
+    declares one (flowcore.eval.metrics.Metric.floor), for this data. `progress`, when given, receives
+    one line per k as it is done (``"k=16: sampled in 20.1 s, scored (kl, energy, sw2) in 1.2 s"``): a Heun
+    evaluation of 65,536 samples takes most of a minute, and the command line says where it is.
     """
     if method not in METHODS:
         raise ValueError(f"unknown sampling method {method!r}; choose {', '.join(METHODS)}")
@@ -80,10 +84,18 @@ def evaluate_sampler(net: Net, steps_list: Sequence[int] = (1, 2, 4, 8, 16), n: 
     x0 = (sigma * torch.randn(n, *source.dims, generator=generator, dtype=torch.float64)).to(device, dtype)
     results: dict[int, dict[str, float]] = {}
     for k in steps_list:
+        start = time.perf_counter()
         samples = (flow_map_sample(net, x0, steps=int(k), chunk_size=chunk_size) if method == "flow_map"
                    else ode_sample(net, x0, int(k), method, chunk_size=chunk_size)).to(torch.float64)
+        sampled = time.perf_counter()
         results[int(k)] = {metric.name: metric(samples, data, **options.get(metric.name, {})) for metric in chosen}
-    floors = {metric.name: float(metric.floor(data)) for metric in chosen if metric.floor is not None}
+        if progress is not None:
+            progress(f"k={int(k)}: sampled in {sampled - start:.1f} s, scored ({', '.join(m.name for m in chosen)}) "
+                     f"in {time.perf_counter() - sampled:.1f} s")
+    with_floor = [metric for metric in chosen if metric.floor is not None]
+    if progress is not None and with_floor:
+        progress(f"the noise floor of {', '.join(metric.name for metric in with_floor)}")
+    floors = {metric.name: float(metric.floor(data)) for metric in with_floor}
     return EvaluationResults(results, floors)
 
 
@@ -105,17 +117,18 @@ def format_table(results: dict[int, dict[str, float]], floors: Mapping[str, floa
 def evaluate(net: nn.Module, steps: Sequence[int], samples: int, sigma: float, seed: int, dataset: str,
              key: str = "", method: str = "flow_map", metrics: Sequence[str] = (),
              data_options: Mapping[str, Any] | None = None,
-             options: Mapping[str, Mapping[str, Any]] | None = None) -> EvaluationResults:
+             options: Mapping[str, Mapping[str, Any]] | None = None,
+             progress: Callable[[str], None] | None = None) -> EvaluationResults:
     """``{k: {metric: value}}`` (an :class:`EvaluationResults`, with ``floors``) for the k-step
     sampler of `net` (in eval mode): the flow map, or (`method` euler / heun) the ODE of its
     diagonal as a check; `metrics` as ``eval.metrics`` (empty: the data kind's defaults);
     `data_options` the data's (``data.source_options()``); `options` metric options by metric name
-    (e.g. ``{"fid": {"weights": path}}``)."""
+    (e.g. ``{"fid": {"weights": path}}``); `progress` a line per k as :func:`evaluate_sampler` says."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         return evaluate_sampler(net, list(steps), samples, sigma, generator, dataset, key=key or None,
                                 metrics=list(metrics) or None, method=method, data_options=data_options,
-                                options=options)
+                                options=options, progress=progress)
 
 
 def draw(net: nn.Module, steps: Sequence[int], samples: int, sigma: float, dims: tuple[int, ...], seed: int,

@@ -34,16 +34,16 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
-__all__ = ["BuildCache", "CacheBuildError", "CacheEntry", "CacheLockTimeout", "CacheWarning",
+__all__ = ["BuildCache", "CacheBuildError", "CacheDirectoryError", "CacheEntry", "CacheLockTimeout", "CacheWarning",
            "build_environment", "cache_key", "cache_root", "clear"]
 
 log = logging.getLogger(__name__)
@@ -66,14 +66,44 @@ class CacheWarning(UserWarning):
     """An existing entry was found corrupt or incomplete and was rebuilt."""
 
 
+class CacheDirectoryError(ValueError):
+    """The cache directory cannot be one: it is a file, lies below a file, or cannot be created.
+    A ValueError, so that the command line prints it as one line naming the path."""
+
+
 def cache_root() -> Path:
-    """``$FLOWCORE_CACHE_DIR``, else ``$XDG_CACHE_HOME/flowcore``, else ``~/.cache/flowcore``."""
+    """``$FLOWCORE_CACHE_DIR``, else ``$XDG_CACHE_HOME/flowcore``, else ``~/.cache/flowcore``;
+    a :class:`CacheDirectoryError` naming the path and its variable when that is a file or below one."""
     if os.environ.get("FLOWCORE_CACHE_DIR"):
-        return Path(os.environ["FLOWCORE_CACHE_DIR"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg and os.path.isabs(xdg):  # the XDG spec says relative values are to be ignored
-        return Path(xdg) / "flowcore"
-    return Path.home() / ".cache" / "flowcore"
+        root, origin = Path(os.environ["FLOWCORE_CACHE_DIR"]).expanduser(), "FLOWCORE_CACHE_DIR"
+    elif (xdg := os.environ.get("XDG_CACHE_HOME")) and os.path.isabs(xdg):  # relative values are to be ignored
+        root, origin = Path(xdg) / "flowcore", "XDG_CACHE_HOME"
+    else:
+        root, origin = Path.home() / ".cache" / "flowcore", None
+    _check_directory(root, origin)
+    return root
+
+
+def _check_directory(root: Path, origin: str | None) -> None:
+    """Refuse a root that is a file, or whose nearest existing ancestor is one (mkdir would fail)."""
+    where = f" (set by {origin})" if origin else ""
+    for path in (root, *root.parents):
+        if path.exists():
+            if not path.is_dir():
+                blocker = "it is a file" if path == root else f"{path} is a file"
+                raise CacheDirectoryError(f"the flowcore cache directory {root}{where} is not a directory: {blocker}; "
+                                          f"point FLOWCORE_CACHE_DIR at a directory")
+            return
+
+
+def _make_root(root: Path) -> None:
+    """mkdir -p of the cache root, its failure one line naming the path instead of an OSError traceback."""
+    _check_directory(root, None)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CacheDirectoryError(f"cannot create the flowcore cache directory {root}: {error.strerror}; "
+                                  f"point FLOWCORE_CACHE_DIR at a writable directory") from None
 
 
 def build_environment() -> dict[str, str]:
@@ -90,7 +120,7 @@ def build_environment() -> dict[str, str]:
     return {
         "torch": torch_version,
         "cuda": cuda,
-        "python": "%s-%d.%d" % (platform.python_implementation(), sys.version_info[0], sys.version_info[1]),
+        "python": f"{platform.python_implementation()}-{sys.version_info[0]}.{sys.version_info[1]}",
         "machine": platform.machine(),
         "system": platform.system(),
     }
@@ -167,7 +197,7 @@ class BuildCache:
         entry, _ = self._load(key)  # fast path: no lock for a valid entry
         if entry is not None:
             return entry
-        self.root.mkdir(parents=True, exist_ok=True)
+        _make_root(self.root)
         with self._lock(key):
             entry, problem = self._load(key)  # someone may have built it while we waited
             if entry is not None:
