@@ -305,7 +305,8 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     trainer.train()
     path = trainer.checkpoints.latest()
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match=rf"{path}: not a readable checkpoint \(truncated or corrupt\?\)"):
+    with pytest.raises(CheckpointError, match=rf"{path} is not a flowcore checkpoint \(it cannot be read, truncated "
+                                              r"or corrupt\?"):
         ckpt.read(path)
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         ckpt.read(tmp_path / "absent.pt")
@@ -325,11 +326,11 @@ def test_pickled_objects_are_refused_not_run(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
     torch.save({"format": ckpt.FORMAT, "model": {}, "extra": _Payload(marker)}, path)
-    with pytest.raises(CheckpointError, match=rf"{path}: refused to load: it holds pickled objects"):
+    with pytest.raises(CheckpointError, match=rf"{path} is not a flowcore checkpoint \(it holds pickled objects"):
         ckpt.read(path)
     assert not marker.exists()
     torch.save({"format": "something else"}, path)
-    with pytest.raises(CheckpointError, match="not a flowcore training checkpoint"):
+    with pytest.raises(CheckpointError, match=r"is not a flowcore checkpoint \(format 'something else'"):
         ckpt.read(path)
 
 
@@ -356,7 +357,8 @@ def test_sigint_writes_a_checkpoint_and_exits_cleanly(tmp_path):
             process.communicate()
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
-    assert "interrupted by SIGINT at step" in stdout and "--resume" in stdout
+    assert "interrupted by SIGINT at step" in stdout and f"continue with: flowcore train --resume {out}" in stdout
+    assert stdout.count("SIGINT") == 1, stdout                     # told once
     state = ckpt.read(ckpt.resolve(out))
     assert state["step"] >= 3
     assert int(metrics.read_text().splitlines()[-1].split(",")[0]) == state["step"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -34,17 +35,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..train.checkpoint import read, resolve
     from ..train.config import from_dict
     from ..eval.evaluate import PAPER_CHECKERBOARD_KL, format_table
+    from ..train.trainer import finished
 
-    config = load_config(args.config, args.set)
-    out = Path(args.out or config.out)
-    if args.config is None and args.resume and (out / "checkpoints").is_dir():
-        config = from_dict(read(resolve(out))["config"], args.set)   # continue a run with its own config
+    config_path, run = _config_or_run(args)
+    config = load_config(config_path, args.set)
+    out = Path(run or args.out or config.out)
+    if config_path is None and args.resume and (out / "checkpoints").is_dir():
+        # the run's own config, its --set overrides included, so that plain --resume continues it exactly
+        config = from_dict(read(resolve(out))["config"], args.set).with_overrides({"out": str(out)})
     from ..runtime.allocator import retain_freed_memory
 
     retain_freed_memory()  # a CPU step's buffers are reused, not faulted in again (no effect on CUDA memory)
     # The built-in quick run starts over each time unless asked to resume; any other run in `out`
     # is left alone (the Trainer refuses to overwrite it).
-    trainer = Trainer(config, out=out, resume=args.resume, restart=args.config is None)
+    trainer = Trainer(config, out=out, resume=args.resume, restart=config_path is None)
     if trainer.restarted and trainer.context.is_main:
         print(f"note: started the quick run over in {out} (pass --resume to continue it)")
     summary = trainer.train()
@@ -55,12 +59,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     teardown()
     if not trainer.context.is_main:
         return EXIT_CODES.get(summary.interrupted, 0) if summary.interrupted else 0
-    if summary.interrupted:
+    if summary.interrupted:   # the one line that says so (the trainer leaves it to its caller)
         print(f"interrupted by {summary.interrupted} at step {summary.step}; checkpoint {summary.checkpoint}\n"
-              f"continue with: flowcore train {args.config or ''} --out {out} --resume".replace("  ", " "))
+              f"continue with: flowcore train --resume {shlex.quote(str(out))}")
         return EXIT_CODES.get(summary.interrupted, 1)
-    print(f"\ntrained {summary.step} steps in {summary.seconds:.0f} s ({summary.skipped} skipped); "
-          f"checkpoint {summary.checkpoint}")
+    if summary.trained == 0:
+        print(f"\ntrained no steps ({finished(summary.step, config.steps)}); checkpoint {summary.checkpoint}")
+    else:
+        since = f" (steps {summary.step - summary.trained + 1}–{summary.step})" if summary.trained < summary.step else ""
+        print(f"\ntrained {summary.trained} steps{since} in {summary.seconds:.0f} s ({summary.skipped} skipped); "
+              f"checkpoint {summary.checkpoint}")
     if summary.results:
         if all("kl" in row for row in summary.results.values()):
             name = trainer.objective.name.removesuffix("_logvar")
@@ -76,6 +84,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     if summary.losses:
         print(f"losses: {summary.losses}")
     return 0
+
+
+def _config_or_run(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """(TOML config, run directory) of `flowcore train`: ``flowcore train --resume DIR`` reaches us
+    with DIR as the config (``--resume`` is a flag), so with --resume a path that is not a TOML file
+    names the run to continue (or to start fresh in, when it holds none)."""
+    given = args.config
+    if given is None or given.endswith(".toml") or Path(given).is_file():
+        return given, None
+    if not args.resume:
+        if Path(given).is_dir():
+            raise ValueError(f"{given} is a run directory, not a TOML config: continue the run in it with "
+                             f"flowcore train --resume {shlex.quote(given)}, or give a .toml config to train")
+        return given, None   # load_config names the missing file
+    if args.out and Path(args.out) != Path(given):
+        raise ValueError(f"--resume {given} and --out {args.out} name two run directories; give one")
+    return None, given
 
 
 def _network(args: argparse.Namespace):

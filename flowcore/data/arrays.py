@@ -81,7 +81,12 @@ def load_array(path: str | os.PathLike, key: str | None = None, layout: str | No
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such data file")
     if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
+        _check_magic(path, NPZ_MAGIC, "a NumPy .npz archive", "numpy.savez")
+        try:
+            archive = np.load(path, allow_pickle=False)
+        except Exception as error:  # noqa: BLE001 - a zip file that is not an archive of arrays fails in many ways
+            raise ValueError(f"{path}: not a NumPy .npz archive ({_first_line(error)})") from None
+        with archive:
             names = list(archive.files)
             if key is None:
                 if len(names) != 1:
@@ -90,13 +95,14 @@ def load_array(path: str | os.PathLike, key: str | None = None, layout: str | No
                 key = names[0]
             if key not in names:
                 raise KeyError(f"{path}: no array {key!r} in the archive; it holds: {', '.join(names) or 'nothing'}")
-            array = archive[key]
-        where = f"{path}[{key!r}]"
+            where = f"{path}[{key!r}]"
+            array = _read(lambda: archive[key], where, "the archive")
     else:
         if key is not None:
             raise ValueError(f"{path}: key={key!r} only applies to .npz archives")
-        array = np.load(path, allow_pickle=False)
         where = str(path)
+        _check_magic(path, NPY_MAGIC, "a NumPy .npy file", "numpy.save")
+        array = _read(lambda: np.load(path, allow_pickle=False), where, "the .npy file")
     if array.dtype == np.uint8:
         return torch.from_numpy(np.ascontiguousarray(images_to_nchw(array, where, layout)))
     if layout is not None:
@@ -111,3 +117,35 @@ def load_array(path: str | os.PathLike, key: str | None = None, layout: str | No
         bad = int((~np.isfinite(array)).reshape(len(array), -1).any(axis=1).sum())
         raise ValueError(f"{where}: {bad} of {len(array)} samples hold NaN or infinite values")
     return torch.from_numpy(np.ascontiguousarray(array))
+
+
+NPY_MAGIC = b"\x93NUMPY"
+NPZ_MAGIC = b"PK\x03\x04"
+
+
+def _check_magic(path: Path, magic: bytes, what: str, writer: str) -> None:
+    with open(path, "rb") as handle:
+        head = handle.read(len(magic))
+    if head != magic:
+        begins = f"it begins {head!r}" if head else "the file is empty"
+        raise ValueError(f"{path}: not {what} ({begins}, where {what} begins {magic!r}); write it with {writer}")
+
+
+def _read(load, where: str, what: str) -> np.ndarray:
+    """`load()`, with numpy's errors as one line naming `where`. numpy refuses object arrays with
+    advice to pass ``allow_pickle``: flowcore never unpickles data files, so the line says what the
+    file holds instead."""
+    try:
+        return load()
+    except ValueError as error:
+        if "allow_pickle" in str(error):
+            raise ValueError(f"{where}: holds Python objects (dtype object), which flowcore does not unpickle; "
+                             "save numbers instead: a float array, or uint8 images") from None
+        raise ValueError(f"{where}: {what} is truncated or corrupt ({_first_line(error)})") from None
+    except Exception as error:  # noqa: BLE001 - EOFError, OSError, zlib and zip errors of a damaged file
+        raise ValueError(f"{where}: {what} is truncated or corrupt ({_first_line(error)})") from None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip() and "allow_pickle" not in line]
+    return lines[0] if lines else type(error).__name__

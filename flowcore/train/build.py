@@ -104,22 +104,38 @@ def make_network(config: TrainConfig, dims: tuple[int, ...], sigma: float) -> nn
 
 def network_from_checkpoint(state: dict, weights: float | str = "eval") -> tuple[nn.Module, TrainConfig, float]:
     """The network of a checkpoint with the EMA weights of decay `weights` ("eval": the config's
-    eval.ema; 0: the raw weights), frozen, in eval mode, on the CPU; also its config and σ."""
-    from .config import from_dict
+    eval.ema; 0: the raw weights), frozen, in eval mode, on the CPU; also its config and σ. Weights
+    that do not fit the network the checkpoint's config builds are a CheckpointError naming the file
+    (``state.path`` of a checkpoint.read) and the keys."""
+    from .checkpoint import CheckpointError, shadows_mismatch, weights_mismatch
+    from .config import ConfigError, from_dict
 
-    config = from_dict(state["config"])
+    where = str(getattr(state, "path", "the checkpoint"))
+    try:
+        config = from_dict(state["config"])
+    except ConfigError as error:
+        raise CheckpointError(f"{where}: its config is not one this flowcore runs: {error}") from None
     sigma = float(state["sigma"])
     net = make_network(config, tuple(state["dims"]), sigma)
     decay = config.eval.ema if weights == "eval" else float(weights)
     if decay:
-        shadows = state["ema"]["shadows"]
+        shadows = state["ema"].get("shadows", {}) if isinstance(state["ema"], dict) else {}
         if repr(float(decay)) not in shadows:
-            raise ValueError(f"the checkpoint has no EMA with decay {decay}; it has {', '.join(shadows)} "
-                             "(or 0 for the raw weights)")
+            raise ValueError(f"{where}: the checkpoint has no EMA with decay {decay}; it has "
+                             f"{', '.join(shadows) or 'none'} (or 0 for the raw weights)")
+        saved = shadows[repr(float(decay))]
+        problem = shadows_mismatch(list(net.parameters()), saved)
+        if problem:
+            raise CheckpointError(f"{where}: its EMA {decay} weights do not fit its network "
+                                  f"({config.network.kind}): {problem}")
         with torch.no_grad():
-            for p, value in zip(net.parameters(), shadows[repr(float(decay))]):
+            for p, value in zip(net.parameters(), saved):
                 p.copy_(value)
     else:
+        problem = weights_mismatch(net.state_dict(), state["model"])
+        if problem:
+            raise CheckpointError(f"{where}: its model weights do not fit its network ({config.network.kind}): "
+                                  f"{problem}")
         net.load_state_dict(state["model"])
     return net.requires_grad_(False).eval(), config, sigma
 

@@ -14,7 +14,7 @@ import os
 import pickle
 import random
 import re
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -54,24 +54,98 @@ def write_atomic(state: dict[str, Any], path: str | os.PathLike) -> Path:
     return path
 
 
-def read(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint on the CPU with ``weights_only=True``; every failure names the file."""
+# What sampling and evaluation read of a checkpoint, and what a resumed run reads besides.
+REQUIRED = ("step", "config", "sigma", "dims", "model", "ema")
+FOR_RESUME = ("skipped", "consecutive", "optimizer", "rng")
+ZIP_MAGIC = b"PK\x03\x04"   # torch.save writes a zip archive; flowcore writes nothing else
+
+
+class Checkpoint(dict):
+    """A checkpoint's contents that remember the file they were read from, so that whatever later
+    finds them wanting (a network they do not fit) can name the file."""
+
+    def __init__(self, state: dict[str, Any], path: Path):
+        super().__init__(state)
+        self.path = path
+
+
+def read(path: str | os.PathLike, *, resume: bool = False) -> Checkpoint:
+    """Load a checkpoint on the CPU with ``weights_only=True`` and check that it holds what a run
+    reads (`resume`: also what a resumed run reads). Every failure is one line naming the file —
+    never torch's advice to retry without ``weights_only``, which would run pickled code."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: refused to load: it holds pickled objects other than tensors and plain "
-                              f"containers, and flowcore never runs pickled code ({first})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {first}") from None
+    state = _load(path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"{path}: not a flowcore training checkpoint (format {found!r}, expected {FORMAT!r})")
-    return state
+        raise CheckpointError(f"{path} is not a flowcore checkpoint (format {found!r}, expected {FORMAT!r})")
+    missing = [key for key in REQUIRED + (FOR_RESUME if resume else ()) if key not in state]
+    if missing:
+        why = " (needed to resume)" if set(missing) <= set(FOR_RESUME) else ""
+        raise CheckpointError(f"{path} is not a complete flowcore checkpoint: it lacks {', '.join(missing)}{why}")
+    return Checkpoint(state, path)
+
+
+def _load(path: Path) -> Any:
+    with open(path, "rb") as handle:
+        head = handle.read(len(ZIP_MAGIC))
+    if not head:
+        raise CheckpointError(f"{path} is not a flowcore checkpoint (the file is empty)")
+    if head != ZIP_MAGIC:
+        raise CheckpointError(f"{path} is not a flowcore checkpoint (not an archive written by torch.save: "
+                              f"it begins {head!r}, a checkpoint {ZIP_MAGIC!r})")
+    try:
+        with warnings.catch_warnings():   # torch's notes on pickle protocols are about its loader, not the file
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"GLOBAL (\S+)", str(error))
+        what = f": {found.group(1)}" if found else ""
+        raise CheckpointError(f"{path} is not a flowcore checkpoint (it holds pickled objects other than tensors "
+                              f"and plain containers{what}; flowcore never unpickles code)") from None
+    except Exception as error:  # noqa: BLE001 - a truncated or corrupt archive fails in many ways, all of them this one
+        raise CheckpointError(f"{path} is not a flowcore checkpoint (it cannot be read, truncated or corrupt?: "
+                              f"{first_line(error)})") from None
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message, leaving out torch's advice about weights_only."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip() and "weights_only" not in line]
+    return lines[0] if lines else type(error).__name__
+
+
+def weights_mismatch(expected: dict[str, torch.Tensor], saved: Any) -> str | None:
+    """What keeps `saved` (a state dict read from a checkpoint) from loading into a module whose
+    state dict is `expected`: missing and unexpected keys and shapes that differ, in one line; None
+    when it fits."""
+    if not isinstance(saved, dict):
+        return f"a {type(saved).__name__} where a table of tensors belongs"
+    missing = [key for key in expected if key not in saved]
+    unexpected = [key for key in saved if key not in expected]
+    shapes = [f"{key} {tuple(getattr(saved[key], 'shape', ()))} (the network's {tuple(value.shape)})"
+              for key, value in expected.items()
+              if key in saved and (not isinstance(saved[key], torch.Tensor) or saved[key].shape != value.shape)]
+    problems = [f"{label} {_listed(keys)}" for label, keys in (("missing", missing), ("unexpected", unexpected),
+                                                                ("shape of", shapes)) if keys]
+    return "; ".join(problems) or None
+
+
+def shadows_mismatch(parameters: list[torch.Tensor], saved: Any) -> str | None:
+    """What keeps `saved` (one EMA's tensors, in parameter order) from fitting `parameters`."""
+    if not isinstance(saved, (list, tuple)):
+        return f"a {type(saved).__name__} where a list of tensors belongs"
+    if len(saved) != len(parameters):
+        return f"{len(saved)} tensors for the network's {len(parameters)} parameters"
+    shapes = [f"#{i} {tuple(getattr(s, 'shape', ()))} (the network's {tuple(p.shape)})"
+              for i, (s, p) in enumerate(zip(saved, parameters))
+              if not isinstance(s, torch.Tensor) or s.shape != p.shape]
+    return f"shape of {_listed(shapes)}" if shapes else None
+
+
+def _listed(items: list[str], most: int = 4) -> str:
+    shown = ", ".join(items[:most])
+    return shown if len(items) <= most else f"{shown}, … ({len(items)} in all)"
 
 
 class CheckpointDir:

@@ -10,7 +10,9 @@ default, ``optim.py``) at the scheduled learning rate and update the EMAs. The t
 self-distillation is the network itself with its CURRENT weights (it is inside the objective);
 samples and evaluations use an EMA.
 A run stopped by SIGINT/SIGTERM writes a checkpoint first; ``resume=True`` continues from the
-latest checkpoint bit for bit. Checkpoints already in the output folder are an error, except with
+latest checkpoint bit for bit — refusing a configuration that changes what is trained (the network,
+σ, the objective, the data: ``RESUME_FIXED``), noting any other change (steps, learning rate, …), and
+saying so when there is nothing to resume from. Checkpoints already in the output folder are an error, except with
 ``resume`` — or with ``restart=True`` when they belong to a run of exactly this configuration, which
 then starts over (the CLI's built-in quick run).
 """
@@ -27,14 +29,14 @@ from pathlib import Path
 import torch
 
 from ..data import make_source
-from . import checkpoint as ckpt
 from ..eval import evaluate as evaluation
 from ..eval.metrics import select_metrics
+from . import checkpoint as ckpt
 from . import distributed
 from .batch_stream import BatchStream
 from .best import BestCheckpoints
 from .build import build_objective, compile_objective, load_teacher, make_network, make_weight_head, pick_backend
-from .config import TrainConfig, from_dict
+from .config import ConfigError, TrainConfig, from_dict
 from .ema import EMA
 from .optim import make_optimizer
 from .precision import autocast_dtype, wrap
@@ -55,6 +57,7 @@ class Summary:
     skipped: int
     seconds: float
     interrupted: str | None = None          # "SIGINT" / "SIGTERM" when a signal stopped it
+    trained: int = 0                        # steps taken by this call (0: a resumed run already at its end)
     checkpoint: Path | None = None
     results: dict = field(default_factory=dict)    # {k: {metric: …}} of the final evaluation
     samples: Path | None = None                    # samples.png
@@ -117,6 +120,7 @@ class Trainer:
         self.resumed_from: Path | None = None
         self.restarted = restart and not resume and self._start_over()
         latest = self.checkpoints.latest()
+        self.nothing_to_resume = resume and latest is None
         if resume and latest is not None:
             self.load(latest)
             self.resumed_from = latest
@@ -190,12 +194,18 @@ class Trainer:
                             tensorboard=c.log.tensorboard)
         if self.resumed_from is not None:
             progress.message(f"resumed from {self.resumed_from} at step {self.step}")
+        if self.nothing_to_resume:
+            progress.message(f"note: no checkpoint in {self.out} to resume from: starting a fresh run there")
+        start = self.step
         where = f"{self.device}, {c.threads or torch.get_num_threads()} threads" if self.device.type == "cpu" \
             else str(self.device)
-        progress.message(f"training {self.objective.name} on {c.data.name} ({self.context.world} process(es), "
-                         f"{where}, backend {self.backend}): {c.steps} steps of batch {c.data.batch}, "
-                         f"network {c.network.kind} ({sum(p.numel() for p in self.parameters):,} parameters), "
-                         f"optimizer {c.optim.name}; output {self.out}")
+        if start >= c.steps:
+            progress.message(f"{self.out}: {finished(start, c.steps)}: nothing to train; evaluating its checkpoint")
+        else:
+            progress.message(f"training {self.objective.name} on {c.data.name} ({self.context.world} process(es), "
+                             f"{where}, backend {self.backend}): {c.steps} steps of batch {c.data.batch}, "
+                             f"network {c.network.kind} ({sum(p.numel() for p in self.parameters):,} parameters), "
+                             f"optimizer {c.optim.name}; output {self.out}")
         summary = Summary(self.out, self.step, self.skipped, 0.0)
         previous = self._install_signal_handlers()
         threads = torch.get_num_threads()
@@ -218,18 +228,18 @@ class Trainer:
                 if self.step % c.log.every == 0 or self.step == c.steps:
                     progress.log(self.step, record["loss"], record["terms"], record["grad_norm"], record["lr"],
                                  record["seconds"], self.skipped)
-                if record["stop"]:
+                if record["stop"]:   # said once, by the caller (the CLI prints how to continue)
                     summary.interrupted = self._signal or "a signal on another rank"
                     summary.checkpoint = self.save()
-                    progress.message(f"{summary.interrupted}: stopped at step {self.step}; checkpoint "
-                                     f"{summary.checkpoint}; continue with --resume")
                     break
                 if c.checkpoint.every and self.step % c.checkpoint.every == 0 and self.step < c.steps:
                     self.save()
                 if c.eval.every and self.step % c.eval.every == 0 and self.step < c.steps:
                     self.evaluate(progress)
             else:
-                summary.checkpoint = self.save()
+                # A resumed run already at its end keeps the checkpoint it was resumed from.
+                kept = self.checkpoints.path_for(self.step)
+                summary.checkpoint = kept if self.step == start and self.resumed_from == kept else self.save()
                 summary.results = self.evaluate(progress)
                 if main and c.log.figures:
                     summary.samples, summary.losses = self.figures(progress)
@@ -240,7 +250,7 @@ class Trainer:
             torch.set_num_threads(threads)
             self._restore_signal_handlers(previous)
             progress.close()
-        summary.step, summary.skipped = self.step, self.skipped
+        summary.step, summary.skipped, summary.trained = self.step, self.skipped, self.step - start
         summary.seconds = time.perf_counter() - started
         return summary
 
@@ -307,7 +317,23 @@ class Trainer:
         return path or self.checkpoints.path_for(self.step)
 
     def load(self, path: str | Path) -> None:
-        state = ckpt.read(path)
+        """Continue from checkpoint `path`: refuse one of another run (``RESUME_FIXED`` differs, or its
+        weights do not fit), note the other settings that differ, then restore every state."""
+        state = ckpt.read(path, resume=True)
+        try:
+            saved = from_dict(state["config"])
+        except ConfigError as error:
+            raise ckpt.CheckpointError(f"{path}: its config is not one this flowcore runs: {error}") from None
+        fixed, noted = _split_changes(_differences(saved.to_dict(), self.config.to_dict()))
+        if float(state["sigma"]) != self.sigma:
+            fixed.append(f"σ {float(state['sigma']):.6g} → {self.sigma:.6g}")
+        if fixed:
+            raise ckpt.CheckpointError(f"{path}: cannot resume with a different {'; '.join(fixed)}: that changes "
+                                       "what is trained; resume with the checkpoint's settings, or train in "
+                                       "another output directory")
+        problem = ckpt.weights_mismatch(self.net.state_dict(), state["model"])
+        if problem:
+            raise ckpt.CheckpointError(f"{path}: its model weights do not fit this run's network: {problem}")
         try:
             self.net.load_state_dict(state["model"])
             if self.weight_net is not None:
@@ -319,12 +345,12 @@ class Trainer:
             self.data.load_state_dict(state["rng"]["data"])
             self.generator.set_state(state["rng"]["batches"])
             ckpt.set_global_rng_state(state["rng"])
-        except (KeyError, ValueError, RuntimeError) as error:
-            raise ckpt.CheckpointError(f"{path}: does not fit this run's configuration: {error}") from None
+        except (KeyError, ValueError, RuntimeError, TypeError) as error:
+            detail = ckpt.first_line(error) if not isinstance(error, KeyError) else f"it lacks {error}"
+            raise ckpt.CheckpointError(f"{path}: does not fit this run's configuration: {detail}") from None
         self.step, self.skipped, self.consecutive = state["step"], state["skipped"], state["consecutive"]
-        changed = _differences(from_dict(state["config"]).to_dict(), self.config.to_dict())
-        if changed and self.context.is_main:
-            print(f"note: resuming with settings that differ from the checkpoint's: {'; '.join(changed)}", flush=True)
+        if noted and self.context.is_main:
+            print(f"note: resuming with settings that differ from the checkpoint's: {'; '.join(noted)}", flush=True)
 
     # ------------------------------------------------------------------ signals
 
@@ -349,15 +375,34 @@ class Trainer:
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
-def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+# Settings a resumed run may not change: they change what is trained (the network and its σ, the
+# objective, the data), so the checkpoint's weights and optimizer state would continue another run.
+# A teacher checkpoint may move; the data's batch and flips, the budget, the schedule, the logs may change.
+RESUME_FIXED = ("objective.", "network.", "data.")
+RESUME_FREE = ("objective.teacher", "data.batch", "data.flip")
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[tuple[str, str]]:
+    """(key, "key old → new") for each setting that differs; ``out`` is where the run is now, not a setting."""
     changes = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             changes += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            changes.append(f"{prefix}{key} {a!r} → {b!r}")
+        elif a != b and f"{prefix}{key}" != "out":
+            changes.append((f"{prefix}{key}", f"{prefix}{key} {a!r} → {b!r}"))
     return changes
+
+
+def _split_changes(changes: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """The changes a resume refuses (``RESUME_FIXED``) and those it only notes."""
+    fixed = [text for key, text in changes if key.startswith(RESUME_FIXED) and key not in RESUME_FREE]
+    return fixed, [text for key, text in changes if text not in fixed]
+
+
+def finished(step: int, steps: int) -> str:
+    """"already at step 8000 of 8000" (or past it, when a resumed run asks for fewer steps)."""
+    return f"already at step {step} of {steps}" if step == steps else f"already at step {step}, past steps = {steps}"
 
 
 def train(config: TrainConfig, **options) -> Summary:
