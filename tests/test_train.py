@@ -133,6 +133,22 @@ def test_shards_partition_the_global_batch():
         check_split(objective, 50, 4)
 
 
+def test_a_batch_larger_than_memory_is_refused_before_it_is_drawn(tmp_path, capsys, monkeypatch):
+    from flowcore.train import batch_stream
+
+    monkeypatch.setattr(batch_stream, "available_memory", lambda device: (10 ** 7, "available RAM"))
+    assert main(["train", "--out", str(tmp_path), *(f"--set={o}" for o in TINY), "--set=data.batch=1e9"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("flowcore train: data.batch = 1000000000 needs at least 16.0 GB") and \
+        "more than the 10.0 MB of available RAM" in err, err
+    monkeypatch.undo()
+    memory = batch_stream.available_memory(torch.device("cpu"))
+    assert memory is not None and memory[0] > 0
+    with pytest.raises(ValueError, match=r"^data.batch = 10000000000000 needs at least 160000.0 GB"):
+        Trainer(tiny(tmp_path / "huge", "data.batch=1e13"))
+
+
 # ----------------------------------------------------------------------------------- training
 
 

@@ -12,9 +12,16 @@ Drawing the global batch on every rank is cheap next to a training step for 2-D 
 The one exception is dropout (a network with ``dropout_rate`` > 0): each shard's dropout terms get
 their own seed (flowcore.terms.shard_seeds), and the masks depend on the shard's shape, so with
 dropout the result is a statistically equivalent run, not the bitwise same one.
+
+Before the first batch is drawn, :func:`check_batch_memory` compares what one global batch's data
+takes (x1, x0 and z — a lower bound: the network's activations, which depend on the network and the
+backend, come on top) with the memory available, so that ``data.batch = 1e9`` is refused in one line
+instead of being killed by the kernel without a word.
 """
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -65,6 +72,56 @@ def _splits_evenly(objective: Objective, batch: int, shards: int) -> bool:
             and objective.split(batch // shards) == tuple(c // shards for c in counts))
 
 
+def check_batch_memory(objective: Objective, source, device: torch.device) -> None:
+    """Refuse a global batch whose data tensors alone (x1, x0, and z for a stochastic interpolant)
+    exceed the memory available on `device` — on a GPU also x1 in host memory, where it is drawn."""
+    per_tensor = math.prod(source.dims) * torch.empty((), dtype=source.dtype).element_size()
+    names = ["x1", "x0"] + (["z"] if objective.interpolant.stochastic else [])
+    places = [(device, per_tensor * len(names))]
+    if device.type != "cpu":
+        places.append((torch.device("cpu"), per_tensor))
+    for place, per_sample in places:
+        needed = source.batch_size * per_sample
+        available = available_memory(place)
+        if available is not None and needed > available[0]:
+            drawn = ", ".join(names) if place == device else "x1, drawn on the CPU"
+            raise ValueError(f"data.batch = {source.batch_size} needs at least {_size(needed)} for one step's data "
+                             f"alone ({drawn}: {per_sample} bytes a sample; the network's activations come on top), "
+                             f"more than the {_size(available[0])} of {available[1]}; lower data.batch")
+
+
+def available_memory(device: torch.device) -> tuple[int, str] | None:
+    """(bytes available, what they are) on `device`: a GPU's free memory; on the CPU psutil's
+    available memory, else /proc/meminfo's MemAvailable, else the free pages; None if unknown."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free, f"free memory on {device}"
+    try:
+        import psutil
+    except ImportError:
+        pass
+    else:
+        return psutil.virtual_memory().available, "available RAM"
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, "available RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "free RAM"
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"
+
+
 class BatchStream:
     """Global batches: data from `source` (a flowcore.data.DataSource); x0, z and the times from
     `generator`, drawn by flowcore.terms.draw_noise_and_times (σ and the interpolant are the objective's)."""
@@ -74,6 +131,7 @@ class BatchStream:
         """`network`: the model trained, asked whether it drops out (its dropout seeds are drawn after
         the other draws; a network without dropout draws none, leaving the stream as it was)."""
         check_split(objective, source.batch_size, shards)
+        check_batch_memory(objective, source, torch.device(device))
         self.objective, self.source, self.network = objective, source, network
         self.generator, self.device, self.shards = generator, torch.device(device), shards
 
