@@ -11,16 +11,14 @@ import torch
 import flowcore
 from flowcore.bench import NETS, QUICK_NETS, BenchConfig, NetSpec, count_flops, step_gemms, stream_units
 from flowcore.bench.config import VARIANTS, load_objective
-from flowcore.bench.handwritten import handwritten_for, handwritten_loss
-from flowcore.bench.steps import draw_inputs
 from flowcore.bench.flops import Gemm
+from flowcore.bench.handwritten import handwritten_for, handwritten_loss
 from flowcore.bench.measure import GemmStep, gemm_operands
 from flowcore.bench.row import bench_row
-from flowcore.bench.steps import Builds, TrainingStep
+from flowcore.bench.steps import Builds, TrainingStep, draw_inputs
 from flowcore.cli import build_parser, main
-from flowcore.nn import FlowMapMLP
+from flowcore.nn import FlowMapMLP, registry
 from flowcore.nn.mlp import layer_shapes as mlp_layers
-from flowcore.nn import registry
 from flowcore.nn.registry import gemm_layers, register_network
 from flowcore.testing.nets import SmoothVelocity
 
@@ -44,7 +42,7 @@ def test_quick_mode_runs_and_writes_every_row(quick):
     config = result["config"]
     assert config["quick"] and config["batches"] == [64] and config["repeats"] == 1 and not config["torch_compile"]
     rows = result["rows"]
-    expected = {(o, n) for o in ("fm", "lsd", "esd", "psd_m", "meanflow") for n in ("paper", "small")}
+    expected = {(o, n) for o in ("fm", "lsd", "esd", "psd_m", "meanflow") for n in ("mlp-2x32", "mlp-1x16")}
     assert {(r["objective"], r["net"]) for r in rows} == expected and len(rows) == len(expected)
     for row in rows:
         assert "error" not in row, row
@@ -86,6 +84,53 @@ def test_quick_mode_tables_render_from_the_json(quick):
     for heading in ("flowcore ms", "reference ms", "bound ms", "eff fc", "peak MiB fc", "overhead",
                     "cold compile s"):
         assert heading in text
+
+
+def test_quick_nets_are_named_by_their_size_not_as_the_nets_they_stand_in_for():
+    """--quick runs tiny MLPs where --net says paper / small: their rows must not claim those names."""
+    from flowcore.bench.report import times_table
+
+    config = BenchConfig(quick=True).resolved()
+    for key, size in (("paper", "2x32"), ("small", "1x16")):
+        spec = config.net(key)
+        assert spec.name == f"mlp-{size}" and spec.label == size
+        table = times_table([_report_row(net=spec.name, label=spec.label)])
+        assert f"mlp-{size}" in table and "paper" not in table and "small" not in table
+        assert f"mlp-{size} {size}" not in table  # the size said once
+    assert times_table([_report_row(net="paper", label="5x512")]).count("paper 5x512") == 1  # full size: as before
+
+
+def _report_row(efficiency=0.9, net="paper", label="5x512"):
+    """A row as flowcore.bench.row writes it, with only what the tables read."""
+    return {"objective": "fm", "net": net, "label": label, "depth": 5, "width": 512, "batch": 64, "device": "cpu",
+            "gemm_flops": 1e9, "bound_ms": 1.0, "ratios": {}, "notes": [],
+            "variants": {"flowcore": {"median_ms": 1.1, "efficiency": efficiency},
+                         "reference": {"median_ms": 2.0, "efficiency": 0.5}}}
+
+
+def _report(rows, threads=4, cores=2):
+    machine = {"flowcore": "0.1.0", "date": "today", "torch": "2", "threads": threads, "cpu_model": "cpu",
+               "cpu_count": cores}
+    return {"machine": machine, "config": {"repeats": 1, "warmup": 1}, "rows": rows, "compile": [], "notes": []}
+
+
+def test_an_efficiency_above_100_percent_is_printed_as_unreliable():
+    from flowcore.bench import render
+
+    text = render(_report([_report_row(efficiency=32.94)]))
+    assert "3294%" not in text and "—*" in text
+    footnote = [line for line in text.splitlines() if line.startswith("*")]
+    assert len(footnote) == 1 and "unreliable" in footnote[0] and "bound" in footnote[0]
+    assert "50%" in text  # the plausible efficiency of the same row is still printed
+    plain = render(_report([_report_row(efficiency=0.9)]))
+    assert "90%" in plain and "—*" not in plain and "unreliable" not in plain
+
+
+def test_the_machine_line_counts_one_thread_and_one_core():
+    from flowcore.bench import render
+
+    line = render(_report([_report_row()], threads=1, cores=1)).splitlines()[0]
+    assert "1 thread," in line and "(1 core)" in line and "threads" not in line and "cores" not in line
 
 
 # ------------------------------------------------------------------------------------------------

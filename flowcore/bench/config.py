@@ -52,6 +52,11 @@ class NetSpec:
     def label(self) -> str:
         return self.description or f"{self.depth}x{self.width}"
 
+    @property
+    def title(self) -> str:
+        """Name and label as a table shows them, the size said once ("paper 5x512", "mlp-2x32")."""
+        return net_title(self.name, self.label)
+
     def network_config(self) -> NetworkConfig:
         fields = {"kind": self.kind, "activation": self.activation, **dict(self.options)}
         if self.depth:
@@ -89,15 +94,15 @@ class NetSpec:
 # The paper's 2-D MLP and a smaller one (docs/math.md §4, §6), the digits UNet preset (docs/math.md §4,
 # the image UNet; σ_d = 0.5 and batch 128 as configs/digits-*.toml) and the paper's CIFAR-10 UNet (the
 # cifar10 preset, dropout 0.13 on the diagonal calls as configs/cifar10-*.toml; batch 32 on a CPU, --batch
-# 128 512 on a GPU; random images of its shape unless --data-path names the CIFAR-10 files); --quick swaps
-# in tiny ones of the same names.
+# 128 512 on a GPU; random images of its shape unless --data-path names the CIFAR-10 files). --quick swaps
+# in tiny ones, selected by the same --net names but named by what they are: a 2x32 MLP is not "paper".
 CIFAR10_SHAPE = (3, 32, 32)
 NETS = {"paper": NetSpec("paper", "mlp", 5, 512), "small": NetSpec("small", "mlp", 4, 256),
         "unet-digits": NetSpec("unet-digits", "unet", options=(("preset", "digits"),), data="digits", sigma=0.5,
                                batches=(128,), description="UNet digits 8x8"),
         "unet-cifar": NetSpec("unet-cifar", "unet", options=(("preset", "cifar10"),), data="cifar10", sigma=0.5,
                               batches=(32,), description="UNet CIFAR-10 32x32", stand_in=CIFAR10_SHAPE)}
-QUICK_NETS = {"paper": NetSpec("paper", "mlp", 2, 32), "small": NetSpec("small", "mlp", 1, 16),
+QUICK_NETS = {"paper": NetSpec("mlp-2x32", "mlp", 2, 32), "small": NetSpec("mlp-1x16", "mlp", 1, 16),
               "unet-digits": NetSpec("unet-digits", "unet", options=(
                   ("model_channels", 8), ("channel_mult", (1, 2)), ("num_blocks", 1), ("attn_resolutions", (4,)),
                   ("channels_per_head", 8)), data="digits", sigma=0.5, batches=(16,), description="UNet 8x8 tiny"),
@@ -190,6 +195,11 @@ class BenchConfig:
     def batches_for(self, name: str) -> list[int]:
         """The batch sizes of net `name`: the ones asked for, else the net's defaults."""
         return list(self.batches) if self.batches else list(self.net(name).batches)
+
+
+def net_title(name: str, label: str) -> str:
+    """``"paper", "5x512"`` → "paper 5x512"; ``"mlp-2x32", "2x32"`` → "mlp-2x32" (the label is in the name)."""
+    return name if label in name else f"{name} {label}"
 
 
 def parse_objective(spec: str) -> tuple[str, dict]:

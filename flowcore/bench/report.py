@@ -5,7 +5,9 @@ import json
 import os
 from pathlib import Path
 
+from ..cli import counted
 from ..cli.table import table
+from .config import net_title
 
 MIB = 2 ** 20
 
@@ -24,6 +26,18 @@ def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.0f}%"
 
 
+# A step cannot run faster than its own GEMMs, so bound / step above 1 means the bound was timed
+# wrong (at a tiny size a few microseconds of timer and launch noise dominate it), not that flowcore
+# beat it: such a cell is marked instead of printed as "3294%".
+UNRELIABLE = "—*"
+UNRELIABLE_NOTE = ("* efficiency above 100 %: the GEMM bound was timed slower than the whole step, so it is "
+                   "mis-measured at this size; unreliable, not printed")
+
+
+def _efficiency(value) -> str:
+    return UNRELIABLE if value is not None and value > 1 else _pct(value)
+
+
 def _variant_ms(row: dict, variant: str) -> str:
     measured = row.get("variants", {}).get(variant, {})
     if "median_ms" in measured:
@@ -36,7 +50,7 @@ def _variant_ms(row: dict, variant: str) -> str:
 
 
 def _key(row: dict) -> list[str]:
-    net = f"{row['net']} {row.get('label') or str(row['depth']) + 'x' + str(row['width'])}"
+    net = net_title(row["net"], row.get("label") or f"{row['depth']}x{row['width']}")
     return [row["objective"], net, str(row["batch"]), row["device"]]
 
 
@@ -58,10 +72,11 @@ def times_table(rows: list[dict]) -> str:
                                                "handwritten/flowcore", "handwritten_compile/flowcore")),
             _ratio(ratios.get("objective/fm")), _ratio(ratios.get("objective/fm flops")),
             f"{row['gemm_flops'] / 1e9:.3g}", _ms(row["bound_ms"]),
-            *(_pct(variants.get(v, {}).get("efficiency")) for v in ("flowcore", "flowcore_torch", "reference",
-                                                                     "torch_compile", "handwritten",
-                                                                     "handwritten_compile"))])
-    return table(body, header)
+            *(_efficiency(variants.get(v, {}).get("efficiency")) for v in ("flowcore", "flowcore_torch", "reference",
+                                                                            "torch_compile", "handwritten",
+                                                                            "handwritten_compile"))])
+    text = table(body, header)
+    return text + "\n" + UNRELIABLE_NOTE if any(UNRELIABLE in row for row in body) else text
 
 
 def memory_table(rows: list[dict]) -> str:
@@ -134,8 +149,9 @@ def compile_table(entries: list[dict]) -> str:
 def render(result: dict) -> str:
     """Every table of a run, with the machine line on top."""
     m = result["machine"]
-    lines = [f"flowcore {m['flowcore']} bench, {m['date']}: torch {m['torch']}, {m['threads']} threads, "
-             f"{m['cpu_model']} ({m['cpu_count']} cores)" + (f", {m['device_name']}" if m.get("device_name") else "")
+    lines = [f"flowcore {m['flowcore']} bench, {m['date']}: torch {m['torch']}, {counted(m['threads'], 'thread')}, "
+             f"{m['cpu_model']} ({counted(m['cpu_count'], 'core')})"
+             + (f", {m['device_name']}" if m.get("device_name") else "")
              + (f", load average {m['load_average'][0]:.2f}" if m.get("load_average") else ""),
              (f"step = draw + forward + backward + RAdam, median of {result['config']['repeats']} interleaved rounds "
               f"after {result['config']['warmup']} warm-up; bound = the step's GEMMs alone (torch.mm on their "

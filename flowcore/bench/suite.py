@@ -74,7 +74,7 @@ def _run(config: BenchConfig, say: Callable[[str], None], on_row) -> dict:
     start = time.perf_counter()
     for index, (name, net, batch, device) in enumerate(cases, 1):
         spec = config.net(net)
-        say(f"[{index}/{len(cases)}] {name} {spec.name} ({spec.label}) batch {batch} on {device}")
+        say(f"[{index}/{len(cases)}] {name} {spec.title} batch {batch} on {device}")
         try:
             row = bench_row(name, spec, batch, device, config, builds)
         except Exception as error:  # noqa: BLE001 - a row that cannot even start is reported

@@ -109,7 +109,8 @@ def register(commands) -> None:
     bench.add_argument("--warmup", type=_count, help="untimed steps first (default 3; quick 1)")
     bench.add_argument("--json", metavar="FILE", help="also write every row and the machine info to FILE")
     bench.add_argument("--quick", action="store_true",
-                       help="smoke mode: tiny nets, batch 64, 1 repeat, no torch.compile, with profiles")
+                       help="smoke mode: tiny nets named by their size (paper: mlp-2x32, small: mlp-1x16), batch 64, "
+                            "1 repeat, no torch.compile, with profiles")
     bench.add_argument("--torch-compile", action=argparse.BooleanOptionalAction, default=None,
                        help="time torch.compile of the reference (default: on, off with --quick)")
     bench.add_argument("--torch-compile-backend", default="inductor", metavar="NAME",
