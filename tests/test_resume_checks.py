@@ -52,6 +52,19 @@ def test_a_resume_that_changes_what_is_trained_is_refused(tmp_path, capsys, fini
     assert err.count("\n") == 1 and named in err and "Traceback" not in err
 
 
+def test_a_resume_whose_data_changed_sigma_is_refused(tmp_path):
+    """network.sigma = "data": the same config, but the file's samples now have another std."""
+    import numpy as np
+
+    data = tmp_path / "points.npy"
+    np.save(data, np.random.default_rng(0).normal(size=(256, 2)).astype(np.float32))
+    config = load_config(None, TINY + [f"out={tmp_path / 'run'}", f"data.name={data}"])
+    Trainer(config).train()
+    np.save(data, 3 * np.random.default_rng(0).normal(size=(256, 2)).astype(np.float32))
+    with pytest.raises(CheckpointError, match=r"cannot resume with a different σ 1\.0\d+ → 3\.0\d+: that changes what is trained"):
+        Trainer(config, resume=True)
+
+
 def test_a_resume_that_changes_the_budget_goes_on_with_a_note(tmp_path, capsys, finished):
     run = _copy(finished, tmp_path)
     trainer = Trainer(load_config(None, TINY + [f"out={run}", "steps=3"]), resume=True)

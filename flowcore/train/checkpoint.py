@@ -93,8 +93,8 @@ def _load(path: Path) -> Any:
     if not head:
         raise CheckpointError(f"{path} is not a flowcore checkpoint (the file is empty)")
     if head != ZIP_MAGIC:
-        raise CheckpointError(f"{path} is not a flowcore checkpoint (not an archive written by torch.save: "
-                              f"it begins {head!r}, a checkpoint {ZIP_MAGIC!r})")
+        raise CheckpointError(f"{path} is not a flowcore checkpoint (not the zip archive torch.save writes, which "
+                              f"begins {ZIP_MAGIC!r}: it begins {head!r})")
     try:
         with warnings.catch_warnings():   # torch's notes on pickle protocols are about its loader, not the file
             warnings.simplefilter("ignore")

@@ -325,7 +325,7 @@ class Trainer:
         except ConfigError as error:
             raise ckpt.CheckpointError(f"{path}: its config is not one this flowcore runs: {error}") from None
         fixed, noted = _split_changes(_differences(saved.to_dict(), self.config.to_dict()))
-        if float(state["sigma"]) != self.sigma:
+        if float(state["sigma"]) != self.sigma and not any(text.startswith("network.sigma ") for text in fixed):
             fixed.append(f"σ {float(state['sigma']):.6g} → {self.sigma:.6g}")
         if fixed:
             raise ckpt.CheckpointError(f"{path}: cannot resume with a different {'; '.join(fixed)}: that changes "
