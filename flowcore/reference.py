@@ -204,6 +204,7 @@ def evaluate_term(term: Term, net: Callable, x0: torch.Tensor, x1: torch.Tensor,
                   interpolant: Interpolant, z: torch.Tensor | None = None, teacher: Callable | None = None,
                   weight_net: Callable | None = None, dropout_seed: int | None = None) -> torch.Tensor:
     """Per-sample losses ``(B,)`` of one term at the given per-sample times."""
+    term.check_weights(times)  # a weight sympy could not sign is checked at the first evaluation
     interpreter = Interpreter(net, x0, x1, interpolant, z=z, teacher=teacher, weight_net=weight_net,
                               dropout_seed=dropout_seed)
     return interpreter.evaluate(term.loss, Scope(times=dict(times), vars={}))

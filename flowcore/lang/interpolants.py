@@ -30,8 +30,11 @@ class Interpolant:
             object.__setattr__(self, role, expr)
             extra = expr.free_symbols - {self.var}
             if extra:
+                twins = sorted(str(sym) for sym in extra if sym.name == self.var.name)
+                hint = (f"; `{twins[0]}` there is a different symbol from the interpolant's variable (same name, "
+                        "other assumptions): use flowcore.lang.interpolants.TAU, or pass var=" if twins else "")
                 raise DeclarationError(expr, f"interpolant {self.name!r}: {role} may depend on "
-                                             f"{self.var} only, found {sorted(map(str, extra))}")
+                                             f"{self.var} only, found {sorted(map(str, extra))}{hint}")
         for role, at, want in (("alpha", 0, 1), ("beta", 0, 0), ("alpha", 1, 0), ("beta", 1, 1),
                                ("gamma", 0, 0), ("gamma", 1, 0)):
             got = sympy.simplify(getattr(self, role).subs(self.var, at))
@@ -67,8 +70,18 @@ def trig() -> Interpolant:
 
 
 def custom(alpha, beta, gamma=0, var: sympy.Symbol = TAU, name: str = "custom") -> Interpolant:
-    """A user-given interpolant; `alpha`, `beta`, `gamma` are sympy expressions of `var`."""
-    return Interpolant(name, sympy.sympify(alpha), sympy.sympify(beta), sympy.sympify(gamma), var)
+    """A user-given interpolant; `alpha`, `beta`, `gamma` are sympy expressions of `var`, or strings
+    in which `var`'s name means `var` (``custom("1 - tau", "tau")``)."""
+    return Interpolant(name, *(_parse(value, role, var, name) for role, value in
+                               (("alpha", alpha), ("beta", beta), ("gamma", gamma))), var)
+
+
+def _parse(value: object, role: str, var: sympy.Symbol, name: str) -> sympy.Expr:
+    try:  # a string's `tau` is the interpolant's (real) variable, not a new plain symbol
+        return sympy.sympify(value, locals={var.name: var} if isinstance(value, str) else None)
+    except (sympy.SympifyError, SyntaxError, TypeError):
+        raise DeclarationError(value, f"interpolant {name!r}: {role} {value!r} is not an expression of "
+                                      f"{var}") from None
 
 
 INTERPOLANTS = {"linear": linear, "trig": trig}

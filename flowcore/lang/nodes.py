@@ -21,7 +21,7 @@ import sympy
 from .errors import DeclarationError
 from .functions import FUNCTIONS
 from .printing import pretty
-from .symbols import Param, Time, coefficient
+from .symbols import Param, Time, coefficient, time_coefficient
 
 TENSOR, SCALAR, COEF = "tensor", "scalar", "coef"
 
@@ -152,7 +152,7 @@ class Interp(Expr):
     tau: sympy.Expr
 
     def __post_init__(self):
-        object.__setattr__(self, "tau", coefficient(self.tau, "the time of I(·)"))
+        object.__setattr__(self, "tau", time_coefficient(self.tau, f"the time of I({self.tau})"))
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -204,7 +204,7 @@ class LogVar(Expr):
 
 def _call_times(node: Expr, names: tuple[str, ...]) -> None:
     for name in names:
-        object.__setattr__(node, name, coefficient(getattr(node, name), f"the time argument `{name}`"))
+        object.__setattr__(node, name, time_coefficient(getattr(node, name), f"the time argument `{name}`"))
 
 
 # -- algebra -------------------------------------------------------------------------------------

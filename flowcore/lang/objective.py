@@ -6,10 +6,11 @@ declaration when built, so a malformed objective never reaches the interpreter o
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from . import analysis
+from . import analysis, ranges
 from . import nodes as n
 from .errors import DeclarationError
 from .interpolants import Interpolant, linear
@@ -38,6 +39,7 @@ class Term:
     dropout: bool | None = None
 
     def __post_init__(self):
+        _require_name(self.name, "a term")
         if not isinstance(self.loss, n.Expr):
             raise DeclarationError(self.loss, f"term {self.name!r}: the loss must be an expression of the language")
         if self.loss.kind != n.SCALAR:
@@ -61,8 +63,15 @@ class Term:
             raise DeclarationError(analysis.first_node_using(self.loss, symbol),
                                    f"term {self.name!r}: uses `{symbol}`, which its sampler ({self.sampler}) does "
                                    "not produce")
+        if isinstance(self.share, bool) or not isinstance(self.share, numbers.Real):
+            raise DeclarationError(self.share, f"term {self.name!r}: the share must be a number in (0, 1] (its "
+                                               f"fraction of the batch), got {type(self.share).__name__} "
+                                               f"{self.share!r}")
         if not 0 < self.share <= 1:
             raise DeclarationError(self.share, f"term {self.name!r}: a share must lie in (0, 1]")
+        # times in [0, 1] and weights ≥ 0 on the sampled times; the weights sympy cannot sign wait
+        # for the first evaluation (check_weights)
+        object.__setattr__(self, "_unsigned_weights", ranges.check_term(self.name, self.loss, self.sampler))
         if self.dropout is None:
             object.__setattr__(self, "dropout", analysis.on_diagonal(self.loss))
         elif not isinstance(self.dropout, bool):
@@ -73,8 +82,20 @@ class Term:
     def derivatives(self) -> tuple[str, ...]:
         return analysis.derivatives(self.loss)
 
+    def check_weights(self, times: dict) -> None:
+        """At an evaluation, with the term's drawn times: raise DeclarationError if a weight sympy
+        could not sign when the term was built is negative at them. Once passed, later calls are
+        free (the reference and compiled objectives call it on every evaluation)."""
+        if self._unsigned_weights and ranges.check_weights_at(self.name, self._unsigned_weights, times):
+            object.__setattr__(self, "_unsigned_weights", ())
+
     def __str__(self) -> str:
         return pretty(self)
+
+
+def _require_name(name: object, what: str) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise DeclarationError(repr(name), f"{what} needs a name (a non-empty string), got {name!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,7 +111,16 @@ class Objective:
     equation: str = ""
 
     def __post_init__(self):
+        _require_name(self.name, "an objective")
+        if isinstance(self.terms, Term) or not isinstance(self.terms, (list, tuple)):
+            got = "one Term" if isinstance(self.terms, Term) else type(self.terms).__name__
+            raise DeclarationError(self.name, f"objective {self.name!r}: terms must be a list of Term, got {got}; "
+                                              "write terms=[Term(...), ...]")
         object.__setattr__(self, "terms", tuple(self.terms))
+        for index, term in enumerate(self.terms):
+            if not isinstance(term, Term):
+                raise DeclarationError(term, f"objective {self.name!r}: terms must be Term(name, loss, sampler, "
+                                             f"share) objects, item {index} is a {type(term).__name__}")
         if not self.terms:
             raise DeclarationError(self.name, "an objective needs at least one term")
         names = [term.name for term in self.terms]

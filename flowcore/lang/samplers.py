@@ -7,6 +7,8 @@ times on any device they are then moved to.
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import sympy
@@ -31,6 +33,40 @@ def _symbol(value: object, role: str) -> sympy.Symbol:
     return value
 
 
+def _number(value: object, where: str, role: str) -> float:
+    """A finite real number given to a sampler (a bound, a constant), or a named error."""
+    if isinstance(value, sympy.Expr) and value.is_number and value.is_real:
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise DeclarationError(where, f"{role} must be a finite number, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _in_unit_interval(symbol: sympy.Symbol, low: float, high: float, where: str) -> None:
+    """Times run from 0 (noise) to 1 (data); a parameter (e.g. PSD's γ) may take any value."""
+    if isinstance(symbol, Time) and not 0 <= low <= high <= 1:
+        drawn = f"would be drawn from [{low:g}, {high:g}]" if low != high else f"is fixed at {low:g}"
+        raise DeclarationError(where, f"the time `{symbol}` {drawn}, outside [0, 1]: times run from 0 (noise) to 1 "
+                                      "(data)")
+
+
+#: the points per symbol at which a declaration's times and weights are checked (`support`)
+GRID_POINTS = 9
+
+
+def _grid(low: float, high: float, count: int = GRID_POINTS) -> torch.Tensor:
+    return torch.linspace(low, high, count, dtype=torch.float64)
+
+
+def _product(known: Draw, own: Draw) -> Draw:
+    """Every known point paired with every point of `own` (all tensors (N,) and (M,) → (N·M,))."""
+    if not known:
+        return dict(own)
+    n, m = next(iter(known.values())).shape[0], next(iter(own.values())).shape[0]
+    return {**{sym: value.repeat_interleave(m) for sym, value in known.items()},
+            **{sym: value.repeat(n) for sym, value in own.items()}}
+
+
 class TimeSampler:
     """Base: `produces` names the symbols, `draw` fills them for `n` samples."""
 
@@ -44,6 +80,12 @@ class TimeSampler:
                device: str | torch.device = "cpu") -> Draw:
         """Draw `n` samples of every produced symbol."""
         return self.draw(n, generator, dtype, torch.device(device), {})
+
+    def support(self, known: Draw) -> Draw | None:
+        """Points of what `draw` can produce (its corners and a grid), each paired with every `known`
+        point, in float64 on the CPU: where a declaration's times and weights are checked when it is
+        built (`flowcore.lang.ranges`). None where the sampler cannot say (a user's subclass)."""
+        return None
 
     def __and__(self, other: "TimeSampler") -> "Joint":
         return Joint(*_parts(self), *_parts(other))
@@ -63,8 +105,16 @@ class Uniform(TimeSampler):
 
     def __init__(self, *symbols, low: float = 0.0, high: float = 1.0):
         object.__setattr__(self, "symbols", tuple(_symbol(sym, "a sampled symbol") for sym in symbols))
-        object.__setattr__(self, "low", low)
-        object.__setattr__(self, "high", high)
+        where = f"Uniform({', '.join(map(str, self.symbols))}, low={low}, high={high})"
+        object.__setattr__(self, "low", _number(low, where, "low"))
+        object.__setattr__(self, "high", _number(high, where, "high"))
+        if self.low > self.high:
+            raise DeclarationError(where, f"low={low} > high={high}: give the interval in order (it is not swapped)")
+        twice = sorted({str(sym) for sym in self.symbols if self.symbols.count(sym) > 1})
+        if twice:
+            raise DeclarationError(where, f"{', '.join(twice)} given twice: each symbol is drawn once")
+        for sym in self.symbols:
+            _in_unit_interval(sym, self.low, self.high, where)
 
     @property
     def produces(self):
@@ -77,6 +127,11 @@ class Uniform(TimeSampler):
     def __str__(self):
         return ", ".join(f"{sym} ~ U[{self.low:g}, {self.high:g}]" for sym in self.symbols)
 
+    def support(self, known):
+        count = GRID_POINTS if len(self.symbols) <= 2 else 3  # a few hundred points at most
+        axes = torch.meshgrid(*(_grid(self.low, self.high, count) for _ in self.symbols), indexing="ij")
+        return _product(known, {sym: axis.flatten() for sym, axis in zip(self.symbols, axes)})
+
 
 @dataclass(frozen=True)
 class _Pair(TimeSampler):
@@ -88,6 +143,9 @@ class _Pair(TimeSampler):
     def __post_init__(self):
         _symbol(self.s, "the first time of a pair sampler")
         _symbol(self.t, "the second time of a pair sampler")
+        if self.s == self.t:
+            raise DeclarationError(f"{type(self).__name__}({self.s}, {self.t})",
+                                   f"`{self.s}` given twice: a pair sampler draws two different symbols")
 
     @property
     def produces(self):
@@ -106,6 +164,9 @@ class Diagonal(_Pair):
     def __str__(self):
         return f"{self.t} ~ U[0, 1], {self.s} = {self.t}"
 
+    def support(self, known):
+        return _product(known, {self.s: _grid(0, 1), self.t: _grid(0, 1)})
+
 
 @dataclass(frozen=True)
 class UpperTriangle(_Pair):
@@ -119,6 +180,11 @@ class UpperTriangle(_Pair):
     def __str__(self):
         return f"{self.s} = min(U, U'), {self.t} = max(U, U')"
 
+    def support(self, known):
+        s, t = torch.meshgrid(_grid(0, 1), _grid(0, 1), indexing="ij")
+        upper = s <= t
+        return _product(known, {self.s: s[upper], self.t: t[upper]})
+
 
 @dataclass(frozen=True)
 class Square(_Pair):
@@ -130,6 +196,10 @@ class Square(_Pair):
 
     def __str__(self):
         return f"{self.s}, {self.t} ~ U[0, 1] independently"
+
+    def support(self, known):
+        s, t = torch.meshgrid(_grid(0, 1), _grid(0, 1), indexing="ij")
+        return _product(known, {self.s: s.flatten(), self.t: t.flatten()})
 
 
 @dataclass(frozen=True)
@@ -154,6 +224,13 @@ class Dyadic(_Pair):
     def __str__(self):
         return f"{self.s} on a dyadic grid of step 2d, d = 2^-k, k ∈ 1..{self.levels}, {self.t} = {self.s} + 2d"
 
+    def support(self, known):
+        # the first and the last step of every level: the grid's extremes
+        steps = [2.0 ** (1 - k) for k in range(1, self.levels + 1)]
+        s = torch.tensor([start for step in steps for start in (0.0, 1.0 - step)], dtype=torch.float64)
+        t = s + torch.tensor([step for step in steps for _ in (0, 1)], dtype=torch.float64)
+        return _product(known, {self.s: s, self.t: t})
+
 
 @dataclass(frozen=True)
 class Constant(TimeSampler):
@@ -164,6 +241,9 @@ class Constant(TimeSampler):
 
     def __post_init__(self):
         _symbol(self.symbol, "a constant's symbol")
+        where = f"Constant({self.symbol}, {self.value})"
+        object.__setattr__(self, "value", _number(self.value, where, "the value"))
+        _in_unit_interval(self.symbol, self.value, self.value, where)
 
     @property
     def produces(self):
@@ -174,6 +254,9 @@ class Constant(TimeSampler):
 
     def __str__(self):
         return f"{self.symbol} = {self.value:g}"
+
+    def support(self, known):
+        return _product(known, {self.symbol: torch.tensor([float(self.value)], dtype=torch.float64)})
 
 
 @dataclass(frozen=True)
@@ -201,6 +284,15 @@ class Derived(TimeSampler):
 
     def __str__(self):
         return f"{self.symbol} = {show(self.expr)}"
+
+    def support(self, known):
+        if self.requires - set(known):
+            return None
+        like = next(iter(known.values())) if known else torch.zeros(1, dtype=torch.float64)
+        try:
+            return {**known, self.symbol: evaluate_sympy(self.expr, known, like)}
+        except NotImplementedError:  # drawing it will say so
+            return None
 
 
 @dataclass(frozen=True)
@@ -250,6 +342,14 @@ class Joint(TimeSampler):
 
     def __str__(self):
         return "; ".join(str(part) for part in self.parts)
+
+    def support(self, known):
+        points = dict(known)
+        for part in self.parts:
+            points = part.support(points)
+            if points is None:
+                return None
+        return points
 
 
 def between(u: sympy.Symbol, s: sympy.Symbol, t: sympy.Symbol, gamma: sympy.Symbol,

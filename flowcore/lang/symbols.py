@@ -7,6 +7,7 @@ Both are sympy symbols, so coefficient algebra (`(t - s)`, `cos(pi*t/2)`) is pla
 from __future__ import annotations
 
 import sympy
+import torch
 
 from .errors import DeclarationError
 
@@ -35,6 +36,10 @@ s, t, u = times("s t u")
 
 def coefficient(value: object, where: str) -> sympy.Expr:
     """Turn `value` into a sympy coefficient of the times, or say why it cannot be one."""
+    if isinstance(value, torch.Tensor):  # a 1-element tensor would sympify silently, a longer one obscurely
+        raise DeclarationError(f"tensor of shape {tuple(value.shape)}", f"{where} is a torch tensor: a declaration "
+                               "holds numbers, sympy expressions of the times and the batch tensors x0, x1, z (given "
+                               "at evaluation), never a torch tensor; write a number (tensor.item()) instead")
     try:
         expr = sympy.sympify(value, strict=True)
     except (sympy.SympifyError, TypeError):
@@ -44,8 +49,21 @@ def coefficient(value: object, where: str) -> sympy.Expr:
     if unknown:
         raise DeclarationError(expr, f"unknown name(s) {', '.join(unknown)} in {where}: declare "
                                      "per-sample symbols with flowcore.times(...) or flowcore.param(...)")
-    if expr.has(sympy.I) or expr.has(sympy.zoo, sympy.oo, sympy.nan):
+    if expr.has(sympy.I):
+        raise DeclarationError(expr, f"{where} is complex: `I` here is sympy's imaginary unit (√-1), not "
+                                     "flowcore's interpolant I(τ); a coefficient must be real")
+    if expr.has(sympy.zoo, sympy.oo, sympy.nan):
         raise DeclarationError(expr, f"{where} must be real and finite")
+    return expr
+
+
+def time_coefficient(value: object, where: str) -> sympy.Expr:
+    """A coefficient used as a time: a constant one must lie in [0, 1] (0 is noise, 1 is data).
+
+    A time that depends on the times is checked against the term's sampled times (`ranges`)."""
+    expr = coefficient(value, where)
+    if not expr.free_symbols and not 0 <= float(expr) <= 1:
+        raise DeclarationError(value, f"{where} is {value}, outside [0, 1]: times run from 0 (noise) to 1 (data)")
     return expr
 
 

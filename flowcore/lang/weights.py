@@ -4,12 +4,17 @@ from __future__ import annotations
 from . import nodes as n
 from .constructors import ELEMENTWISE, sg
 from .errors import DeclarationError
+from .ranges import refuse_negative_constant
 from .symbols import coefficient, s, t
 
 
 def fixed(loss: n.Expr, weight) -> n.Expr:
-    """``λ(s, t)·ℓ`` with λ a sympy expression of the times."""
-    return n.scale(coefficient(weight, "a fixed weight"), loss)
+    """``λ(s, t)·ℓ`` with λ ≥ 0 a sympy expression of the times (a negative constant is refused
+    here, one of the times by its term, at the times its sampler draws: `ranges`)."""
+    loss = n.as_expr(loss, "the loss of fixed()")
+    weight = coefficient(weight, "a fixed weight")
+    refuse_negative_constant(loss, weight)
+    return n.scale(weight, loss)
 
 
 def learned_logvar(loss: n.Expr, a=s, b=t) -> n.Expr:

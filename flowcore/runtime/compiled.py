@@ -76,7 +76,9 @@ class CompiledObjective:
             values = {"x0": x0[part].reshape(count, N).contiguous(), "x1": x1[part].reshape(count, N).contiguous()}
             if z is not None:
                 values["z"] = z[part].reshape(count, N).contiguous()
-            states.append(TermState(values, term_times(term, times, count, generator, x1), count, dims, like))
+            drawn = term_times(term, times, count, generator, x1)
+            term.check_weights(drawn)  # a weight sympy could not sign: checked at the first evaluation
+            states.append(TermState(values, drawn, count, dims, like))
         dropout_seeds = dropout_seeds_for(objective, net, dropout_seeds, generator)
         seeds = {index: dropout_seeds[term.name] for index, term in enumerate(objective.terms)
                  if term.name in dropout_seeds}
