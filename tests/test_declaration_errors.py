@@ -184,6 +184,18 @@ def test_a_torch_tensor_inside_a_declaration_is_refused(build):
     declaration_error(build, "torch tensor", "x0, x1")
 
 
+@pytest.mark.parametrize("build, words", [
+    (lambda: Objective("o", [Term("fm", LOSS, Uniform(t), 1.0)], sigma=torch.tensor(1.0)), ("objective 'o'", "σ")),
+    (lambda: Objective("o", [Term("fm", LOSS, Uniform(t), 1.0)], sigma="1"), ("objective 'o'", "σ", "str")),
+    (lambda: Objective("o", [Term("fm", LOSS, Uniform(t), 1.0)], reduction=["batch"]), ("reduction", "batch")),
+    (lambda: fc.Dyadic(s, t, "3"), ("Dyadic", "levels", "str")),
+    (lambda: fc.adaptive(LOSS, c="0.1"), ("adaptive", "c", "str")),
+    (lambda: fc.adaptive(LOSS, p=torch.tensor(1.0)), ("adaptive", "p", "Tensor")),
+], ids=["sigma-tensor", "sigma-str", "reduction-list", "dyadic-levels", "adaptive-c", "adaptive-p"])
+def test_options_that_are_not_numbers_are_named(build, words):
+    declaration_error(build, *words)
+
+
 def test_a_complex_coefficient_names_the_imaginary_unit_not_the_interpolant():
     err = declaration_error(lambda: sqrt(-1) * LOSS, "sqrt(-1)", "complex", "imaginary unit")
     assert "in `I`" not in str(err)
@@ -243,7 +255,9 @@ def test_two_objectives_in_a_file_are_named(tmp_path):
      (":3:", "NameError", "undefined_name")),
     ("def build(**options):\n    return Objective('mine', [Term('', sqnorm(V(t, t, I(t))), Uniform(t), 1.0)])\n",
      (":3:", "name")),
-], ids=["syntax", "name", "declaration-in-build"])
+    ("mine = Objective('mine', [Term('fm', sqnorm(V(t, I(t))), Uniform(t), 1.0)])\n",
+     (":2:", "V takes 3 arguments")),
+], ids=["syntax", "name", "declaration-in-build", "declaration-at-module-level"])
 @pytest.mark.parametrize("command", ["show", "check"])
 def test_an_error_in_a_user_file_is_one_line_with_file_and_line(tmp_path, capsys, body, words, command):
     path = write(tmp_path, body)

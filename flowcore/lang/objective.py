@@ -6,6 +6,7 @@ declaration when built, so a malformed objective never reaches the interpreter o
 """
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -130,12 +131,13 @@ class Objective:
         total = sum(term.share for term in self.terms)
         if abs(total - 1) > 1e-9:
             raise DeclarationError(self.name, f"objective {self.name!r}: term shares sum to {total:g}, not 1")
-        if self.reduction not in REDUCTIONS:
+        if not isinstance(self.reduction, str) or self.reduction not in REDUCTIONS:
             raise DeclarationError(self.reduction, f"unknown reduction; choose one of {', '.join(REDUCTIONS)}")
         if not isinstance(self.interpolant, Interpolant):
             raise DeclarationError(self.interpolant, "the interpolant must be a flowcore Interpolant")
-        if not self.sigma > 0:
-            raise DeclarationError(self.sigma, "σ must be positive")
+        if isinstance(self.sigma, bool) or not isinstance(self.sigma, numbers.Real) or not 0 < self.sigma < math.inf:
+            raise DeclarationError(self.sigma, f"objective {self.name!r}: σ must be positive, a number (the noise's "
+                                               f"scale), got {type(self.sigma).__name__} {self.sigma!r}")
         z = n.Source("z")
         for term in self.terms:
             if not self.interpolant.stochastic and z in analysis.walk(term.loss):

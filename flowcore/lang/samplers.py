@@ -210,8 +210,10 @@ class Dyadic(_Pair):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.levels < 1:
-            raise DeclarationError(self.levels, "Dyadic needs at least one level")
+        if isinstance(self.levels, bool) or not isinstance(self.levels, numbers.Integral) or self.levels < 1:
+            raise DeclarationError(f"Dyadic({self.s}, {self.t}, levels={self.levels!r})",
+                                   "Dyadic needs at least one level (levels: a whole number ≥ 1), got "
+                                   f"{type(self.levels).__name__}")
 
     def draw(self, n, generator, dtype, device, known):
         k = 1 + (_uniform(n, generator, torch.float64, device) * self.levels).floor().clamp(max=self.levels - 1)

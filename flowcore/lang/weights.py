@@ -1,6 +1,9 @@
 """Per-sample loss weights (docs/math.md §3): fixed, learned log-variance, adaptive."""
 from __future__ import annotations
 
+import math
+import numbers
+
 from . import nodes as n
 from .constructors import ELEMENTWISE, sg
 from .errors import DeclarationError
@@ -25,6 +28,10 @@ def learned_logvar(loss: n.Expr, a=s, b=t) -> n.Expr:
 
 def adaptive(loss: n.Expr, c: float = 1e-3, p: float = 1.0) -> n.Expr:
     """``ℓ / sg(ℓ + c)^p``: down-weights samples with large residuals (p = 1 is ≈ a robust norm)."""
+    for name, value in (("c", c), ("p", p)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise DeclarationError(f"adaptive(ℓ, {name}={value!r})", f"the adaptive weight's {name} must be a finite "
+                                                                     f"number, got {type(value).__name__}")
     if c <= 0:
         raise DeclarationError(c, "the adaptive weight's c must be > 0 (it keeps the denominator away from 0)")
     return loss * sg(loss + c) ** (-p)
