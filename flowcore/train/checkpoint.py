@@ -4,7 +4,11 @@ A checkpoint is one ``torch.save`` file of plain containers (dicts, lists, tuple
 strings, tensors): model, EMA weights, optimizer, step, config, RNG states (torch CPU and CUDA, the
 data stream, the batch generator, Python's and NumPy's global generators). It is read with
 ``torch.load(weights_only=True)``, which refuses anything else — a file that pickles an object is
-an error, never code run. Writing goes to a temporary file in the same directory, is fsync'ed and
+an error, never code run. :func:`read` is the one way in (train --resume, sample, eval, a
+distillation teacher, reproduce): anything that is not such a file, or lacks what a run reads
+(``REQUIRED``, and ``FOR_RESUME`` to resume), is a `CheckpointError` of one line naming the file —
+never torch's advice to retry without ``weights_only``; :func:`weights_mismatch` and
+:func:`shadows_mismatch` name the keys of weights that do not fit a network. Writing goes to a temporary file in the same directory, is fsync'ed and
 then ``os.replace``'d over the final name, so a crash mid-write leaves the previous checkpoints
 intact; only the last `keep_last` are kept.
 """
