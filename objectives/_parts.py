@@ -1,6 +1,8 @@
 """Pieces the built-in objectives share: the diagonal terms, the default samplers, assembly."""
 from __future__ import annotations
 
+import numbers
+
 from flowcore.lang import (Dt, I, Objective, Teacher, Term, TimeSampler, Uniform, UpperTriangle, V, Var, X, param,
                            s, sg, sqnorm, t, u)
 from flowcore.lang.nodes import Expr
@@ -39,7 +41,8 @@ def psd_residual() -> Expr:
 def assemble(name: str, description: str, equation: str, loss: Expr, sampler: TimeSampler, eta: float,
              diagonal=flow_matching_term, **defaults) -> Objective:
     """The objective ``diagonal term (share η) + one distillation term (share 1 − η)``."""
-    if not 0 <= eta < 1:
-        raise ValueError(f"{name}: the diagonal share eta must lie in [0, 1), got {eta}")
+    if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not 0 <= eta < 1:
+        raise ValueError(f"{name}: the diagonal share eta must lie in [0, 1) (a number), got {type(eta).__name__} "
+                         f"{eta!r}")
     terms = ((diagonal(eta),) if eta > 0 else ()) + (Term(name, loss, sampler, 1 - eta),)
     return Objective(name, terms, description=description, equation=equation, **defaults)

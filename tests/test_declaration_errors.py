@@ -58,6 +58,12 @@ def test_every_builtin_still_declares(name):
     fc.objective(name)
 
 
+def test_a_weight_that_is_not_real_on_the_sampled_times_is_refused():
+    declaration_error(lambda: Term("w", fixed(LOSS, sympy.sqrt(-t)), Uniform(t), 1.0),
+                      "term 'w'", "sqrt(-t)", "not a real number", "nan at t = 0.125")
+    Term("w", fixed(LOSS, sympy.sin(t) / t), Uniform(t), 1.0)  # NaN only at t = 0: a removable singularity
+
+
 def test_nonnegative_weights_of_every_kind_are_accepted():
     Term("w", fixed(LOSS, 1 - t), Uniform(t), 1.0)
     Term("w", fixed(LOSS, sympy.cos(sympy.pi * t / 2) ** 2), Uniform(t), 1.0)
@@ -142,6 +148,9 @@ def test_a_pair_sampler_of_one_symbol_twice_is_refused(pair):
 
 @pytest.mark.parametrize("name", ["", "  ", None])
 def test_empty_names_are_refused(name):
+    declaration_error(lambda: fc.param(name), "name", "identifier")
+    declaration_error(lambda: fc.times(name), "times")
+    declaration_error(lambda: Term("a", LOSS, Uniform(), 1.0), "Uniform", "none")
     declaration_error(lambda: Term(name, LOSS, Uniform(t), 1.0), "term", "name")
     declaration_error(lambda: Objective(name, [Term("fm", LOSS, Uniform(t), 1.0)]), "objective", "name")
 
@@ -190,10 +199,14 @@ def test_a_torch_tensor_inside_a_declaration_is_refused(build):
     (lambda: Objective("o", [Term("fm", LOSS, Uniform(t), 1.0)], reduction=["batch"]), ("reduction", "batch")),
     (lambda: fc.Dyadic(s, t, "3"), ("Dyadic", "levels", "str")),
     (lambda: fc.adaptive(LOSS, c="0.1"), ("adaptive", "c", "str")),
+    (lambda: fc.objective("lsd", eta="half"), ("lsd", "eta", "str")),
     (lambda: fc.adaptive(LOSS, p=torch.tensor(1.0)), ("adaptive", "p", "Tensor")),
-], ids=["sigma-tensor", "sigma-str", "reduction-list", "dyadic-levels", "adaptive-c", "adaptive-p"])
+], ids=["sigma-tensor", "sigma-str", "reduction-list", "dyadic-levels", "adaptive-c", "eta", "adaptive-p"])
 def test_options_that_are_not_numbers_are_named(build, words):
-    declaration_error(build, *words)
+    with pytest.raises(ValueError) as info:  # a DeclarationError, or the built-ins' ValueError for eta
+        build()
+    for word in words:
+        assert word in str(info.value)
 
 
 def test_a_complex_coefficient_names_the_imaginary_unit_not_the_interpolant():

@@ -87,6 +87,7 @@ def check_term(name: str, loss: n.Expr, sampler: TimeSampler) -> tuple[sympy.Exp
         values = _values(weight, points)
         if values is None:  # a function the numerical evaluator lacks: the evaluation will say so
             continue
+        _refuse_not_real(name, values, points, _text(weight), f"this weight of `{weighted}`")
         negative = torch.nonzero(values < 0).flatten()
         if negative.numel():
             raise DeclarationError(_text(weight), f"term {name!r}: this weight of `{weighted}` is negative on the "
@@ -133,11 +134,20 @@ def _call_times(node: n.Expr) -> tuple[tuple[str, sympy.Expr], ...]:
 def _refuse_outside_unit_interval(name: str, values: torch.Tensor | None, points: Draw, what: str) -> None:
     if values is None:
         return
+    _refuse_not_real(name, values, points, what.split("`")[1], what)
     outside = torch.nonzero((values < -TOLERANCE) | (values > 1 + TOLERANCE)).flatten()
     if outside.numel():
         raise DeclarationError(what.split("`")[1], f"term {name!r}: {what} leaves [0, 1] on the sampled times "
                                                    f"({_at(values, points, outside[0])}): times run from 0 (noise) "
                                                    "to 1 (data)")
+
+
+def _refuse_not_real(name: str, values: torch.Tensor, points: Draw, where: str, what: str) -> None:
+    """NaN at most points (`sqrt(-t)`); a NaN at a few is a removable singularity (sin(t)/t at 0)."""
+    nan = torch.isnan(values)
+    if nan.double().mean() > 0.5:
+        raise DeclarationError(where, f"term {name!r}: {what} is not a real number on most of the sampled times "
+                                      f"({_at(values, points, torch.nonzero(nan).flatten()[0])})")
 
 
 def _provably_nonnegative(weight: sympy.Expr, points: Draw) -> bool:

@@ -106,6 +106,8 @@ class Uniform(TimeSampler):
     def __init__(self, *symbols, low: float = 0.0, high: float = 1.0):
         object.__setattr__(self, "symbols", tuple(_symbol(sym, "a sampled symbol") for sym in symbols))
         where = f"Uniform({', '.join(map(str, self.symbols))}, low={low}, high={high})"
+        if not self.symbols:
+            raise DeclarationError(where, "Uniform draws the symbols it is given, and was given none: Uniform(t)")
         object.__setattr__(self, "low", _number(low, where, "low"))
         object.__setattr__(self, "high", _number(high, where, "high"))
         if self.low > self.high:

@@ -22,12 +22,22 @@ class Param(sympy.Symbol):
 
 def times(names: str) -> tuple[Time, ...]:
     """Declare time symbols: ``s, t = times("s t")``."""
-    return tuple(Time(name, real=True) for name in names.replace(",", " ").split())
+    split = names.replace(",", " ").split() if isinstance(names, str) else []
+    if not split:
+        raise DeclarationError(repr(names), "times() takes the names of the times in one string, e.g. times(\"s t\")")
+    return tuple(Time(_symbol_name(name, "a time"), real=True) for name in split)
 
 
 def param(name: str) -> Param:
     """Declare one per-sample parameter: ``gamma = param("gamma")``."""
-    return Param(name, real=True)
+    return Param(_symbol_name(name, "a parameter"), real=True)
+
+
+def _symbol_name(name: object, what: str) -> str:
+    # the name is printed in kernels and messages and parsed back by sympy: an identifier
+    if not isinstance(name, str) or not name.isidentifier():
+        raise DeclarationError(repr(name), f"the name of {what} must be a Python identifier, got {name!r}")
+    return name
 
 
 # The canonical times every built-in objective uses, and the helpers Dt, Ds, Du refer to.
