@@ -140,12 +140,19 @@ def test_a_batch_larger_than_memory_is_refused_before_it_is_drawn(tmp_path, caps
     assert main(["train", "--out", str(tmp_path), *(f"--set={o}" for o in TINY), "--set=data.batch=1e9"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err, err
-    assert err.startswith("flowcore train: data.batch = 1000000000 needs at least 16.0 GB") and \
-        "more than the 10.0 MB of available RAM" in err, err
+    # x1, x0: 16 bytes a sample; the widest layer of the 16-wide network: 64 bytes a sample
+    assert err.startswith("flowcore train: data.batch = 1000000000 needs at least 80.0 GB for one step (x1, x0: "
+                          "16 bytes a sample; the network's largest activation: 64 bytes a sample") and \
+        "more than the 10.0 MB of available RAM; lower data.batch, or split it with accumulate" in err, err
+    # 100000 samples: 1.6 MB of data fit in 5 MB, not with the network's 6.4 MB; 4 micro-batches fit
+    monkeypatch.setattr(batch_stream, "available_memory", lambda device: (5 * 10 ** 6, "available RAM"))
+    with pytest.raises(ValueError, match=r"^data.batch = 100000 needs at least 8.0 MB"):
+        Trainer(tiny(tmp_path / "activations", "data.batch=100000"))
+    Trainer(tiny(tmp_path / "accumulated", "data.batch=100000", "accumulate=4"))
     monkeypatch.undo()
     memory = batch_stream.available_memory(torch.device("cpu"))
     assert memory is not None and memory[0] > 0
-    with pytest.raises(ValueError, match=r"^data.batch = 10000000000000 needs at least 160000.0 GB"):
+    with pytest.raises(ValueError, match=r"^data.batch = 10000000000000 needs at least 800.0 TB"):
         Trainer(tiny(tmp_path / "huge", "data.batch=1e13"))
 
 

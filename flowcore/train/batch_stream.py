@@ -13,10 +13,10 @@ The one exception is dropout (a network with ``dropout_rate`` > 0): each shard's
 their own seed (flowcore.terms.shard_seeds), and the masks depend on the shard's shape, so with
 dropout the result is a statistically equivalent run, not the bitwise same one.
 
-Before the first batch is drawn, :func:`check_batch_memory` compares what one global batch's data
-takes (x1, x0 and z — a lower bound: the network's activations, which depend on the network and the
-backend, come on top) with the memory available, so that ``data.batch = 1e9`` is refused in one line
-instead of being killed by the kernel without a word.
+Before the first batch is drawn, :func:`check_batch_memory` compares a lower bound of what a step
+holds at once — the global batch's data (x1, x0 and z) and, for each micro-batch, the largest tensor
+one network call makes (:func:`largest_activation`, measured) — with the memory available, so that
+``data.batch = 1e9`` is refused in one line instead of being killed by the kernel without a word.
 """
 from __future__ import annotations
 
@@ -72,22 +72,57 @@ def _splits_evenly(objective: Objective, batch: int, shards: int) -> bool:
             and objective.split(batch // shards) == tuple(c // shards for c in counts))
 
 
-def check_batch_memory(objective: Objective, source, device: torch.device) -> None:
-    """Refuse a global batch whose data tensors alone (x1, x0, and z for a stochastic interpolant)
-    exceed the memory available on `device` — on a GPU also x1 in host memory, where it is drawn."""
+def check_batch_memory(objective: Objective, source, device: torch.device, network=None, micro_batch: int = 0) -> None:
+    """Refuse a step that cannot fit: the global batch's data tensors (x1, x0, and z for a stochastic
+    interpolant) plus, when `network` is given, `micro_batch` samples of its largest activation must
+    fit in the memory available on `device` — on a GPU x1 also in host memory, where it is drawn.
+    Both are lower bounds (the step keeps more), so nothing that fits is refused."""
     per_tensor = math.prod(source.dims) * torch.empty((), dtype=source.dtype).element_size()
     names = ["x1", "x0"] + (["z"] if objective.interpolant.stochastic else [])
-    places = [(device, per_tensor * len(names))]
+    activation = largest_activation(network, source.dims, source.dtype, device) if network is not None else 0
+    micro_batch = micro_batch or source.batch_size
+    parts = f"{', '.join(names)}: {per_tensor * len(names)} bytes a sample"
+    if activation:
+        parts += (f"; the network's largest activation: {activation} bytes a sample, {micro_batch} samples a "
+                  "micro-batch")
+    places = [(device, source.batch_size * per_tensor * len(names) + micro_batch * activation, parts)]
     if device.type != "cpu":
-        places.append((torch.device("cpu"), per_tensor))
-    for place, per_sample in places:
-        needed = source.batch_size * per_sample
+        on_host = f"x1, drawn on the CPU: {per_tensor} bytes a sample"
+        places.append((torch.device("cpu"), source.batch_size * per_tensor, on_host))
+    for place, needed, what in places:
         available = available_memory(place)
         if available is not None and needed > available[0]:
-            drawn = ", ".join(names) if place == device else "x1, drawn on the CPU"
-            raise ValueError(f"data.batch = {source.batch_size} needs at least {_size(needed)} for one step's data "
-                             f"alone ({drawn}: {per_sample} bytes a sample; the network's activations come on top), "
-                             f"more than the {_size(available[0])} of {available[1]}; lower data.batch")
+            lower = "lower data.batch" + (", or split it with accumulate" if micro_batch * activation > needed / 2
+                                          else "")
+            raise ValueError(f"data.batch = {source.batch_size} needs at least {_size(needed)} for one step ({what}; "
+                             f"what else the step keeps comes on top), more than the {_size(available[0])} of "
+                             f"{available[1]}; {lower}")
+
+
+def largest_activation(network, dims: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> int:
+    """Bytes one sample adds to the largest tensor a call of `network` makes (any module's output),
+    measured without gradients on batches of one and two samples: every call on a micro-batch
+    materialises that tensor whole, whatever the network fuses or recomputes. 0 if it cannot tell."""
+    def outputs(count: int) -> list[int]:
+        sizes = []
+        hooks = [module.register_forward_hook(
+            lambda module, inputs, output: sizes.append(output.numel() * output.element_size())
+            if isinstance(output, torch.Tensor) else None) for module in network.modules()]
+        try:
+            with torch.no_grad():
+                x = torch.zeros(count, *dims, dtype=dtype, device=device)
+                times = torch.full((count,), 0.5, dtype=dtype, device=device)
+                network(times, times, x)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return sizes
+
+    try:
+        one, two = outputs(1), outputs(2)
+    except Exception:  # noqa: BLE001 - a network that cannot be called so leaves the check to the data
+        return 0
+    return max((b - a for a, b in zip(one, two)), default=0) if len(one) == len(two) else 0
 
 
 def available_memory(device: torch.device) -> tuple[int, str] | None:
@@ -116,7 +151,7 @@ def available_memory(device: torch.device) -> tuple[int, str] | None:
 
 
 def _size(count: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if count >= scale:
             return f"{count / scale:.1f} {unit}"
     return f"{count} bytes"
@@ -131,7 +166,6 @@ class BatchStream:
         """`network`: the model trained, asked whether it drops out (its dropout seeds are drawn after
         the other draws; a network without dropout draws none, leaving the stream as it was)."""
         check_split(objective, source.batch_size, shards)
-        check_batch_memory(objective, source, torch.device(device))
         self.objective, self.source, self.network = objective, source, network
         self.generator, self.device, self.shards = generator, torch.device(device), shards
 

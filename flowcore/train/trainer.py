@@ -33,7 +33,7 @@ from ..eval import evaluate as evaluation
 from ..eval.metrics import select_metrics
 from . import checkpoint as ckpt
 from . import distributed
-from .batch_stream import BatchStream
+from .batch_stream import BatchStream, check_batch_memory
 from .best import BestCheckpoints
 from .build import build_objective, compile_objective, load_teacher, make_network, make_weight_head, pick_backend
 from .config import ConfigError, TrainConfig, from_dict
@@ -111,6 +111,9 @@ class Trainer:
         self.generator = torch.Generator(self.device).manual_seed(c.seed + 1)
         self.batches = BatchStream(self.objective, self.data, self.generator, self.device,
                                    shards=self.context.world * c.accumulate, network=self.net)
+        # Before any batch is drawn: a batch too large for the memory is one line, not an OOM kill.
+        check_batch_memory(self.objective, self.data, self.device, self.model,
+                           micro_batch=c.data.batch // (self.context.world * c.accumulate))
 
         self.step = 0
         self.skipped = 0          # non-finite steps skipped in total
