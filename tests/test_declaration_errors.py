@@ -130,6 +130,8 @@ def test_a_time_expression_leaving_the_unit_interval_on_the_sampled_times_is_ref
     declaration_error(lambda: Term("far", sqnorm(V(t, t, I(2 * t))), Uniform(t), 1.0),
                       "term 'far'", "2*t", "[0, 1]")
     Term("near", sqnorm(V(t, t, I(2 * t))), Uniform(t, low=0.0, high=0.5), 1.0)
+    declaration_error(lambda: Term("param", sqnorm(V(gamma, t, I(t))), Uniform(t) & Uniform(gamma, high=2), 1.0),
+                      "term 'param'", "gamma", "V(gamma, t, I(t))", "[0, 1]")
 
 
 def test_a_derived_time_leaving_the_unit_interval_is_refused():

@@ -77,9 +77,11 @@ def check_term(name: str, loss: n.Expr, sampler: TimeSampler) -> tuple[sympy.Exp
         if isinstance(part, Derived) and isinstance(part.symbol, Time):
             _refuse_outside_unit_interval(name, points[part.symbol], points,
                                           f"the derived time `{part.symbol} = {show(part.expr)}`")
+    checked = set()
     for node in analysis.walk(loss):
         for role, value in _call_times(node):
-            if value.free_symbols:
+            if value.free_symbols and not isinstance(value, Time) and value not in checked:  # a time is in range
+                checked.add(value)
                 _refuse_outside_unit_interval(name, _values(value, points), points,
                                               f"the time `{show(value)}` of {role}")
     unsigned = []
