@@ -31,10 +31,10 @@ def _kl_rows(results: dict, label: str, paper: dict | None) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ..eval.evaluate import PAPER_CHECKERBOARD_KL, format_table
     from ..train import Trainer, load_config
     from ..train.checkpoint import read, resolve
     from ..train.config import from_dict
-    from ..eval.evaluate import PAPER_CHECKERBOARD_KL, format_table
     from ..train.trainer import finished
 
     config_path, run = _config_or_run(args)
