@@ -24,8 +24,9 @@ Var = n.Var
 
 
 def _arity(constructor: Callable) -> Callable:
-    """Turn a wrong number (or name) of arguments into a DeclarationError naming the call as written,
-    instead of Python's bare TypeError (issue 15)."""
+    """Turn a wrong number (or name) of arguments into a DeclarationError naming the call as written:
+    Python's bare TypeError names neither the call nor what the arguments mean (docs/design.md,
+    "The language")."""
     signature = inspect.signature(constructor)
     expected = ", ".join(signature.parameters)
 
