@@ -51,6 +51,7 @@ def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path, capsys, content):
         ckpt.read(path)
     message = str(error.value)
     assert message.startswith(f"{path} is not a flowcore checkpoint (") and "\n" not in message
+    assert len(message) < len(str(path)) + 160, message           # one short line, not torch's paragraph
     assert not any(advice in message for advice in ADVICE)
     for command in (["sample", str(path), "--n", "4", "--out", str(tmp_path / "s")], ["eval", str(path)]):
         _one_line_error(capsys, command, f"{path} is not a flowcore checkpoint")

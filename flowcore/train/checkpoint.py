@@ -114,9 +114,12 @@ def _load(path: Path) -> Any:
 
 
 def first_line(error: BaseException) -> str:
-    """The first line of an error's message, leaving out torch's advice about weights_only."""
+    """The first line of an error's message — its first sentence when long (torch's go on to advise)
+    — leaving out torch's advice about weights_only."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip() and "weights_only" not in line]
-    return lines[0] if lines else type(error).__name__
+    if not lines:
+        return type(error).__name__
+    return lines[0].split(". ")[0] if len(lines[0]) > 100 else lines[0]
 
 
 def weights_mismatch(expected: dict[str, torch.Tensor], saved: Any) -> str | None:
