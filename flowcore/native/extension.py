@@ -29,10 +29,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import logging
 import os
 import re
+import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -190,9 +193,51 @@ def _build_cpu_without_ninja(cpp_extension, sources: list[str], include: Path, o
     if verbose:
         log.info("flowcore: %s", " ".join(command))
     try:
-        toolchain.run_compiler(command, "flowcore's extension (CPU, without ninja)", output.parent)
+        toolchain.run_compiler(command, "flowcore's extension (CPU, without ninja)", output.parent,
+                               notice_after=float("inf"))  # _load_jit says when it starts and ends
     except toolchain.CompilerError as e:
         raise ExtensionBuildError(str(e)) from e
+
+
+#: torch.utils.cpp_extension.load in a helper process (argv: its keyword arguments as JSON, the error
+#: mark), so that the build — ninja and its g++/nvcc jobs — runs under toolchain.run_build's guard and
+#: ends with this process instead of compiling on after it was killed.
+_TORCH_BUILD = """
+import json, sys
+from torch.utils import cpp_extension
+try:
+    cpp_extension.load(**json.loads(sys.argv[1]))
+except Exception as error:
+    print(sys.argv[2] + str(error), file=sys.stderr)
+    sys.exit(1)
+"""
+_BUILD_ERROR_MARK = "flowcore extension build error: "
+
+
+def _build_with_torch(cpp_extension, name: str, paths: list[str], src_dir: Path, directory: Path, with_cuda: bool,
+                      arch: str, verbose: bool) -> None:
+    """`cpp_extension.load` (ninja) into `directory`, in a guarded helper process (`_TORCH_BUILD`)."""
+    env = dict(os.environ)
+    if with_cuda:
+        _fix_cuda_home(cpp_extension)
+        if cpp_extension.CUDA_HOME:
+            env["CUDA_HOME"] = cpp_extension.CUDA_HOME
+        env.setdefault("TORCH_CUDA_ARCH_LIST", arch.replace(";", " "))
+    arguments = {"name": name, "sources": paths, "extra_cflags": CXX_FLAGS, "extra_cuda_cflags": NVCC_FLAGS,
+                 "extra_ldflags": LD_FLAGS, "extra_include_paths": [str(src_dir)], "build_directory": str(directory),
+                 "with_cuda": with_cuda, "is_python_module": False, "verbose": verbose}
+    command = [sys.executable, "-c", _TORCH_BUILD, json.dumps(arguments), _BUILD_ERROR_MARK]
+    try:
+        done = toolchain.run_build(command, directory, env=env, capture=not verbose)
+    except OSError as e:
+        raise ExtensionBuildError(f"cannot start the build of flowcore's extension ({sys.executable}): {e}") from e
+    if done.returncode != 0:
+        log = (done.stderr or "").strip()
+        log = log.split(_BUILD_ERROR_MARK, 1)[1] if _BUILD_ERROR_MARK in log else log[-8000:]
+        hint = ("" if cpp_extension.is_ninja_available()
+                else " (torch needs ninja to build CUDA extensions: pip install ninja)")
+        raise ExtensionBuildError(f"compiling flowcore's extension from {csrc_dir()} failed{hint} "
+                                  f"(exit {done.returncode}): {log}")
 
 
 def _load_jit(with_cuda: bool, verbose: bool = False) -> None:
@@ -205,7 +250,6 @@ def _load_jit(with_cuda: bool, verbose: bool = False) -> None:
         extra["arch"] = ";".join(cuda_arch_list())
     key = cache_key(sources, flags, extra)
     name = f"{NAME}_{key[:12]}"
-    loaded_here = {}
 
     def build(directory: Path) -> list[str]:
         # Imported only to build. On import it warns "No CUDA runtime is found" wherever nvcc exists
@@ -218,6 +262,10 @@ def _load_jit(with_cuda: bool, verbose: bool = False) -> None:
         finally:
             quiet.setLevel(level)
 
+        # Said before and after: the first compiled call otherwise waits about a minute in silence.
+        toolchain.announce(f"flowcore: building flowcore's C++ extension once for this torch/Python "
+                           f"({'a few minutes, with its CUDA kernels' if with_cuda else 'about a minute'})…")
+        started = time.monotonic()
         # Copy the sources in, so the entry is self-describing and torch's build never touches
         # the (maybe read-only) install directory.
         src_dir = directory / "src"
@@ -225,33 +273,18 @@ def _load_jit(with_cuda: bool, verbose: bool = False) -> None:
         for file_name, text in sources.items():
             (src_dir / file_name).write_text(text)
         paths = [str(src_dir / p.name) for p in extension_sources(with_cuda)]
-        if with_cuda:
-            _fix_cuda_home(cpp_extension)
-        env_arch = os.environ.get("TORCH_CUDA_ARCH_LIST")
-        if with_cuda and not env_arch:
-            os.environ["TORCH_CUDA_ARCH_LIST"] = extra["arch"].replace(";", " ")
         if not with_cuda and not cpp_extension.is_ninja_available():  # its errors are already ExtensionBuildError
             _build_cpu_without_ninja(cpp_extension, paths, src_dir, directory / f"{name}.so", verbose)
-            return [f"{name}.so"]
-        try:
-            cpp_extension.load(name=name, sources=paths, extra_cflags=CXX_FLAGS, extra_cuda_cflags=NVCC_FLAGS,
-                               extra_ldflags=LD_FLAGS,
-                               extra_include_paths=[str(src_dir)], build_directory=str(directory),
-                               with_cuda=with_cuda, is_python_module=False, verbose=verbose)
-        except Exception as e:
-            hint = ("" if cpp_extension.is_ninja_available()
-                    else " (torch needs ninja to build CUDA extensions: pip install ninja)")
-            raise ExtensionBuildError(f"compiling flowcore's extension from {root} failed{hint}: {e}") from e
-        finally:
-            if with_cuda and not env_arch:
-                os.environ.pop("TORCH_CUDA_ARCH_LIST", None)
-        loaded_here["yes"] = True  # cpp_extension.load also loaded it into this process
+        else:
+            _build_with_torch(cpp_extension, name, paths, src_dir, directory, with_cuda, extra.get("arch", ""),
+                              verbose)
+        toolchain.announce(f"flowcore: built flowcore's C++ extension in {time.monotonic() - started:.0f} s "
+                           f"(cached in {directory.parent})")
         return [f"{name}.so"]
 
     entry = BuildCache().get_or_build(key, build, describe={"what": "flowcore torch extension", "cuda": with_cuda,
                                                             "torch": torch.__version__})
-    if not loaded_here:
-        torch.ops.load_library(str(entry.files[f"{name}.so"]))
+    torch.ops.load_library(str(entry.files[f"{name}.so"]))
     _state.update(how="jit", path=str(entry.files[f"{name}.so"]), build_seconds=entry.build_seconds,
                   cache_hit=entry.hit)
 

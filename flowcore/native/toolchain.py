@@ -12,6 +12,10 @@ compiler, which flags, which architectures" (docs/design.md, the native layer).
 Environment: ``FLOWCORE_CXX`` (else ``CXX``, else ``g++``) picks the C++ compiler; ``FLOWCORE_NVCC``
 (else ``$CUDA_HOME/bin/nvcc`` or ``$CUDA_PATH/bin/nvcc``, else ``nvcc`` on PATH) picks nvcc;
 ``TORCH_CUDA_ARCH_LIST`` ("8.0;9.0+PTX", "9.0a", "Hopper", "native") the CUDA architectures.
+
+Every build runs through `run_build`: in a session of its own, under a guard process (this file run
+as a script) that ends the whole session — ninja, g++, cc1plus, nvcc — when the caller dies, even by
+SIGKILL, so a killed build never leaves compilers running; a build that takes long says so on stderr.
 """
 from __future__ import annotations
 
@@ -21,14 +25,16 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
-__all__ = ["DEFAULT_ARCH", "SOURCE_SUFFIXES", "CompilerError", "arch_list", "cuda_home", "cxx_compiler",
-           "cxx_version", "find_nvcc", "gencode_flags", "nvcc_toolkit", "nvcc_version", "openmp_flags",
-           "run_compiler", "sources_digest"]
+__all__ = ["DEFAULT_ARCH", "SLOW_BUILD_NOTICE", "SOURCE_SUFFIXES", "CompilerError", "announce", "arch_list",
+           "cuda_home", "cxx_compiler", "cxx_version", "find_nvcc", "gencode_flags", "nvcc_toolkit", "nvcc_version",
+           "openmp_flags", "run_build", "run_compiler", "sources_digest"]
 
 #: the architecture compiled for where TORCH_CUDA_ARCH_LIST is unset and no GPU is visible
 DEFAULT_ARCH = "9.0"
@@ -39,6 +45,12 @@ _NAMED_ARCHES = {  # as torch.utils.cpp_extension names them
     "Blackwell": "10.0;10.3;12.0;12.1+PTX",
 }
 _LOG_LIMIT = 8000  # characters of a failed compiler's output kept in the error (head and tail)
+#: seconds after which a compiler still running says so on stderr (and, when done, how long it took)
+SLOW_BUILD_NOTICE = 5.0
+_GUARD_POLL = 0.1  # seconds between the guard's checks that its caller is alive
+_GRACE = 5.0  # seconds a stopped build's processes get to exit on SIGTERM (ninja ends its jobs) before SIGKILL
+_GUARD_CANNOT_START = 127  # the guard's exit status when the command cannot be started ...
+_GUARD_MARK = "flowcore build guard: cannot start: "  # ... and the line it writes to stderr then
 
 
 class CompilerError(RuntimeError):
@@ -67,10 +79,11 @@ def cxx_version(executable: str) -> str:
     return f"{path}: {first[0] if first else 'unknown version'}"
 
 
-def run_compiler(command: list[str], what: str, cwd: Path) -> None:
-    """Run `command` in `cwd`; a failure raises `CompilerError` naming `what` was being built."""
+def run_compiler(command: list[str], what: str, cwd: Path, notice_after: float | None = None) -> None:
+    """Run `command` in `cwd` (`run_build`); a failure raises `CompilerError` naming `what` was being
+    built. Still running after `notice_after` seconds (default `SLOW_BUILD_NOTICE`), it says so."""
     try:
-        out = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+        out = run_build(command, cwd, what=what, notice_after=SLOW_BUILD_NOTICE if notice_after is None else notice_after)
     except OSError as e:
         raise CompilerError(f"cannot run `{command[0]}` to build {what}: {e}") from e
     if out.returncode != 0:
@@ -78,6 +91,108 @@ def run_compiler(command: list[str], what: str, cwd: Path) -> None:
         if len(log) > _LOG_LIMIT:
             log = log[:_LOG_LIMIT // 2] + "\n...\n" + log[-_LOG_LIMIT // 2:]
         raise CompilerError(f"building {what} failed (exit {out.returncode}):\n$ {shlex.join(command)}\n{log}")
+
+
+# -- running a build: a session of its own, ended with its caller -------------------------------------
+def announce(text: str) -> None:
+    """One line to stderr: what a build that makes the user wait is doing, or how long it took."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def run_build(command: list[str], cwd: Path | str | None = None, *, env: dict[str, str] | None = None,
+              capture: bool = True, what: str = "", notice_after: float | None = None) -> subprocess.CompletedProcess:
+    """Run a build `command` to completion and return its exit status and (with `capture`) output.
+
+    It runs under a guard (this file as a script) in a new session: a Ctrl-C of the terminal reaches
+    only the caller, which then ends the build before the KeyboardInterrupt goes on, and a caller that
+    dies in any other way (SIGTERM, SIGKILL) is noticed by the guard, which ends every process of the
+    session (ninja's jobs included) — nothing keeps compiling for a process that is gone. Still
+    running after `notice_after` seconds, it announces ``still compiling <what>`` and, when it has
+    succeeded, ``built <what> in N s``. A command that cannot be started raises OSError."""
+    guarded = [sys.executable, "-I", "-S", str(Path(__file__).resolve()), "--guard", str(os.getpid()), *command]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True} if capture else {}
+    process = subprocess.Popen(guarded, cwd=cwd, env=env, start_new_session=True, **pipes)
+    started = time.monotonic()
+    try:
+        try:
+            out, err = process.communicate(timeout=notice_after)
+        except subprocess.TimeoutExpired:
+            announce(f"flowcore: still compiling {what} ({notice_after:.0f} s so far)…")
+            out, err = process.communicate()
+            if process.returncode == 0:
+                announce(f"flowcore: built {what} in {time.monotonic() - started:.0f} s")
+    except BaseException:  # KeyboardInterrupt above all: end the build, then let it go on
+        process.terminate()  # the guard ends the session on SIGTERM
+        try:
+            process.wait(timeout=3 * _GRACE)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        raise
+    if process.returncode == _GUARD_CANNOT_START and err and _GUARD_MARK in err:
+        raise OSError(err.split(_GUARD_MARK, 1)[1].strip())
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+def _guard(parent: int, command: list[str]) -> int:
+    """The guard: run `command` and return its exit status, or, once `parent` has exited or a signal
+    asks it to stop, end every process of its session (the build, nothing else: the caller started
+    the guard in a new one) and return 143."""
+    stop: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, lambda number, frame: stop.append(number))
+    try:
+        child = subprocess.Popen(command)
+    except OSError as e:
+        print(f"{_GUARD_MARK}{e}", file=sys.stderr, flush=True)
+        return _GUARD_CANNOT_START
+    while not stop and os.getppid() == parent:  # the parent's exit reparents the guard
+        try:
+            code = child.wait(timeout=_GUARD_POLL)
+        except subprocess.TimeoutExpired:
+            continue
+        return code if code >= 0 else 128 - code
+    _end_session(child)
+    return 128 + signal.SIGTERM
+
+
+def _session_members() -> list[int] | None:
+    """The live processes of the guard's session but the guard (Linux: /proc), None where unknown."""
+    if not os.path.isdir("/proc/self"):
+        return None
+    me, session, members = os.getpid(), os.getsid(0), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # state, ppid, pgrp, session, ...
+        if fields[0] != "Z" and int(fields[3]) == session:
+            members.append(int(entry))
+    return members
+
+
+def _end_session(child: subprocess.Popen) -> None:
+    """SIGTERM to the session (ninja then ends its jobs, each in a process group of its own), and after
+    `_GRACE` seconds SIGKILL to whatever is left. Without /proc: the guard's process group."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        members = _session_members()
+        if members is None:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            os.killpg(0, signum)  # SIGKILL ends the guard too
+        else:
+            for pid in members:
+                try:
+                    os.kill(pid, signum)
+                except OSError:
+                    pass
+        deadline = time.monotonic() + _GRACE
+        while time.monotonic() < deadline:
+            child.poll()  # reaps the direct child, which would otherwise linger as a zombie
+            if not _session_members():
+                return
+            time.sleep(0.05)
 
 
 # -- nvcc and the CUDA toolkit ------------------------------------------------------------------------
@@ -176,3 +291,7 @@ def sources_digest(root: Path | str, torch_version: str) -> str:
             h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     h.update(b"torch=" + torch_version.encode())
     return h.hexdigest()[:16]
+
+
+if __name__ == "__main__" and len(sys.argv) > 3 and sys.argv[1] == "--guard":  # run_build's guard process
+    sys.exit(_guard(int(sys.argv[2]), sys.argv[3:]))
