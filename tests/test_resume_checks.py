@@ -113,7 +113,8 @@ def _interrupt_at(monkeypatch, step: int) -> None:
 def _final_state(run) -> dict:
     state = torch.load(ckpt.resolve(run), weights_only=True)
     return {"step": state["step"], "model": state["model"], "ema": state["ema"]["shadows"],
-            "optimizer": state["optimizer"]["state"], "rng": state["rng"]["batches"]}
+            "optimizer": state["optimizer"]["state"], "batches": state["rng"]["batches"], "data": state["rng"]["data"],
+            "torch": state["rng"]["torch"]}
 
 
 def _assert_same(a, b) -> None:
@@ -132,11 +133,15 @@ def _assert_same(a, b) -> None:
 
 
 def test_the_printed_resume_command_continues_bit_for_bit(tmp_path, capsys, monkeypatch):
-    overrides = sets("steps=5", "optim.lr=3e-3", "objective.name=psd_u", "seed=7")
-    assert main(["train", "--out", str(tmp_path / "straight"), *overrides]) == 0
+    """A run of a config file with --set overrides: the printed command, which repeats neither, continues
+    it exactly (it reads the run's saved config)."""
+    config = tmp_path / "run.toml"
+    config.write_text(load_config(None, TINY).to_toml())
+    overrides = ["--set=steps=5", "--set=optim.lr=3e-3", "--set=objective.name=psd_u", "--set=seed=7"]
+    assert main(["train", str(config), "--out", str(tmp_path / "straight"), *overrides]) == 0
     capsys.readouterr()
     _interrupt_at(monkeypatch, 2)
-    assert main(["train", "--out", str(tmp_path / "split"), *overrides]) == 130
+    assert main(["train", str(config), "--out", str(tmp_path / "split"), *overrides]) == 130
     printed = capsys.readouterr().out
     assert printed.count("SIGINT") == 1, printed                 # the interrupt is told once
     (command,) = [line.split("continue with: ", 1)[1] for line in printed.splitlines() if "continue with: " in line]
