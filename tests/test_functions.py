@@ -79,7 +79,8 @@ def objective_using(function: Function) -> fc.Objective:
     x = fc.Var("x")
     mapped = fc.X(fc.s, fc.t, x)
     arg = mapped * mapped + 1 if function.positive_domain else mapped  # positive where it must be
-    loss = f(1 + fc.t) * fc.sqnorm(f(arg) - fc.sg(fc.V(fc.t, fc.t, x))) + fc.sqnorm(fc.Dt(f(arg)))
+    # the weight 2 + f(1 + t) keeps f in the kernels and stays positive on [0, 1] (a negative one is refused)
+    loss = (2 + f(1 + fc.t)) * fc.sqnorm(f(arg) - fc.sg(fc.V(fc.t, fc.t, x))) + fc.sqnorm(fc.Dt(f(arg)))
     return fc.Objective(f"uses_{function.name}", [fc.Term("main", loss.bind(x=fc.I(fc.s)), fc.Square(fc.s, fc.t), 1.0)])
 
 

@@ -45,7 +45,7 @@ def assert_frequency(hits: torch.Tensor, p: float, what: str):
 # -- distributions -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("low, high", [(0.0, 1.0), (0.25, 0.5), (-1.0, 3.0)])
 def test_uniform_mean_variance_and_support(low, high):
-    values = draw(Uniform(t, low=low, high=high))[t]
+    values = draw(Uniform(gamma, low=low, high=high))[gamma]  # a param may leave [0, 1]; a time may not
     span = high - low
     assert values.shape == (N,)
     assert (values >= low).all() and (values <= high).all()
