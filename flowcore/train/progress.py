@@ -1,7 +1,11 @@
 """What a run reports while it trains, on rank 0 only.
 
 * a tqdm bar (loss, steps/s, ETA) on a terminal — or, when stderr is not a terminal, one plain line
-  every tenth of the run;
+  every tenth of the run. Rates and ETAs are measured from the end of the process's first step: that
+  step includes start-up work (the one-time build of flowcore's extension, about a minute, which
+  announces itself) and would make a 2-minute run look like a 7-minute one; the bar starts then too;
+* after the last step, a line saying that the final checkpoint and evaluation follow, and at the
+  end, the paths of the logs;
 * ``metrics.csv``: step, loss, each term's mean loss, gradient norm, learning rate, step time,
   skipped steps — one row every `log.every` steps (rows past a resumed step are dropped);
 * TensorBoard scalars under ``tensorboard/`` (the same, plus evaluation metrics), when the
@@ -17,6 +21,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -49,15 +54,18 @@ def _keep_evaluations_up_to(path: Path, step: int) -> None:
 
 class Progress:
     def __init__(self, out: Path, terms: list[str], total_steps: int, start_step: int, *, enabled: bool,
-                 bar: str = "auto", tensorboard: bool = True):
+                 bar: str = "auto", tensorboard: bool = True, clock: Callable[[], float] = time.perf_counter):
         self.enabled, self.total, self.start = enabled, total_steps, start_step
         self.terms = list(terms)
         self.columns = ["step", "loss"] + [f"loss_{t}" for t in self.terms] + ["grad_norm", "lr", "step_time",
                                                                               "skipped"]
         self.csv_path = out / "metrics.csv"
         self.eval_path = out / "eval.jsonl"
-        self.started = time.perf_counter()
+        self.clock = clock
+        self.started = clock()
+        self.measured_from: tuple[int, float] | None = None  # (step, time) when this process's first step ended
         self.bar = None
+        self._make_bar = None  # tqdm, set up after the first step
         self.writer = None
         self.print_every = max(1, (total_steps - start_step) // 10) if bar != "off" else None
         if not enabled:
@@ -80,8 +88,8 @@ class Progress:
             except ImportError:
                 self.message("note: tqdm is not installed; progress is printed as lines (pip install tqdm)")
             else:
-                self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
-                                smoothing=0.05)
+                self._make_bar = lambda step: tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True,
+                                                   smoothing=0.05)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -99,18 +107,33 @@ class Progress:
             print(text, flush=True)
 
     def step(self, step: int, loss: float, lr: float) -> None:
-        """After every step: move the bar, or print a line every tenth of the run."""
+        """After every step: move the bar (made after the first one), or print a line every tenth of the
+        run, its rate and ETA measured from the end of the first step."""
         if not self.enabled:
             return
-        if self.bar is not None:
-            self.bar.update(1)
+        now = self.clock()
+        first = self.measured_from is None
+        if first:
+            self.measured_from = (step, now)
+        if self._make_bar is not None:
+            if self.bar is None:
+                self.bar = self._make_bar(step)
+            else:
+                self.bar.update(1)
             self.bar.set_postfix(loss=f"{loss:.4g}", lr=f"{lr:.2g}", refresh=False)
         elif self.print_every and ((step - self.start) % self.print_every == 0 or step == self.total):
-            elapsed = time.perf_counter() - self.started
-            rate = (step - self.start) / elapsed if elapsed > 0 else float("nan")
-            eta = (self.total - step) / rate if rate > 0 else float("nan")
-            self.message(f"step {step}/{self.total}  loss {loss:.4g}  lr {lr:.2g}  {rate:.1f} steps/s  "
-                         f"elapsed {_format_seconds(elapsed)}  ETA {_format_seconds(eta)}")
+            elapsed = now - self.started
+            if first:
+                speed = f"first step {_format_seconds(elapsed)} (start-up included)"
+            else:
+                measured_step, measured_at = self.measured_from
+                rate = (step - measured_step) / (now - measured_at) if now > measured_at else float("nan")
+                eta = (self.total - step) / rate if rate > 0 else float("nan")
+                speed = f"{rate:.1f} steps/s  elapsed {_format_seconds(elapsed)}  ETA {_format_seconds(eta)}"
+            self.message(f"step {step}/{self.total}  loss {loss:.4g}  lr {lr:.2g}  {speed}")
+        if step == self.total:  # the trainer then writes a checkpoint and evaluates: say why it waits
+            self.message(f"step {step}/{self.total}: training done; writing the last checkpoint and evaluating the "
+                         "final weights…")
 
     def log(self, step: int, loss: float, terms: dict[str, float], grad_norm: float, lr: float, step_time: float,
             skipped: int) -> None:
@@ -152,9 +175,13 @@ class Progress:
             return
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
         self.csv_file.close()
+        logs = f"logs: {self.csv_path}"
         if self.writer is not None:
             self.writer.close()
+            logs += f"; TensorBoard: {self.writer.log_dir} (tensorboard --logdir {self.writer.log_dir})"
+        self.message(logs)
 
     def loss_series(self) -> dict[str, list[float]]:
         """The loss columns of metrics.csv, for the loss figure."""
