@@ -61,7 +61,8 @@ def test_a_resume_whose_data_changed_sigma_is_refused(tmp_path):
     config = load_config(None, TINY + [f"out={tmp_path / 'run'}", f"data.name={data}"])
     Trainer(config).train()
     np.save(data, 3 * np.random.default_rng(0).normal(size=(256, 2)).astype(np.float32))
-    with pytest.raises(CheckpointError, match=r"cannot resume with a different σ 1\.0\d+ → 3\.0\d+: that changes what is trained"):
+    with pytest.raises(CheckpointError,
+                       match=r"cannot resume with a different σ 1\.0\d+ → 3\.0\d+: that changes what is trained"):
         Trainer(config, resume=True)
 
 
@@ -90,6 +91,8 @@ def test_resuming_a_finished_run_says_it_trained_nothing(tmp_path, capsys, finis
     printed = capsys.readouterr().out
     assert "already at step 2 of 2: nothing to train" in printed and "trained 2 steps" not in printed
     assert ckpt.resolve(run).stat().st_mtime_ns == before      # the checkpoint is not written again
+    assert main(["train", "--resume", str(run), "--set=steps=3"]) == 0   # a longer budget: the steps it adds
+    assert "trained 1 step (steps 3–3)" in capsys.readouterr().out
 
 
 def test_a_run_directory_without_resume_is_explained(tmp_path, capsys, finished):

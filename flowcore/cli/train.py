@@ -36,6 +36,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..train.checkpoint import read, resolve
     from ..train.config import from_dict
     from ..train.trainer import finished
+    from . import counted
 
     config_path, run = _config_or_run(args)
     config = load_config(config_path, args.set)
@@ -66,9 +67,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if summary.trained == 0:
         print(f"\ntrained no steps ({finished(summary.step, config.steps)}); checkpoint {summary.checkpoint}")
     else:
-        since = f" (steps {summary.step - summary.trained + 1}–{summary.step})" if summary.trained < summary.step else ""
-        print(f"\ntrained {summary.trained} steps{since} in {summary.seconds:.0f} s ({summary.skipped} skipped); "
-              f"checkpoint {summary.checkpoint}")
+        first = summary.step - summary.trained + 1
+        since = f" (steps {first}–{summary.step})" if first > 1 else ""
+        print(f"\ntrained {counted(summary.trained, 'step')}{since} in {summary.seconds:.0f} s "
+              f"({summary.skipped} skipped); checkpoint {summary.checkpoint}")
     if summary.results:
         if all("kl" in row for row in summary.results.values()):
             name = trainer.objective.name.removesuffix("_logvar")

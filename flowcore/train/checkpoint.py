@@ -8,9 +8,9 @@ an error, never code run. :func:`read` is the one way in (train --resume, sample
 distillation teacher, reproduce): anything that is not such a file, or lacks what a run reads
 (``REQUIRED``, and ``FOR_RESUME`` to resume), is a `CheckpointError` of one line naming the file —
 never torch's advice to retry without ``weights_only``; :func:`weights_mismatch` and
-:func:`shadows_mismatch` name the keys of weights that do not fit a network. Writing goes to a temporary file in the same directory, is fsync'ed and
-then ``os.replace``'d over the final name, so a crash mid-write leaves the previous checkpoints
-intact; only the last `keep_last` are kept.
+:func:`shadows_mismatch` name the keys of weights that do not fit a network. Writing goes to a
+temporary file in the same directory, is fsync'ed and then ``os.replace``'d over the final name, so
+a crash mid-write leaves the previous checkpoints intact; only the last `keep_last` are kept.
 """
 from __future__ import annotations
 

@@ -12,9 +12,9 @@ samples and evaluations use an EMA.
 A run stopped by SIGINT/SIGTERM writes a checkpoint first; ``resume=True`` continues from the
 latest checkpoint bit for bit — refusing a configuration that changes what is trained (the network,
 σ, the objective, the data: ``RESUME_FIXED``), noting any other change (steps, learning rate, …), and
-saying so when there is nothing to resume from. Checkpoints already in the output folder are an error, except with
-``resume`` — or with ``restart=True`` when they belong to a run of exactly this configuration, which
-then starts over (the CLI's built-in quick run).
+saying so when there is nothing to resume from. Checkpoints already in the output folder are an
+error, except with ``resume`` — or with ``restart=True`` when they belong to a run of exactly this
+configuration, which then starts over (the CLI's built-in quick run).
 """
 from __future__ import annotations
 
