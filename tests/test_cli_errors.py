@@ -104,6 +104,21 @@ def test_sigint_during_start_up_is_one_line_and_exit_130(tmp_path):
     assert stderr.strip() == "flowcore train: interrupted"
 
 
+def test_an_interrupt_raised_by_a_command_is_one_line_and_the_handler_is_given_back(monkeypatch, capsys):
+    """In-process: a KeyboardInterrupt a command raises is "interrupted" and 130, and main leaves
+    SIGINT's handler as it found it (the caller's, pytest's here)."""
+    import flowcore.cli.objectives as commands
+
+    def stopped(args):
+        raise KeyboardInterrupt
+
+    before = signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr(commands, "cmd_objectives", stopped)
+    assert main(["objectives"]) == 130
+    assert capsys.readouterr().err == "flowcore objectives: interrupted\n"
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 # ----------------------------------------------------------------------------------- item 4: the cache directory
 
 

@@ -14,10 +14,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import re
+import signal
 import sys
+import threading
 import warnings
 
 # Modules that contribute subcommands, in the order `flowcore --help` lists them.
@@ -74,25 +77,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _interrupt_ends_the_command(command: list[str]):
+    """While a command starts (imports, building, data), Ctrl-C ends it at once with one line and
+    130 — not a KeyboardInterrupt, which a Python callback of C++ code (torch loading the extension's
+    op registrations, for one) cannot pass on: the process aborts instead. Nothing is lost: cache
+    entries and checkpoints are written atomically, and a build's guard ends the compilers of a caller
+    that is gone (flowcore.native.toolchain). The trainer installs its own handler while it trains
+    (a checkpoint, then "interrupted by SIGINT"); the previous handler is back when the command ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupted(signum, frame):
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        os.write(2, f"{command[0]}: interrupted\n".encode())  # unbuffered: stderr may be mid-write
+        os._exit(INTERRUPTED)
+
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command. A mistake the user can fix is one line on stderr and exit status 2; Ctrl-C
     before a command takes over SIGINT (imports, building, data) is "interrupted" and 130; a reader
     that closed the pipe (``flowcore objectives | head -1``) ends the command quietly with 141."""
     # torch's own forward-AD decompositions still call torch.jit.script; the notice is not ours.
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
-    command = "flowcore"
+    command = ["flowcore"]  # named once the arguments are parsed
     try:
-        args = build_parser().parse_args(argv)
-        command = f"flowcore {args.command}"
-        code = args.func(args)
-        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+        with _interrupt_ends_the_command(command):
+            args = build_parser().parse_args(argv)
+            command[0] = f"flowcore {args.command}"
+            code = args.func(args)
+            sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
         return code
     except (KeyError, ValueError, FileNotFoundError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"{command}: {message}", file=sys.stderr)
+        print(f"{command[0]}: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # raised by code (a SIGINT itself ends the command above)
+        print(f"{command[0]}: interrupted", file=sys.stderr)
         return INTERRUPTED
     except BrokenPipeError:
         # Python's documented idiom: what is still buffered for stdout goes to /dev/null, so the
