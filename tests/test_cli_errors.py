@@ -59,6 +59,17 @@ def test_steps_must_be_positive_integers(tmp_path, capsys):
     assert "--steps must be a positive integer, got 0" in err
 
 
+@pytest.mark.parametrize("option", ["--batch", "--width", "--depth"])
+def test_run_sizes_must_be_positive_integers(option, capsys):
+    """`flowcore run --batch 0` printed a loss of nan and exited 0."""
+    err = _one_line_error(capsys, ["run", option, "0", "--objectives", "fm"])
+    assert f"{option} must be a positive integer, got 0" in err
+
+
+def test_check_examples_must_be_a_positive_integer(capsys):
+    assert "--examples must be a positive integer, got 0" in _one_line_error(capsys, ["check", "fm", "--examples", "0"])
+
+
 # ----------------------------------------------------------------------------------- item 2: negative numbers
 
 

@@ -65,7 +65,6 @@ def positive_int(option: str):
             raise argparse.ArgumentTypeError(f"{option} must be a positive integer, got {text}")
         return value
 
-    parse.__name__ = "positive integer"  # what argparse would call the type in its own messages
     return parse
 
 
