@@ -176,3 +176,46 @@ def test_quickstart_commands_are_two_and_ci_reads_the_second():
     assert len(test) == 1 and "pytest" in test[0]
     ci = (README.parent / ".ci" / "run").read_text()
     assert "quickstart-test" in ci and "quickstart-test" in text
+
+
+def _training_commands() -> list[str]:
+    match = re.search(r"\n## Training\n\n```bash\n(.*?)```", README.read_text(), re.DOTALL)
+    assert match, "README.md has no ```bash block right after '## Training'"
+    return [line for line in match.group(1).splitlines() if line.strip()]
+
+
+# "# ... about 2 min", "40 s", "3 days", "a GPU job": what each command costs, in its comment
+DURATION = re.compile(r"#.*(\d+(?:[.,]\d+)?\s*(?:s|seconds?|min|minutes?|h|hours?|days?)\b|a GPU job)")
+
+
+def test_training_leads_with_a_run_of_minutes_and_says_how_long_each_command_takes():
+    """Issue 15: the section's first command used to start a 150,000-step run (days on a CPU) with
+    nothing saying so."""
+    from flowcore.train import load_config
+
+    commands = _training_commands()
+    for line in commands:
+        assert DURATION.search(line), f"README 'Training': no duration in the comment of {line!r}"
+    first = commands[0].split("#")[0].split()
+    assert first[:2] == ["flowcore", "train"] and first[2].endswith(".toml"), commands[0]
+    sets = [first[i + 1] for i, word in enumerate(first) if word == "--set"]
+    assert load_config(README.parent / first[2], sets).steps <= 10_000, commands[0]
+    assert re.search(r"#.*\b\d+\s*min", commands[0]), commands[0]
+
+
+def test_the_resume_example_continues_a_run_shown_above_it():
+    """Plain ``flowcore train --resume DIR`` reads the run's saved config (its --set included), so
+    the example names only the run directory, one that a command above it trains into."""
+    commands = _training_commands()
+    index, resume = next((i, line) for i, line in enumerate(commands) if "--resume" in line)
+    match = re.match(r"flowcore train --resume (\S+)\s+#", resume)
+    assert match, resume
+    assert any(f"--out {match.group(1)}" in line for line in commands[:index] if line.startswith("flowcore train ")), \
+        commands[:index]
+
+
+def test_the_small_config_and_the_build_notice_are_in_the_readme():
+    text = README.read_text()
+    assert "configs/checkerboard-small.toml" in text
+    # what flowcore.native.extension prints when it builds (tests/test_build_process.py checks the line)
+    assert "building flowcore's C++ extension once for this torch/Python (about a minute)…" in text
