@@ -196,6 +196,15 @@ def test_sample_grid_with_explicit_steps_draws_both(run, tmp_path):
         assert np.array_equal(arrays["heun_grid-0-0.5-1"], arrays["heun_k2"])  # the same grid, the same samples
 
 
+def test_an_output_path_below_a_file_is_named(run, tmp_path, capsys):
+    file = tmp_path / "a-file"
+    file.write_text("")
+    err = _one_line_error(capsys, ["sample", str(run), "--n", "5", "--out", str(file)])
+    assert f"--out {file}" in err and "not a directory" in err and "Errno" not in err
+    err = _one_line_error(capsys, ["eval", str(run), "--steps", "1", "--n", "8", "--json", str(file / "x.json")])
+    assert f"--json {file / 'x.json'}" in err and "not a directory" in err and "Errno" not in err
+
+
 # ----------------------------------------------------------------------------------- item 7: check --help
 
 

@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import warnings
+from pathlib import Path
 
 # Modules that contribute subcommands, in the order `flowcore --help` lists them.
 COMMAND_MODULES = ["objectives", "bench", "train"]
@@ -66,6 +67,19 @@ def positive_int(option: str):
         return value
 
     return parse
+
+
+def output_folder(option: str, given: str, folder: Path) -> Path:
+    """``mkdir -p`` of `folder` for the output of `option` (given as `given`), or one line naming them
+    when a file stands where a directory must be (instead of "[Errno 17] File exists")."""
+    for path in (folder, *folder.parents):
+        if path.exists():
+            if not path.is_dir():
+                where = "it" if path == Path(given) else str(path)
+                raise ValueError(f"{option} {given}: {where} is a file, not a directory")
+            break
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -122,7 +122,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     from ..data import make_source
     from ..eval.evaluate import draw
-    from . import counted
+    from . import counted, output_folder
 
     net, config, sigma, path, step, weights, dims = _network(args)
     prefix = "" if args.method == "flow_map" else f"{args.method}_"  # the ODE check is named apart
@@ -135,8 +135,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         ((k, x),) = draw(net, [], args.n, sigma, dims, args.seed, "cpu", args.method, grid=grid).items()
         name = f"{prefix}grid-{'-'.join(f'{t:g}' for t in grid)}"  # named by its times: grid-0-0.5-1
         arrays[name], titles[name] = (k, x), f"grid {', '.join(f'{t:g}' for t in grid)}"
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder("--out", args.out, Path(args.out))
     np.savez(out / "samples.npz", **{name: x.numpy() for name, (_, x) in arrays.items()})
     method = "flow map" if args.method == "flow_map" else f"{args.method} ODE of the diagonal"
     print(f"{path} (step {step}, {weights}): {counted(args.n, 'sample')} each, {method}: {', '.join(arrays)}")
@@ -172,8 +171,10 @@ def _grid(text: str) -> list[float]:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..eval.evaluate import evaluate, format_table
-    from . import counted
+    from . import counted, output_folder
 
+    if args.json:  # before the evaluation, which can take a minute
+        output_folder("--json", args.json, Path(args.json).parent)
     net, config, sigma, path, step, weights, _ = _network(args)
     metrics = args.metrics if args.metrics is not None else config.eval.metrics
     method = "flow map" if args.method == "flow_map" else f"{args.method} ODE of the diagonal"
@@ -188,7 +189,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
           f"{counted(args.n, 'sample')}, {method})")
     print(format_table(results))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"checkpoint": str(path), "step": step, "weights": weights,
                                                "method": args.method, "samples": args.n, "data": config.data.name,
                                                "results": {str(k): v for k, v in results.items()},
