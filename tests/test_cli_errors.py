@@ -115,6 +115,27 @@ def test_sigint_during_start_up_is_one_line_and_exit_130(tmp_path):
     assert stderr.strip() == "flowcore train: interrupted"
 
 
+def test_sigint_during_a_real_evaluation_is_one_line_and_exit_130(run, tmp_path):
+    """The real command, interrupted once it has said what it computes (a Heun evaluation of 65,536
+    samples at k up to 64 runs for many seconds)."""
+    process = subprocess.Popen([sys.executable, "-m", "flowcore.cli", "eval", str(run), "--method", "heun",
+                                "--steps", "64", "64", "64"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        line = process.stderr.readline()
+        while line and not line.startswith("evaluating"):  # past warnings of the environment, if any
+            line = process.stderr.readline()
+        assert line.startswith("evaluating"), line
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == "flowcore eval: interrupted", stderr
+
+
 def test_an_interrupt_raised_by_a_command_is_one_line_and_the_handler_is_given_back(monkeypatch, capsys):
     """In-process: a KeyboardInterrupt a command raises is "interrupted" and 130, and main leaves
     SIGINT's handler as it found it (the caller's, pytest's here)."""
