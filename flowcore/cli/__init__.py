@@ -92,12 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 @contextlib.contextmanager
 def _interrupt_ends_the_command(command: list[str]):
-    """While a command starts (imports, building, data), Ctrl-C ends it at once with one line and
-    130 — not a KeyboardInterrupt, which a Python callback of C++ code (torch loading the extension's
-    op registrations, for one) cannot pass on: the process aborts instead. Nothing is lost: cache
-    entries and checkpoints are written atomically, and a build's guard ends the compilers of a caller
-    that is gone (flowcore.native.toolchain). The trainer installs its own handler while it trains
-    (a checkpoint, then "interrupted by SIGINT"); the previous handler is back when the command ends."""
+    """While a command runs, Ctrl-C ends it at once with one line and 130 — not a KeyboardInterrupt,
+    which prints a traceback wherever it lands (imports, building, data) and aborts the process when it
+    lands in a Python callback of C++ code ("terminate called after throwing pybind11::error_already_set"
+    was seen at start-up). Nothing is lost: cache entries and checkpoints are written atomically, and a
+    build's guard ends the compilers of a caller that is gone (flowcore.native.toolchain). The trainer
+    installs its own handler while it trains (a checkpoint, then "interrupted by SIGINT"), and gives
+    this one back; the caller's handler is back when the command ends."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -117,7 +118,7 @@ def _interrupt_ends_the_command(command: list[str]):
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command. A mistake the user can fix is one line on stderr and exit status 2; Ctrl-C
-    before a command takes over SIGINT (imports, building, data) is "interrupted" and 130; a reader
+    (unless the command handles SIGINT itself, as training does) is "interrupted" and 130; a reader
     that closed the pipe (``flowcore objectives | head -1``) ends the command quietly with 141."""
     # torch's own forward-AD decompositions still call torch.jit.script; the notice is not ours.
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
