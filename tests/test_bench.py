@@ -126,6 +126,15 @@ def test_an_efficiency_above_100_percent_is_printed_as_unreliable():
     assert "90%" in plain and "—*" not in plain and "unreliable" not in plain
 
 
+def test_the_busy_machine_note_is_readable():
+    from flowcore.bench.suite import busy_note
+
+    assert busy_note([1.68701171875, 1.421875, 1.419921875], 2) == \
+        "the machine was busy (load average 1.69, 1.42, 1.42 on 2 cores): timings are noisy"
+    assert busy_note([0.9, 0.5, 0.1], 1).endswith("on 1 core): timings are noisy")
+    assert busy_note([0.2, 0.2, 0.2], 2) is None and busy_note(None, 2) is None
+
+
 def test_the_machine_line_counts_one_thread_and_one_core():
     from flowcore.bench import render
 

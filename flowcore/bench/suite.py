@@ -41,6 +41,7 @@ from dataclasses import asdict
 
 import torch
 
+from ..cli import counted
 from ..runtime.allocator import retain_freed_memory, retained
 from .compile_times import compile_times
 from .config import SCHEMA, BenchConfig
@@ -94,10 +95,18 @@ def _run(config: BenchConfig, say: Callable[[str], None], on_row) -> dict:
                 on_row(result)
     result["machine"]["load_average_end"] = machine_info().get("load_average")
     result["elapsed_s"] = time.perf_counter() - start
-    if result["machine"]["load_average"] and max(result["machine"]["load_average"]) > 0.5 * (os.cpu_count() or 1):
-        result["notes"].append(f"the machine was busy (load average {result['machine']['load_average']} on "
-                               f"{os.cpu_count()} cores): timings are noisy")
+    note = busy_note(result["machine"]["load_average"], os.cpu_count() or 1)
+    if note:
+        result["notes"].append(note)
     return result
+
+
+def busy_note(load_average: list[float] | None, cores: int) -> str | None:
+    """A note for a machine whose load average exceeded half its cores during the run, else None."""
+    if not load_average or max(load_average) <= 0.5 * cores:
+        return None
+    return (f"the machine was busy (load average {', '.join(f'{x:.2f}' for x in load_average)} on "
+            f"{counted(cores, 'core')}): timings are noisy")
 
 
 def _row_line(row: dict) -> str:
