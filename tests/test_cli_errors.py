@@ -255,6 +255,13 @@ def test_eval_says_what_it_computes_per_k(run, capsys):
     assert "Traceback" not in err
 
 
+def test_sample_says_what_it_draws_per_k_and_grid(run, tmp_path, capsys):
+    assert main(["sample", str(run), "--steps", "2", "--grid", "0,0.5,1", "--n", "30", "--method", "heun",
+                 "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "heun" in err and "30 samples" in err and "k=2:" in err and "grid 0, 0.5, 1:" in err
+
+
 def test_evaluate_sampler_reports_progress_per_k():
     import torch
 

@@ -69,16 +69,18 @@ def positive_int(option: str):
     return parse
 
 
-def output_folder(option: str, given: str, folder: Path) -> Path:
-    """``mkdir -p`` of `folder` for the output of `option` (given as `given`), or one line naming them
-    when a file stands where a directory must be (instead of "[Errno 17] File exists")."""
+def output_folder(option: str, given: str, folder: Path, create: bool = True) -> Path:
+    """``mkdir -p`` of `folder` for the output of `option` (given as `given`; `create` False: only
+    checked, to fail before a long computation), or one line naming them when a file stands where a
+    directory must be (instead of "[Errno 17] File exists")."""
     for path in (folder, *folder.parents):
         if path.exists():
             if not path.is_dir():
                 where = "it" if path == Path(given) else str(path)
                 raise ValueError(f"{option} {given}: {where} is a file, not a directory")
             break
-    folder.mkdir(parents=True, exist_ok=True)
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 

@@ -124,20 +124,24 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from ..eval.evaluate import draw
     from . import counted, output_folder
 
+    out = output_folder("--out", args.out, Path(args.out), create=False)  # before the sampling, which can take long
     net, config, sigma, path, step, weights, dims = _network(args)
     prefix = "" if args.method == "flow_map" else f"{args.method}_"  # the ODE check is named apart
     # --grid alone samples the grid alone; the default k's come only when no grid is asked for
     steps = args.steps if args.steps is not None else ([] if args.grid else DEFAULT_STEPS)
+    method = "flow map" if args.method == "flow_map" else f"{args.method} ODE of the diagonal"
+    say = lambda line: print(f"  {line}", file=sys.stderr, flush=True)
+    print(f"sampling {path}: {method}, {counted(args.n, 'sample')} each", file=sys.stderr, flush=True)
     arrays, titles = {}, {}
-    for k, x in draw(net, steps, args.n, sigma, dims, args.seed, "cpu", args.method).items():
+    for k, x in draw(net, steps, args.n, sigma, dims, args.seed, "cpu", args.method, progress=say).items():
         arrays[f"{prefix}k{k}"], titles[f"{prefix}k{k}"] = (k, x), counted(k, "step")
     for grid in args.grid or []:
-        ((k, x),) = draw(net, [], args.n, sigma, dims, args.seed, "cpu", args.method, grid=grid).items()
+        ((k, x),) = draw(net, [], args.n, sigma, dims, args.seed, "cpu", args.method, grid=grid,
+                         progress=say).items()
         name = f"{prefix}grid-{'-'.join(f'{t:g}' for t in grid)}"  # named by its times: grid-0-0.5-1
         arrays[name], titles[name] = (k, x), f"grid {', '.join(f'{t:g}' for t in grid)}"
-    out = output_folder("--out", args.out, Path(args.out))
+    output_folder("--out", args.out, out)
     np.savez(out / "samples.npz", **{name: x.numpy() for name, (_, x) in arrays.items()})
-    method = "flow map" if args.method == "flow_map" else f"{args.method} ODE of the diagonal"
     print(f"{path} (step {step}, {weights}): {counted(args.n, 'sample')} each, {method}: {', '.join(arrays)}")
     print(f"wrote {out / 'samples.npz'} (arrays {', '.join(arrays)})")
     from ..eval.plots import sample_figure
@@ -174,7 +178,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from . import counted, output_folder
 
     if args.json:  # before the evaluation, which can take a minute
-        output_folder("--json", args.json, Path(args.json).parent)
+        output_folder("--json", args.json, Path(args.json).parent, create=False)
     net, config, sigma, path, step, weights, _ = _network(args)
     metrics = args.metrics if args.metrics is not None else config.eval.metrics
     method = "flow map" if args.method == "flow_map" else f"{args.method} ODE of the diagonal"
@@ -189,6 +193,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
           f"{counted(args.n, 'sample')}, {method})")
     print(format_table(results))
     if args.json:
+        output_folder("--json", args.json, Path(args.json).parent)
         Path(args.json).write_text(json.dumps({"checkpoint": str(path), "step": step, "weights": weights,
                                                "method": args.method, "samples": args.n, "data": config.data.name,
                                                "results": {str(k): v for k, v in results.items()},

@@ -132,22 +132,26 @@ def evaluate(net: nn.Module, steps: Sequence[int], samples: int, sigma: float, s
 
 
 def draw(net: nn.Module, steps: Sequence[int], samples: int, sigma: float, dims: tuple[int, ...], seed: int,
-         device: torch.device, method: str = "flow_map", grid: Sequence[float] | None = None
-         ) -> dict[int, torch.Tensor]:
+         device: torch.device, method: str = "flow_map", grid: Sequence[float] | None = None,
+         progress: Callable[[str], None] | None = None) -> dict[int, torch.Tensor]:
     """Samples (samples, *dims) of the k-step sampler for each k, all from one noise batch
     ``σ·N(0, I)`` seeded by `seed`: the flow map on ``t_i = i/k`` (or, given a `grid`, on that grid
-    alone, keyed by its number of steps), or the ODE of the diagonal velocity (`method` euler / heun)."""
+    alone, keyed by its number of steps), or the ODE of the diagonal velocity (`method` euler / heun).
+    `progress`, when given, receives a line per sampler drawn (``"k=4: 1.2 s"``, ``"grid 0, 0.5, 1: 0.6 s"``)."""
     generator = torch.Generator().manual_seed(seed)
     x0 = (sigma * torch.randn(samples, *dims, generator=generator)).to(device)
+    grids = {f"grid {', '.join(f'{t:g}' for t in grid)}": time_grid(grid=grid)} if grid is not None else \
+        {f"k={int(k)}": time_grid(int(k)) for k in steps}
+    drawn = {}
     with torch.no_grad():
-        if grid is not None:
-            times = time_grid(grid=grid)
-            if method == "flow_map":
-                return {len(times) - 1: flow_map_sample(net, x0, grid=times).cpu()}
-            return {len(times) - 1: ode_sample(net, x0, None, method, grid=times).cpu()}
-        if method == "flow_map":
-            return {int(k): flow_map_sample(net, x0, steps=int(k)).cpu() for k in steps}
-        return {int(k): ode_sample(net, x0, int(k), method).cpu() for k in steps}
+        for label, times in grids.items():
+            start = time.perf_counter()
+            x = flow_map_sample(net, x0, grid=times) if method == "flow_map" else \
+                ode_sample(net, x0, None, method, grid=times)
+            drawn[len(times) - 1] = x.cpu()
+            if progress is not None:
+                progress(f"{label}: {time.perf_counter() - start:.1f} s")
+    return drawn
 
 
 def kl_markdown(rows: dict[str, dict[int, float]], steps: Sequence[int], paper: bool = True) -> str:
