@@ -17,12 +17,18 @@
 //   flowcore::unet_clip_jet(x0, t, bound, with_primal) -> (y, inside)
 //       inside = |x0| ≤ bound (false for NaN), y = [clamp(x0, ±bound);] inside ? t_j : 0
 //       (its backward is one masked select, left to torch)
+//   flowcore::unet_pixel_norm_jet(x0, t, eps, with_primal) -> y
+//       x0 (O, C, I), t (n·O, C, I): each (o, i) column normalised over C,
+//       r = sqrt(Σ_c x²/C), inv = 1/(r + eps), y = x·inv,  ẏ_j = (ẋ_j − y·ṙ_j)·inv,  ṙ_j = Σ_c x·ẋ_j/(C·r)
+//   flowcore::unet_pixel_norm_jet_bwd(x0, t, grad, eps) -> g        (per column, pixel_norm_column below)
+//       g_x = inv·g_0 + α·x − Σ_j (β_j·g_j + γ_j·ẋ_j),   g_ẋj = inv·g_j − γ_j·x
 //
 // with_primal = false gives the tangent blocks alone: the stop-gradient ("dead") tangents, pushed
 // through at the primal of the live stack. float32 and float64 on both devices, float16 and bfloat16
 // on CUDA with float math. Everything is stable for large |x|: σ and 1 − σ both come from e^(−|x|).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #if defined(__CUDACC__)
@@ -62,6 +68,33 @@ FLOWCORE_HD bool clip(A x, A bound, A& y) {
   const bool inside = x >= -bound && x <= bound;
   y = x < -bound ? -bound : (x > bound ? bound : x);
   return inside;
+}
+
+// The pixel norm's backward coefficients of one column (derivation: docs/math.md §4, pixel norm), from
+// its sums over C: ss = Σ x², G = Σ g_0·x, and per tangent j: H1_j = Σ g_j·ẋ_j, Hx_j = Σ g_j·x,
+// P_j = Σ x·ẋ_j. With r = sqrt(ss/C), inv = 1/(r + eps), K = inv²/(C·r):
+//   α = −(inv²·(G + Σ_j H1_j) − K·(2·inv + 1/r)·Σ_j Hx_j·P_j)/(C·r),  β_j = K·P_j,  γ_j = K·Hx_j.
+// (Like the torch formula, a zero column divides by r = 0.)
+template <typename A>
+struct PixelColumn {
+  A r, inv, alpha, K;
+};
+
+template <typename A>
+FLOWCORE_HD PixelColumn<A> pixel_norm_column(A ss, A C, A eps) {
+  PixelColumn<A> col;
+  col.r = sqrt(ss / C);
+  col.inv = A(1) / (col.r + eps);
+  col.K = col.inv * col.inv / (C * col.r);
+  col.alpha = A(0);
+  return col;
+}
+
+// α from the column's sums; `cross` = Σ_j Hx_j·P_j, `h1` = Σ_j H1_j
+template <typename A>
+FLOWCORE_HD A pixel_norm_alpha(const PixelColumn<A>& col, A C, A G, A h1, A cross) {
+  const A inv2 = col.inv * col.inv;
+  return -(inv2 * (G + h1) - col.K * (A(2) * col.inv + A(1) / col.r) * cross) / (C * col.r);
 }
 
 }  // namespace unet

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <tuple>
+#include <vector>
 
 #include "mlp_cpu.h"  // Math<S>::exp, FLOWCORE_CLONES, FLOWCORE_INLINE, FLOWCORE_FAST_BEGIN
 
@@ -231,6 +232,119 @@ FLOWCORE_CLONES void clip_fwd(const S* __restrict x0, const S* __restrict t, S* 
   }
 }
 
+// Pixel norm forward over slabs [begin, end) of O slabs (C, I): columns i are contiguous, so every loop
+// below runs over i (vectorized), accumulating over c.
+template <typename S, bool PRIMAL>
+FLOWCORE_CLONES void pixel_norm_fwd(const S* __restrict x0, const S* __restrict t, S* __restrict out0,
+                                    S* __restrict outt, int64_t O, int64_t C, int64_t I, int64_t n, S eps,
+                                    int64_t begin, int64_t end) {
+  std::vector<S> buffers(3 * I);
+  S* __restrict r = buffers.data();
+  S* __restrict inv = r + I;
+  S* __restrict acc = inv + I;
+  const int64_t P = O * C * I;
+  for (int64_t o = begin; o < end; ++o) {
+    const S* __restrict x = x0 + o * C * I;
+    for (int64_t i = 0; i < I; ++i) acc[i] = S(0);
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t i = 0; i < I; ++i) acc[i] += x[c * I + i] * x[c * I + i];
+    for (int64_t i = 0; i < I; ++i) {
+      const PixelColumn<S> col = pixel_norm_column(acc[i], S(C), eps);
+      r[i] = col.r;
+      inv[i] = col.inv;
+    }
+    if constexpr (PRIMAL) {
+      S* __restrict y = out0 + o * C * I;
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t i = 0; i < I; ++i) y[c * I + i] = x[c * I + i] * inv[i];
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      const S* __restrict tj = t + j * P + o * C * I;
+      S* __restrict oj = outt + j * P + o * C * I;
+      for (int64_t i = 0; i < I; ++i) acc[i] = S(0);
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t i = 0; i < I; ++i) acc[i] += x[c * I + i] * tj[c * I + i];
+      for (int64_t i = 0; i < I; ++i) acc[i] = acc[i] / (S(C) * r[i]) * inv[i];  // ṙ·inv
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t i = 0; i < I; ++i) oj[c * I + i] = (tj[c * I + i] - x[c * I + i] * acc[i]) * inv[i];
+    }
+  }
+}
+
+// Pixel norm backward over slabs [begin, end): the column sums, the coefficients (pixel_norm_column),
+// then g_x = inv·g_0 + α·x − Σ_j (β_j·g_j + γ_j·ẋ_j) and g_ẋj = inv·g_j − γ_j·x.
+template <typename S>
+FLOWCORE_CLONES void pixel_norm_bwd(const S* __restrict x0, const S* __restrict t, const S* __restrict g,
+                                    S* __restrict out, int64_t O, int64_t C, int64_t I, int64_t n, S eps,
+                                    int64_t begin, int64_t end) {
+  // per column: inv, α (first G), r, Σ_j H1_j, Σ_j Hx_j·P_j, then K and β_j, γ_j for each tangent (first
+  // P_j and Hx_j)
+  std::vector<S> buffers((6 + 2 * n) * I);
+  S* __restrict inv = buffers.data();
+  S* __restrict alpha = inv + I;
+  S* __restrict r = alpha + I;
+  S* __restrict h1 = r + I;
+  S* __restrict cross = h1 + I;
+  S* __restrict scratch = cross + I;
+  const int64_t P = O * C * I;
+  for (int64_t o = begin; o < end; ++o) {
+    const int64_t at = o * C * I;
+    const S* __restrict x = x0 + at;
+    const S* __restrict g0 = g + at;
+    S* __restrict ss = scratch;  // Σ x², then K
+    for (int64_t i = 0; i < I; ++i) ss[i] = alpha[i] = h1[i] = cross[i] = S(0);  // alpha: G = Σ g0·x for now
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t i = 0; i < I; ++i) {
+        ss[i] += x[c * I + i] * x[c * I + i];
+        alpha[i] += g0[c * I + i] * x[c * I + i];
+      }
+    for (int64_t i = 0; i < I; ++i) {
+      const PixelColumn<S> col = pixel_norm_column(ss[i], S(C), eps);
+      inv[i] = col.inv;
+      ss[i] = col.K;
+      r[i] = col.r;
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      const S* __restrict tj = t + j * P + at;
+      const S* __restrict gj = g + (j + 1) * P + at;
+      S* __restrict beta = scratch + (1 + 2 * j) * I;   // P_j, then β_j = K·P_j
+      S* __restrict gamma = beta + I;                    // Hx_j, then γ_j = K·Hx_j
+      for (int64_t i = 0; i < I; ++i) beta[i] = gamma[i] = S(0);
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t i = 0; i < I; ++i) {
+          beta[i] += x[c * I + i] * tj[c * I + i];
+          gamma[i] += gj[c * I + i] * x[c * I + i];
+          h1[i] += gj[c * I + i] * tj[c * I + i];
+        }
+      for (int64_t i = 0; i < I; ++i) {
+        cross[i] += gamma[i] * beta[i];
+        beta[i] *= ss[i];
+        gamma[i] *= ss[i];
+      }
+    }
+    for (int64_t i = 0; i < I; ++i) {
+      const PixelColumn<S> col{r[i], inv[i], S(0), ss[i]};
+      alpha[i] = pixel_norm_alpha(col, S(C), alpha[i], h1[i], cross[i]);
+    }
+    S* __restrict gx = out + at;
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t i = 0; i < I; ++i) gx[c * I + i] = inv[i] * g0[c * I + i] + alpha[i] * x[c * I + i];
+    for (int64_t j = 0; j < n; ++j) {
+      const S* __restrict tj = t + j * P + at;
+      const S* __restrict gj = g + (j + 1) * P + at;
+      const S* __restrict beta = scratch + (1 + 2 * j) * I;
+      const S* __restrict gamma = beta + I;
+      S* __restrict gtj = out + (j + 1) * P + at;
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t i = 0; i < I; ++i) {
+          const int64_t k = c * I + i;
+          gx[k] -= beta[i] * gj[k] + gamma[i] * tj[k];
+          gtj[k] = inv[i] * gj[k] - gamma[i] * x[k];
+        }
+    }
+  }
+}
+
 // about 32k elements of the stack per task (ATen's GRAIN_SIZE)
 inline int64_t grain(int64_t blocks, int64_t per_item) {
   return std::max<int64_t>(1, 32768 / std::max<int64_t>(blocks * per_item, 1));
@@ -348,6 +462,52 @@ std::tuple<at::Tensor, at::Tensor> clip_jet_cpu(const at::Tensor& x0_in, const a
   return {out, inside};
 }
 
+int64_t check_pixel(const char* op, const at::Tensor& x0, const at::Tensor& t) {
+  TORCH_CHECK(x0.dim() == 3, op, ": the primal must be (O, C, I) (the axis normalised in the middle), got ",
+              x0.sizes());
+  return check_jet(op, x0, t);
+}
+
+at::Tensor pixel_norm_jet_cpu(const at::Tensor& x0_in, const at::Tensor& t_in, double eps, bool with_primal) {
+  static constexpr const char* op = "flowcore::unet_pixel_norm_jet";
+  const int64_t n = check_pixel(op, x0_in, t_in);
+  check_cpu(op, x0_in);
+  const at::Tensor x0 = x0_in.contiguous(), t = t_in.contiguous();
+  at::Tensor out = stacked_like(x0, n + (with_primal ? 1 : 0));
+  const int64_t O = x0.size(0), C = x0.size(1), I = x0.size(2), P = x0.numel();
+  AT_DISPATCH_FLOATING_TYPES(x0.scalar_type(), op, [&] {
+    const scalar_t* xp = x0.const_data_ptr<scalar_t>();
+    const scalar_t* tp = t.const_data_ptr<scalar_t>();
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    const scalar_t e = static_cast<scalar_t>(eps);
+    at::parallel_for(0, O, cpu::grain(n + 1, C * I), [&](int64_t b, int64_t end) {
+      if (with_primal) cpu::pixel_norm_fwd<scalar_t, true>(xp, tp, o, o + P, O, C, I, n, e, b, end);
+      else cpu::pixel_norm_fwd<scalar_t, false>(xp, tp, nullptr, o, O, C, I, n, e, b, end);
+    });
+  });
+  return out;
+}
+
+at::Tensor pixel_norm_jet_bwd_cpu(const at::Tensor& x0_in, const at::Tensor& t_in, const at::Tensor& g_in,
+                                  double eps) {
+  static constexpr const char* op = "flowcore::unet_pixel_norm_jet_bwd";
+  const int64_t n = check_pixel(op, x0_in, t_in);
+  check_grad(op, g_in, x0_in, n);
+  check_cpu(op, x0_in);
+  const at::Tensor x0 = x0_in.contiguous(), t = t_in.contiguous(), g = g_in.contiguous();
+  at::Tensor out = at::empty_like(g, at::MemoryFormat::Contiguous);
+  const int64_t O = x0.size(0), C = x0.size(1), I = x0.size(2);
+  AT_DISPATCH_FLOATING_TYPES(x0.scalar_type(), op, [&] {
+    const scalar_t e = static_cast<scalar_t>(eps);
+    at::parallel_for(0, O, cpu::grain(n + 1, C * I), [&](int64_t b, int64_t end) {
+      cpu::pixel_norm_bwd<scalar_t>(x0.const_data_ptr<scalar_t>(), t.const_data_ptr<scalar_t>(),
+                                    g.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), O, C, I, n, e,
+                                    b, end);
+    });
+  });
+  return out;
+}
+
 }  // namespace
 }  // namespace unet
 }  // namespace flowcore
@@ -361,6 +521,8 @@ TORCH_LIBRARY_FRAGMENT(flowcore, m) {
   m.def("unet_film_silu_jet_bwd(Tensor y0, Tensor l0, Tensor yt, Tensor lt, Tensor grad, float gain)"
         " -> (Tensor, Tensor)");
   m.def("unet_clip_jet(Tensor x0, Tensor t, float bound, bool with_primal) -> (Tensor, Tensor)");
+  m.def("unet_pixel_norm_jet(Tensor x0, Tensor t, float eps, bool with_primal) -> Tensor");
+  m.def("unet_pixel_norm_jet_bwd(Tensor x0, Tensor t, Tensor grad, float eps) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(flowcore, CPU, m) {
@@ -369,4 +531,6 @@ TORCH_LIBRARY_IMPL(flowcore, CPU, m) {
   m.impl("unet_film_silu_jet", &flowcore::unet::film_silu_jet_cpu);
   m.impl("unet_film_silu_jet_bwd", &flowcore::unet::film_silu_jet_bwd_cpu);
   m.impl("unet_clip_jet", &flowcore::unet::clip_jet_cpu);
+  m.impl("unet_pixel_norm_jet", &flowcore::unet::pixel_norm_jet_cpu);
+  m.impl("unet_pixel_norm_jet_bwd", &flowcore::unet::pixel_norm_jet_bwd_cpu);
 }

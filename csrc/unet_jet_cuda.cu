@@ -157,6 +157,51 @@ std::tuple<at::Tensor, at::Tensor> clip_jet_cuda(const at::Tensor& x0_in, const 
   return {out, inside};
 }
 
+at::Tensor pixel_norm_jet_cuda(const at::Tensor& x0_in, const at::Tensor& t_in, double eps, bool with_primal) {
+  const int64_t n = check_cuda("flowcore::unet_pixel_norm_jet", x0_in, t_in);
+  TORCH_CHECK(x0_in.dim() == 3, "flowcore::unet_pixel_norm_jet: the primal must be (O, C, I), got ", x0_in.sizes());
+  const c10::cuda::CUDAGuard guard(x0_in.device());
+  const at::Tensor x0 = x0_in.contiguous(), t = t_in.contiguous();
+  at::Tensor out = stacked_like(x0, n + (with_primal ? 1 : 0));
+  const int64_t O = x0.size(0), C = x0.size(1), I = x0.size(2);
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x0.scalar_type(), "flowcore::unet_pixel_norm_jet", [&] {
+    using A = at::opmath_type<scalar_t>;
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    gpu::pixel_norm_fwd_kernel<scalar_t, A><<<grid_for(O * I), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        x0.const_data_ptr<scalar_t>(), t.const_data_ptr<scalar_t>(), with_primal ? o : nullptr,
+        with_primal ? o + x0.numel() : o, O, C, I, n, A(eps));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
+
+at::Tensor pixel_norm_jet_bwd_cuda(const at::Tensor& x0_in, const at::Tensor& t_in, const at::Tensor& g_in,
+                                   double eps) {
+  const int64_t n = check_cuda("flowcore::unet_pixel_norm_jet_bwd", x0_in, t_in);
+  TORCH_CHECK(x0_in.dim() == 3, "flowcore::unet_pixel_norm_jet_bwd: the primal must be (O, C, I), got ",
+              x0_in.sizes());
+  TORCH_CHECK(n <= kMaxTangents, "flowcore::unet_pixel_norm_jet_bwd (CUDA): at most ", kMaxTangents,
+              " tangent blocks, got ", n);
+  TORCH_CHECK(g_in.device() == x0_in.device() && g_in.scalar_type() == x0_in.scalar_type() &&
+                  g_in.numel() == (n + 1) * x0_in.numel(),
+              "flowcore::unet_pixel_norm_jet_bwd: grad must be the (1 + n)·O stack, got ", g_in.sizes());
+  const c10::cuda::CUDAGuard guard(x0_in.device());
+  const at::Tensor x0 = x0_in.contiguous(), t = t_in.contiguous(), g = g_in.contiguous();
+  at::Tensor out = at::empty_like(g, at::MemoryFormat::Contiguous);
+  const int64_t O = x0.size(0), C = x0.size(1), I = x0.size(2);
+  if (x0.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x0.scalar_type(), "flowcore::unet_pixel_norm_jet_bwd",
+                                  [&] {
+    using A = at::opmath_type<scalar_t>;
+    gpu::pixel_norm_bwd_kernel<scalar_t, A><<<grid_for(O * I), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        x0.const_data_ptr<scalar_t>(), t.const_data_ptr<scalar_t>(), g.const_data_ptr<scalar_t>(),
+        out.mutable_data_ptr<scalar_t>(), O, C, I, n, A(eps));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
+
 }  // namespace
 }  // namespace unet
 }  // namespace flowcore
@@ -167,4 +212,6 @@ TORCH_LIBRARY_IMPL(flowcore, CUDA, m) {
   m.impl("unet_film_silu_jet", &flowcore::unet::film_silu_jet_cuda);
   m.impl("unet_film_silu_jet_bwd", &flowcore::unet::film_silu_jet_bwd_cuda);
   m.impl("unet_clip_jet", &flowcore::unet::clip_jet_cuda);
+  m.impl("unet_pixel_norm_jet", &flowcore::unet::pixel_norm_jet_cuda);
+  m.impl("unet_pixel_norm_jet_bwd", &flowcore::unet::pixel_norm_jet_bwd_cuda);
 }

@@ -117,6 +117,73 @@ __global__ void clip_fwd_kernel(const S* __restrict__ x0, const S* __restrict__ 
   }
 }
 
+// One thread per (o, i) column of the pixel norm (grid-stride); it loops over C twice per tangent.
+template <typename S, typename A>
+__global__ void pixel_norm_fwd_kernel(const S* __restrict__ x0, const S* __restrict__ t, S* __restrict__ out0,
+                                      S* __restrict__ outt, int64_t O, int64_t C, int64_t I, int64_t n, A eps) {
+  const int64_t P = O * C * I;
+  for (int64_t col = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; col < O * I;
+       col += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t base = (col / I) * C * I + col % I;
+    A ss = A(0);
+    for (int64_t c = 0; c < C; ++c) ss += A(x0[base + c * I]) * A(x0[base + c * I]);
+    const PixelColumn<A> pc = pixel_norm_column(ss, A(C), eps);
+    if (out0 != nullptr)
+      for (int64_t c = 0; c < C; ++c) out0[base + c * I] = S(A(x0[base + c * I]) * pc.inv);
+    for (int64_t j = 0; j < n; ++j) {
+      const S* tj = t + j * P + base;
+      A p = A(0);
+      for (int64_t c = 0; c < C; ++c) p += A(x0[base + c * I]) * A(tj[c * I]);
+      const A rdot_inv = p / (A(C) * pc.r) * pc.inv;
+      for (int64_t c = 0; c < C; ++c)
+        outt[j * P + base + c * I] = S((A(tj[c * I]) - A(x0[base + c * I]) * rdot_inv) * pc.inv);
+    }
+  }
+}
+
+// The pixel norm's backward, one thread per column; n <= kMaxTangents (the per-tangent sums in registers).
+template <typename S, typename A>
+__global__ void pixel_norm_bwd_kernel(const S* __restrict__ x0, const S* __restrict__ t, const S* __restrict__ g,
+                                      S* __restrict__ out, int64_t O, int64_t C, int64_t I, int64_t n, A eps) {
+  const int64_t P = O * C * I;
+  for (int64_t col = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; col < O * I;
+       col += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t base = (col / I) * C * I + col % I;
+    A ss = A(0), G = A(0), h1 = A(0), cross = A(0);
+    A beta[kMaxTangents], gamma[kMaxTangents];
+    for (int64_t c = 0; c < C; ++c) {
+      const A x = A(x0[base + c * I]);
+      ss += x * x;
+      G += A(g[base + c * I]) * x;
+    }
+    PixelColumn<A> pc = pixel_norm_column(ss, A(C), eps);
+    for (int64_t j = 0; j < n; ++j) {
+      A p = A(0), hx = A(0);
+      for (int64_t c = 0; c < C; ++c) {
+        const A x = A(x0[base + c * I]), tj = A(t[j * P + base + c * I]), gj = A(g[(j + 1) * P + base + c * I]);
+        p += x * tj;
+        hx += gj * x;
+        h1 += gj * tj;
+      }
+      cross += hx * p;
+      beta[j] = pc.K * p;
+      gamma[j] = pc.K * hx;
+    }
+    const A alpha = pixel_norm_alpha(pc, A(C), G, h1, cross);
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t k = base + c * I;
+      const A x = A(x0[k]);
+      A gx = pc.inv * A(g[k]) + alpha * x;
+      for (int64_t j = 0; j < n; ++j) {
+        const A gj = A(g[(j + 1) * P + k]);
+        gx -= beta[j] * gj + gamma[j] * A(t[j * P + k]);
+        out[(j + 1) * P + k] = S(pc.inv * gj - gamma[j] * x);
+      }
+      out[k] = S(gx);
+    }
+  }
+}
+
 }  // namespace gpu
 }  // namespace unet
 }  // namespace flowcore

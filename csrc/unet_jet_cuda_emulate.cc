@@ -9,7 +9,8 @@
 // Protocol: argv[1] = "f64" or "f32"; stdin: int64 B, C, S, n, blocks, then float64 x0 (B·C·S),
 // t (n·B·C·S), l0 (B·C), lt (n·B·C), g ((1+n)·B·C·S); stdout: float64 silu(x0, t), silu_bwd(x0, t, g),
 // film_silu(x0, l0, t, lt), its backward's g_y and g_l, clip(x0, t) and its mask (with the primal), then the
-// dead modes (no primal) of silu, film_silu and clip. gain = 1/0.596, bound = 256 (clip).
+// dead modes (no primal) of silu, film_silu and clip; then the pixel norm of x0 as (B, C, S) with t: its
+// jet, its backward and its dead mode. gain = 1/0.596, bound = 256 (clip), eps = 1e-4 (pixel norm).
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -58,6 +59,17 @@ void run(const int64_t* dims) {
   launch(clip_fwd_kernel<S, S>, blocks, kThreads, 0, x0.data(), t.data(), static_cast<S*>(nullptr), clip_dead.data(),
          mask, P, n, bound);
   for (const auto* x : {&silu_dead, &film_dead, &clip_dead}) write(*x);
+
+  // the pixel norm of x0 as (O, C, I) = (B, C, S), eps = 1e-4
+  const S eps = S(1e-4);
+  std::vector<S> pn((1 + n) * P), pn_g((1 + n) * P), pn_dead(n * P);
+  launch(pixel_norm_fwd_kernel<S, S>, blocks, kThreads, 0, x0.data(), t.data(), pn.data(), pn.data() + P, B, C, Sz,
+         n, eps);
+  launch(pixel_norm_bwd_kernel<S, S>, blocks, kThreads, 0, x0.data(), t.data(), g.data(), pn_g.data(), B, C, Sz, n,
+         eps);
+  launch(pixel_norm_fwd_kernel<S, S>, blocks, kThreads, 0, x0.data(), t.data(), static_cast<S*>(nullptr),
+         pn_dead.data(), B, C, Sz, n, eps);
+  for (const auto* x : {&pn, &pn_g, &pn_dead}) write(*x);
 }
 
 }  // namespace

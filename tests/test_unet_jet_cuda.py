@@ -1,5 +1,6 @@
 """The UNet pointwise-jet CUDA kernels (csrc/unet_jet_cuda.cuh): emulated on the host everywhere (their index
-arithmetic, grid-stride loops and the FiLM backward's shared-memory reduction, csrc/unet_jet_cuda_emulate.cc)
+arithmetic, grid-stride loops, the pixel norm's column sums and the FiLM backward's shared-memory reduction,
+csrc/unet_jet_cuda_emulate.cc)
 against the CPU ops, which tests/test_unet_jet.py checks against the torch formulas; and on a GPU, when one
 is present, the real kernels against the CPU ops in float32, float64, float16 and bfloat16."""
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from flowcore.nn.unet.layers import _PIXEL_EPS as EPS
 from flowcore.nn.unet.layers import CLIP, SILU_RMS
 from flowcore.nn.unet.pointwise import kernels_available
 
@@ -43,7 +45,13 @@ def cpu_results(x0, t, l0, lt, g):
     return [ops.unet_silu_jet(x0, t, GAIN, True), ops.unet_silu_jet_bwd(x0, t, g, GAIN),
             ops.unet_film_silu_jet(x0, l0, t, lt, GAIN, True), film_gy, film_gl, clip, inside.to(F64),
             ops.unet_silu_jet(x0, t, GAIN, False), ops.unet_film_silu_jet(x0, l0, t, lt, GAIN, False),
-            ops.unet_clip_jet(x0, t, CLIP, False)[0]]
+            ops.unet_clip_jet(x0, t, CLIP, False)[0], *pixel_norm_results(x0, t, g)]
+
+
+def pixel_norm_results(x0, t, g):
+    ops = torch.ops.flowcore
+    return [ops.unet_pixel_norm_jet(x0, t, EPS, True), ops.unet_pixel_norm_jet_bwd(x0, t, g, EPS),
+            ops.unet_pixel_norm_jet(x0, t, EPS, False)]
 
 
 # -- the CUDA kernels emulated on the host ---------------------------------------------------------------
@@ -67,7 +75,8 @@ def run_emulated(binary, dtype, B, C, S, n, blocks, x0, t, l0, lt, g):
     out = subprocess.run([str(binary), dtype], input=payload, capture_output=True, check=True).stdout
     values = torch.from_numpy(np.frombuffer(out, dtype=np.float64).copy())
     P, R = B * C * S, B * C
-    sizes = [(1 + n) * P, (1 + n) * P, (1 + n) * P, (1 + n) * P, (1 + n) * R, (1 + n) * P, P, n * P, n * P, n * P]
+    sizes = [(1 + n) * P, (1 + n) * P, (1 + n) * P, (1 + n) * P, (1 + n) * R, (1 + n) * P, P, n * P, n * P, n * P,
+             (1 + n) * P, (1 + n) * P, n * P]
     assert sum(sizes) == values.numel()
     return list(values.split(sizes))
 
@@ -124,10 +133,11 @@ def test_cuda_kernels_equal_the_cpu_ops(dtype):
     got = [ops.unet_silu_jet(x0, t, GAIN, True), ops.unet_silu_jet_bwd(x0, t, g, GAIN),
            ops.unet_film_silu_jet(x0, l0, t, lt, GAIN, True), film_gy, film_gl, clip, inside,
            ops.unet_silu_jet(x0, t, GAIN, False), ops.unet_film_silu_jet(x0, l0, t, lt, GAIN, False),
-           ops.unet_clip_jet(x0, t, CLIP, False)[0]]
+           ops.unet_clip_jet(x0, t, CLIP, False)[0], *pixel_norm_results(x0, t, g)]
     rtol, atol = GPU_TOLERANCES[dtype]
     for index, (value, want) in enumerate(zip(got, expected)):
-        scale = 1.0 if index != 4 else math.sqrt(S)   # g_l sums S terms
+        scale = math.sqrt(S) if index == 4 else math.sqrt(C) if index >= 10 else 1.0   # g_l: sums over S; pixel
+        # norm: sums over C
         torch.testing.assert_close(value.double().cpu(), want, rtol=rtol * scale, atol=atol * scale,
                                    msg=lambda m, i=index: f"{dtype} output {i}: {m}")
 

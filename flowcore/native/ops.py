@@ -124,6 +124,14 @@ def _unet_clip_jet_fake(x0, t, bound, with_primal):
     return _stacked(x0, t.shape[0] // x0.shape[0] + int(with_primal)), x0.new_empty(x0.shape, dtype=torch.bool)
 
 
+def _unet_pixel_norm_jet_fake(x0, t, eps, with_primal):
+    return _stacked(x0, t.shape[0] // x0.shape[0] + int(with_primal))
+
+
+def _unet_pixel_norm_jet_bwd_fake(x0, t, grad, eps):
+    return torch.empty_like(grad, memory_format=torch.contiguous_format)
+
+
 #: op -> its fake kernel
 FAKES = {
     "run_kernel": _run_kernel_fake,
@@ -145,6 +153,8 @@ FAKES = {
     "unet_film_silu_jet": _unet_film_silu_jet_fake,
     "unet_film_silu_jet_bwd": _unet_film_silu_jet_bwd_fake,
     "unet_clip_jet": _unet_clip_jet_fake,
+    "unet_pixel_norm_jet": _unet_pixel_norm_jet_fake,
+    "unet_pixel_norm_jet_bwd": _unet_pixel_norm_jet_bwd_fake,
 }
 #: ops with a vmap rule (gradcheck's batched-gradient checks call them under vmap)
 VMAPPED = ("mlp_act_fwd", "mlp_act_bwd")

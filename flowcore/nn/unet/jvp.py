@@ -14,16 +14,15 @@ tangent blocks, with explicit formulas:
 - the positional embedding ``PE(τ) = √2[cos ωτ, sin ωτ]``: ``√2[−ω sin ωτ, ω cos ωτ]·τ̇``;
 - attention: ``flowcore.nn.attention_jvp`` (o and ȯ in one pass, docs/math.md §4).
 
-Most are plain differentiable torch ops on the stack: autograd differentiates the tangent formulas
-themselves (the backward THROUGH the tangent that LSD needs, second derivatives included), nested
-transforms keep working, and this layout halves the convolutions' count. The most frequent pieces —
-``mp_silu``, the FiLM scale with the ``mp_silu`` after it, and clipping — are autograd Functions
-over the extension's fused kernels in plain autograd (flowcore.nn.unet.pointwise, csrc/unet_jet*):
-one pass over the primal and every tangent block forward and backward, saving only their inputs.
-The pixel norm's stack is recomputed in the backward
-(activation checkpointing, ``torch.utils.checkpoint``): it keeps only its input instead of five
-stack-sized intermediates, for a few percent more elementwise work (digits UNet, batch 512: peak
-memory of a JVP + backward 1.56 -> 1.11 GiB, the forward + backward's 0.87 GiB).
+Each is written as plain differentiable torch ops on the stack: autograd differentiates the tangent
+formulas themselves (the backward THROUGH the tangent that LSD needs, second derivatives included),
+and under torch.func transforms or forward-mode AD that is the path taken. In plain autograd the
+nonlinear pieces —
+``mp_silu``, the FiLM scale with the ``mp_silu`` after it, clipping and the pixel norm — are autograd
+Functions over the extension's fused kernels in plain autograd (flowcore.nn.unet.pointwise,
+csrc/unet_jet*): one pass over the primal and every tangent block forward and backward, saving only
+their inputs (digits UNet, batch 512: peak memory of a JVP + backward 1.56 GiB in plain torch ops,
+1.11 GiB once the pixel norm kept only its input; the forward + backward's 0.87 GiB).
 
 Tangents needed only under stop-gradient (``live[j] = False``) are a second stack, `Jet.dead`,
 pushed through the same ops under ``torch.no_grad`` with the primal's factors: they share the
@@ -42,7 +41,8 @@ from ..attention_jvp import attention as fused_attention
 from ..attention_jvp import attention_jvp
 from .blocks import RESAMPLE, UNetBlock, dropout_mask
 from .layers import _PIXEL_EPS, CLIP, SILU_RMS, MPConv, mp_cat, mp_sum
-from .pointwise import ClipJet, FilmSiluJet, SiluJet, clip_tangents, film_silu_tangents, plain_autograd, silu_tangents
+from .pointwise import (ClipJet, FilmSiluJet, PixelNormJet, SiluJet, clip_tangents, film_silu_tangents, pixel_norm_tangents,
+                        plain_autograd, silu_tangents)
 
 __all__ = ["Jet", "network_jvp"]
 
@@ -160,7 +160,10 @@ def pixel_norm(jet: Jet, dim: int = 1) -> Jet:
             rms_dot = (x * t).mean(dim=dim + 1, keepdim=True) / rms
             return (t - y * rms_dot) * inv
         return y, tangent
-    return _nonlinear(rule, jet, recompute=True)
+    if not plain_autograd():
+        return _nonlinear(rule, jet, recompute=True)
+    dead = None if jet.dead is None else pixel_norm_tangents(jet.primal, jet.dead, dim)
+    return Jet(PixelNormJet.apply(jet.live, jet.batch, dim), dead, jet.batch)
 
 
 def _clip_rule(x: torch.Tensor):

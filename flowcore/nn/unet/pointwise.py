@@ -1,5 +1,5 @@
 """Pointwise jets with a fused kernel and a hand-written backward: ``mp_silu``, the FiLM scale followed
-by ``mp_silu``, and clipping, on a stacked jet (docs/math.md §4, the image UNet; the stacking:
+by ``mp_silu``, clipping and the pixel norm, on a stacked jet (docs/math.md §4, the image UNet; the stacking:
 flowcore.nn.unet.jvp).
 
 The stack ``[x; ẋ_1; …; ẋ_n]`` (block 0 the primal, B rows per block) maps to
@@ -7,6 +7,8 @@ The stack ``[x; ẋ_1; …; ẋ_n]`` (block 0 the primal, B rows per block) maps
     mp_silu     y = a(x) = x·σ(x)/0.596,   ẏ_j = a'(x)·ẋ_j
     film_silu   z = y·(1 + l),  ż_j = ẏ_j·(1 + l) + y·l̇_j   (l: per sample and channel), then mp_silu
     clip        y = clamp(x, ±256),       ẏ_j = 1[|x| ≤ 256]·ẋ_j
+    pixel_norm  y = x/(r + ε),            ẏ_j = (ẋ_j − y·ṙ_j)/(r + ε),  r = rms(x), ṙ_j = mean(x·ẋ_j)/r
+                (along the channel axis: per pixel, or per head and token in attention)
 
 and back, for cotangents ``(g_y, g_ẏj)``:
 
@@ -14,6 +16,7 @@ and back, for cotangents ``(g_y, g_ẏj)``:
                 a' = (σ + x·σ(1 − σ))/0.596,  a'' = σ(1 − σ)(2 + x(1 − 2σ))/0.596
     film_silu   the same through z, then the product rule, summed over pixels for g_l, g_l̇
     clip        g_x = 1[|x| ≤ 256]·g_y,            g_ẋj = 1[|x| ≤ 256]·g_ẏj
+    pixel_norm  per pixel, from five sums over the channels (docs/math.md §4; csrc/unet_jet.h)
 
 Each forward and backward is ONE pass of the extension's ``flowcore::unet_*`` kernels (csrc/unet_jet*,
 CPU and CUDA) over the primal and every tangent block, where the same math in torch ops is 6–15
@@ -26,15 +29,17 @@ uses plain differentiable ops instead (`plain_autograd`, flowcore.nn.unet.jvp).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.autograd import Function
 
 from ...native import extension
 from ...native.ops import transforms_active
-from .layers import CLIP, SILU_RMS
+from .layers import _PIXEL_EPS, CLIP, SILU_RMS
 
-__all__ = ["ClipJet", "FilmSiluJet", "SiluJet", "clip_tangents", "film_silu_tangents", "kernels_available",
-           "plain_autograd", "silu_tangents"]
+__all__ = ["ClipJet", "FilmSiluJet", "PixelNormJet", "SiluJet", "clip_tangents", "film_silu_tangents",
+           "kernels_available", "pixel_norm_tangents", "plain_autograd", "silu_tangents"]
 
 ENV_FUSED = "FLOWCORE_UNET_FUSED"  # "0": always the torch-op formulas
 _UNAVAILABLE = ("flowcore.nn: the UNet's fused pointwise kernels are unavailable ({reason}); using the "
@@ -103,6 +108,22 @@ def film_torch(y: torch.Tensor, lin: torch.Tensor, batch: int) -> torch.Tensor:
     return _join(y0 * scale, ty * scale + y0 * tl[(..., *pixels)])
 
 
+def pixel_norm_torch(stack: torch.Tensor, batch: int, dim: int) -> torch.Tensor:
+    """The pixel norm along `dim` (> 0) on a stack: ``y = x/(r + ε)``, ``ẏ_j = (ẋ_j − y·ṙ_j)/(r + ε)``,
+    ``r = rms(x)``, ``ṙ_j = mean(x·ẋ_j)/r``."""
+    x, tangents = _blocks(stack, batch)
+    rms = torch.sqrt(x.square().mean(dim=dim, keepdim=True))
+    inv = 1 / (rms + _PIXEL_EPS)
+    y = x * inv
+    rms_dot = (x * tangents).mean(dim=dim + 1, keepdim=True) / rms
+    return _join(y, (tangents - y * rms_dot) * inv)
+
+
+def _columns(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``(…, C, …) -> (O, C, I)`` around axis `dim`: the layout of the pixel-norm kernels (a view)."""
+    return x.reshape(math.prod(x.shape[:dim]), x.shape[dim], math.prod(x.shape[dim + 1:]))
+
+
 # -- the Functions -----------------------------------------------------------------------------------
 class SiluJet(Function):
     """``stack -> [mp_silu(x); a'(x)·ẋ_j]``; saves only the stack."""
@@ -155,6 +176,34 @@ class FilmSiluJet(Function):
         return g_y, g_lin, None
 
 
+class PixelNormJet(Function):
+    """``stack -> [x/(r + ε); (ẋ_j − y·ṙ_j)/(r + ε)]`` along `dim`; saves only the stack."""
+
+    @staticmethod
+    def forward(ctx, stack: torch.Tensor, batch: int, dim: int) -> torch.Tensor:
+        ctx.batch, ctx.dim = batch, dim
+        ctx.save_for_backward(stack)
+        if _fused(stack):
+            x0, tangents = _split(stack, batch)
+            out = _ops().unet_pixel_norm_jet(_columns(x0, dim), _columns(tangents, dim), _PIXEL_EPS, True)
+            return out.view(stack.shape)
+        return pixel_norm_torch(stack, batch, dim)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (stack,) = ctx.saved_tensors
+        if _fused(stack, grad) and not torch.is_grad_enabled():
+            x0, tangents = _split(stack, ctx.batch)
+            g = _ops().unet_pixel_norm_jet_bwd(_columns(x0, ctx.dim), _columns(tangents, ctx.dim),
+                                               _columns(grad.contiguous(), ctx.dim), _PIXEL_EPS)
+            return g.view(stack.shape), None, None
+        with torch.enable_grad():
+            leaf = stack if stack.requires_grad else stack.detach().requires_grad_()
+            (g,) = torch.autograd.grad(pixel_norm_torch(leaf, ctx.batch, ctx.dim), leaf, grad,
+                                       create_graph=torch.is_grad_enabled())
+        return g, None, None
+
+
 class ClipJet(Function):
     """``stack -> [clamp(x, ±256); 1[|x| ≤ 256]·ẋ_j]``; saves only the primal's bool mask."""
 
@@ -203,3 +252,12 @@ def clip_tangents(x0: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:
         return _ops().unet_clip_jet(x0, tangents, CLIP, False)[0]
     inside = (x0 >= -CLIP) & (x0 <= CLIP)
     return torch.where(inside, tangents.unflatten(0, (-1, x0.shape[0])), tangents.new_zeros(())).flatten(0, 1)
+
+
+@torch.no_grad()
+def pixel_norm_tangents(x0: torch.Tensor, tangents: torch.Tensor, dim: int) -> torch.Tensor:
+    """The pixel norm's tangent blocks at the primal `x0`."""
+    if _fused(x0, tangents):
+        out = _ops().unet_pixel_norm_jet(_columns(x0, dim), _columns(tangents, dim), _PIXEL_EPS, False)
+        return out.view(tangents.shape)
+    return pixel_norm_torch(torch.cat([x0, tangents]), x0.shape[0], dim)[x0.shape[0]:]
