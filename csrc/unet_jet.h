@@ -15,13 +15,18 @@
 //       g_y0 = (1 + l0)·gz0 + Σ_j lt_j·gz_j,  g_yt_j = (1 + l0)·gz_j,
 //       g_l0 = Σ_S (y0·gz0 + Σ_j yt_j·gz_j),  g_lt_j = Σ_S y0·gz_j
 //   flowcore::unet_clip_jet(x0, t, bound, with_primal) -> (y, inside)
-//       inside = |x0| ≤ bound (false for NaN), y = [clamp(x0, ±bound);] inside ? t_j : 0
+//       inside = |x0| < bound (false for NaN; at ±bound the clamp's derivative is 0, as torch's),
+//       y = [clamp(x0, ±bound);] inside ? t_j : 0
 //       (its backward is one masked select, left to torch)
 //   flowcore::unet_pixel_norm_jet(x0, t, eps, with_primal) -> y
 //       x0 (O, C, I), t (n·O, C, I): each (o, i) column normalised over C,
 //       r = sqrt(Σ_c x²/C), inv = 1/(r + eps), y = x·inv,  ẏ_j = (ẋ_j − y·ṙ_j)·inv,  ṙ_j = Σ_c x·ẋ_j/(C·r)
 //   flowcore::unet_pixel_norm_jet_bwd(x0, t, grad, eps) -> g        (per column, pixel_norm_column below)
 //       g_x = inv·g_0 + α·x − Σ_j (β_j·g_j + γ_j·ẋ_j),   g_ẋj = inv·g_j − γ_j·x
+//   flowcore::unet_unit_rows(Tensor[] w, floor) -> Tensor[]       (every MP weight of a network at once)
+//       each row (all but the first axis) scaled to unit norm: u = w·s, s = 1/max(‖w_row‖, floor)
+//   flowcore::unet_unit_rows_bwd(Tensor[] w, Tensor[] g, floor) -> Tensor[]
+//       g_w = (g − u·⟨g, u⟩_row)·s where ‖w_row‖ > floor, else g·s (the clamp passes no gradient)
 //
 // with_primal = false gives the tangent blocks alone: the stop-gradient ("dead") tangents, pushed
 // through at the primal of the live stack. float32 and float64 on both devices, float16 and bfloat16
@@ -62,10 +67,11 @@ FLOWCORE_HD A film_tangent(A yt, A s, A y0, A lt) {
   return yt * s + y0 * lt;
 }
 
-// clamp(x, ±bound) and whether x lies inside (NaN: not inside, and clamp keeps NaN, as torch does).
+// clamp(x, ±bound) and whether x lies strictly inside, where the clamp's derivative is 1 (torch.clamp's
+// convention: 0 at ±bound; NaN: not inside, and clamp keeps NaN, as torch does).
 template <typename A>
 FLOWCORE_HD bool clip(A x, A bound, A& y) {
-  const bool inside = x >= -bound && x <= bound;
+  const bool inside = x > -bound && x < bound;
   y = x < -bound ? -bound : (x > bound ? bound : x);
   return inside;
 }
@@ -95,6 +101,15 @@ template <typename A>
 FLOWCORE_HD A pixel_norm_alpha(const PixelColumn<A>& col, A C, A G, A h1, A cross) {
   const A inv2 = col.inv * col.inv;
   return -(inv2 * (G + h1) - col.K * (A(2) * col.inv + A(1) / col.r) * cross) / (C * col.r);
+}
+
+// A unit-rows row's scale s = 1/max(‖w‖, floor) from its sum of squares, and whether the norm is live
+// (above the floor, so gradients flow through it).
+template <typename A>
+FLOWCORE_HD A unit_row_scale(A sum_squares, A floor, bool& live) {
+  const A norm = sqrt(sum_squares);
+  live = norm > floor;
+  return A(1) / (live ? norm : floor);
 }
 
 }  // namespace unet

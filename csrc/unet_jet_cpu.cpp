@@ -345,6 +345,31 @@ FLOWCORE_CLONES void pixel_norm_bwd(const S* __restrict x0, const S* __restrict 
   }
 }
 
+// rows [begin, end) of one weight (rows of `cols` elements): u = w·s (forward), or with `g`:
+// g_w = (g − u·⟨g, u⟩)·s (backward; u recomputed)
+template <typename S>
+FLOWCORE_CLONES void unit_rows(const S* __restrict w, const S* __restrict g, S* __restrict out, int64_t cols,
+                               S floor, int64_t begin, int64_t end) {
+  for (int64_t r = begin; r < end; ++r) {
+    const S* __restrict wr = w + r * cols;
+    S* __restrict o = out + r * cols;
+    S ss = S(0);
+    for (int64_t c = 0; c < cols; ++c) ss += wr[c] * wr[c];
+    bool live;
+    const S s = unit_row_scale(ss, floor, live);
+    if (g == nullptr) {
+      for (int64_t c = 0; c < cols; ++c) o[c] = wr[c] * s;
+      continue;
+    }
+    const S* __restrict gr = g + r * cols;
+    S dot = S(0);
+    if (live)
+      for (int64_t c = 0; c < cols; ++c) dot += gr[c] * wr[c];
+    const S k = dot * s * s;  // ⟨g, u⟩·s, applied to w: u·⟨g, u⟩·s = w·(⟨g, w⟩·s²)·s
+    for (int64_t c = 0; c < cols; ++c) o[c] = (gr[c] - wr[c] * k) * s;
+  }
+}
+
 // about 32k elements of the stack per task (ATen's GRAIN_SIZE)
 inline int64_t grain(int64_t blocks, int64_t per_item) {
   return std::max<int64_t>(1, 32768 / std::max<int64_t>(blocks * per_item, 1));
@@ -508,6 +533,61 @@ at::Tensor pixel_norm_jet_bwd_cpu(const at::Tensor& x0_in, const at::Tensor& t_i
   return out;
 }
 
+// every weight's rows, or their gradients (grads non-empty), over one parallel_for across all rows
+std::vector<at::Tensor> unit_rows_cpu_impl(const char* op, at::TensorList weights, at::TensorList grads,
+                                           double floor) {
+  const bool backward = !grads.empty();
+  TORCH_CHECK(!backward || grads.size() == weights.size(), op, ": ", grads.size(), " gradients for ", weights.size(),
+              " weights");
+  std::vector<at::Tensor> ws, gs, outs;
+  std::vector<int64_t> first_row{0};
+  for (size_t k = 0; k < weights.size(); ++k) {
+    const at::Tensor& w = weights[k];
+    TORCH_CHECK(w.dim() >= 1 && w.size(0) >= 1, op, ": weight ", k, " must have at least one row, got ", w.sizes());
+    check_cpu(op, w);
+    TORCH_CHECK(w.scalar_type() == weights[0].scalar_type(), op, ": the weights must share a dtype (weight ", k,
+                " is ", w.scalar_type(), ", weight 0 ", weights[0].scalar_type(), ")");
+    ws.push_back(w.contiguous());
+    if (backward) {
+      TORCH_CHECK(grads[k].sizes() == w.sizes() && grads[k].scalar_type() == w.scalar_type(), op, ": gradient ", k,
+                  " must be ", w.sizes(), " ", w.scalar_type(), ", got ", grads[k].sizes(), " ",
+                  grads[k].scalar_type());
+      gs.push_back(grads[k].contiguous());
+    }
+    outs.push_back(at::empty_like(ws.back(), at::MemoryFormat::Contiguous));
+    first_row.push_back(first_row.back() + w.size(0));
+  }
+  if (ws.empty()) return outs;
+  AT_DISPATCH_FLOATING_TYPES(ws[0].scalar_type(), "flowcore::unet_unit_rows", [&] {
+    const scalar_t f = static_cast<scalar_t>(floor);
+    const int64_t cols0 = ws[0].numel() / ws[0].size(0);
+    at::parallel_for(0, first_row.back(), std::max<int64_t>(1, 32768 / std::max<int64_t>(cols0, 1)),
+                     [&](int64_t begin, int64_t end) {
+      // the weights whose rows overlap [begin, end)
+      size_t k = std::upper_bound(first_row.begin(), first_row.end(), begin) - first_row.begin() - 1;
+      for (; k < ws.size() && first_row[k] < end; ++k) {
+        const int64_t lo = std::max(begin, first_row[k]) - first_row[k];
+        const int64_t hi = std::min(end, first_row[k + 1]) - first_row[k];
+        const int64_t cols = ws[k].numel() / ws[k].size(0);
+        cpu::unit_rows<scalar_t>(ws[k].const_data_ptr<scalar_t>(),
+                                 backward ? gs[k].const_data_ptr<scalar_t>() : nullptr,
+                                 outs[k].mutable_data_ptr<scalar_t>(), cols, f, lo, hi);
+      }
+    });
+  });
+  return outs;
+}
+
+std::vector<at::Tensor> unit_rows_cpu(at::TensorList weights, double floor) {
+  return unit_rows_cpu_impl("flowcore::unet_unit_rows", weights, {}, floor);
+}
+
+std::vector<at::Tensor> unit_rows_bwd_cpu(at::TensorList weights, at::TensorList grads, double floor) {
+  TORCH_CHECK(grads.size() == weights.size(), "flowcore::unet_unit_rows_bwd: ", grads.size(), " gradients for ",
+              weights.size(), " weights");
+  return unit_rows_cpu_impl("flowcore::unet_unit_rows_bwd", weights, grads, floor);
+}
+
 }  // namespace
 }  // namespace unet
 }  // namespace flowcore
@@ -523,6 +603,8 @@ TORCH_LIBRARY_FRAGMENT(flowcore, m) {
   m.def("unet_clip_jet(Tensor x0, Tensor t, float bound, bool with_primal) -> (Tensor, Tensor)");
   m.def("unet_pixel_norm_jet(Tensor x0, Tensor t, float eps, bool with_primal) -> Tensor");
   m.def("unet_pixel_norm_jet_bwd(Tensor x0, Tensor t, Tensor grad, float eps) -> Tensor");
+  m.def("unet_unit_rows(Tensor[] weights, float floor) -> Tensor[]");
+  m.def("unet_unit_rows_bwd(Tensor[] weights, Tensor[] grads, float floor) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(flowcore, CPU, m) {
@@ -533,4 +615,6 @@ TORCH_LIBRARY_IMPL(flowcore, CPU, m) {
   m.impl("unet_clip_jet", &flowcore::unet::clip_jet_cpu);
   m.impl("unet_pixel_norm_jet", &flowcore::unet::pixel_norm_jet_cpu);
   m.impl("unet_pixel_norm_jet_bwd", &flowcore::unet::pixel_norm_jet_bwd_cpu);
+  m.impl("unet_unit_rows", &flowcore::unet::unit_rows_cpu);
+  m.impl("unet_unit_rows_bwd", &flowcore::unet::unit_rows_bwd_cpu);
 }

@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <tuple>
+#include <vector>
 
 #include "unet_jet_cuda.cuh"
 
@@ -202,6 +203,49 @@ at::Tensor pixel_norm_jet_bwd_cuda(const at::Tensor& x0_in, const at::Tensor& t_
   return out;
 }
 
+// every weight's rows (grads empty) or their gradients: one launch per weight, a block per row
+std::vector<at::Tensor> unit_rows_cuda_impl(const char* op, at::TensorList weights, at::TensorList grads,
+                                            double floor) {
+  const bool backward = !grads.empty();
+  TORCH_CHECK(!backward || grads.size() == weights.size(), op, ": ", grads.size(), " gradients for ", weights.size(),
+              " weights");
+  std::vector<at::Tensor> outs;
+  for (size_t k = 0; k < weights.size(); ++k) {
+    const at::Tensor w = weights[k].contiguous();
+    TORCH_CHECK(w.is_cuda() && w.dim() >= 1 && w.size(0) >= 1, op, " (CUDA): weight ", k,
+                " must be a CUDA tensor with at least one row, got ", w.sizes(), " on ", w.device());
+    const at::Tensor g = backward ? grads[k].contiguous() : at::Tensor();
+    TORCH_CHECK(!backward || (g.sizes() == w.sizes() && g.scalar_type() == w.scalar_type() &&
+                              g.device() == w.device()),
+                op, ": gradient ", k, " must be ", w.sizes(), " ", w.scalar_type(), " on ", w.device());
+    const c10::cuda::CUDAGuard guard(w.device());
+    at::Tensor out = at::empty_like(w, at::MemoryFormat::Contiguous);
+    const int64_t rows = w.size(0), cols = w.numel() / rows;
+    if (cols > 0) {
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "flowcore::unet_unit_rows", [&] {
+        using A = at::opmath_type<scalar_t>;
+        gpu::unit_rows_kernel<scalar_t, A><<<static_cast<unsigned>(rows), kThreads, 0,
+                                             c10::cuda::getCurrentCUDAStream()>>>(
+            w.const_data_ptr<scalar_t>(), backward ? g.const_data_ptr<scalar_t>() : nullptr,
+            out.mutable_data_ptr<scalar_t>(), cols, A(floor));
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+    }
+    outs.push_back(out);
+  }
+  return outs;
+}
+
+std::vector<at::Tensor> unit_rows_cuda(at::TensorList weights, double floor) {
+  return unit_rows_cuda_impl("flowcore::unet_unit_rows", weights, {}, floor);
+}
+
+std::vector<at::Tensor> unit_rows_bwd_cuda(at::TensorList weights, at::TensorList grads, double floor) {
+  TORCH_CHECK(grads.size() == weights.size(), "flowcore::unet_unit_rows_bwd: ", grads.size(), " gradients for ",
+              weights.size(), " weights");
+  return unit_rows_cuda_impl("flowcore::unet_unit_rows_bwd", weights, grads, floor);
+}
+
 }  // namespace
 }  // namespace unet
 }  // namespace flowcore
@@ -214,4 +258,6 @@ TORCH_LIBRARY_IMPL(flowcore, CUDA, m) {
   m.impl("unet_clip_jet", &flowcore::unet::clip_jet_cuda);
   m.impl("unet_pixel_norm_jet", &flowcore::unet::pixel_norm_jet_cuda);
   m.impl("unet_pixel_norm_jet_bwd", &flowcore::unet::pixel_norm_jet_bwd_cuda);
+  m.impl("unet_unit_rows", &flowcore::unet::unit_rows_cuda);
+  m.impl("unet_unit_rows_bwd", &flowcore::unet::unit_rows_bwd_cuda);
 }

@@ -184,6 +184,36 @@ __global__ void pixel_norm_bwd_kernel(const S* __restrict__ x0, const S* __restr
   }
 }
 
+// unit rows of one weight: one block per row reduces ‖w‖² (and ⟨g, w⟩ for the backward, g != nullptr)
+// through shared memory, then scales the row (forward) or writes g_w = (g − w·⟨g, w⟩·s²)·s.
+template <typename S, typename A>
+__global__ void unit_rows_kernel(const S* __restrict__ w, const S* __restrict__ g, S* __restrict__ out,
+                                 int64_t cols, A floor) {
+  __shared__ A sums[2][kThreads];
+  const int64_t at = int64_t(blockIdx.x) * cols;
+  A ss = A(0), dot = A(0);
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    const A x = A(w[at + c]);
+    ss += x * x;
+    if (g != nullptr) dot += A(g[at + c]) * x;
+  }
+  sums[0][threadIdx.x] = ss;
+  sums[1][threadIdx.x] = dot;
+  __syncthreads();
+  for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) {
+      sums[0][threadIdx.x] += sums[0][threadIdx.x + stride];
+      sums[1][threadIdx.x] += sums[1][threadIdx.x + stride];
+    }
+    __syncthreads();
+  }
+  bool live;
+  const A s = unit_row_scale(sums[0][0], floor, live);
+  const A k = live ? sums[1][0] * s * s : A(0);
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
+    out[at + c] = g != nullptr ? S((A(g[at + c]) - A(w[at + c]) * k) * s) : S(A(w[at + c]) * s);
+}
+
 }  // namespace gpu
 }  // namespace unet
 }  // namespace flowcore

@@ -10,7 +10,8 @@
 // t (n·B·C·S), l0 (B·C), lt (n·B·C), g ((1+n)·B·C·S); stdout: float64 silu(x0, t), silu_bwd(x0, t, g),
 // film_silu(x0, l0, t, lt), its backward's g_y and g_l, clip(x0, t) and its mask (with the primal), then the
 // dead modes (no primal) of silu, film_silu and clip; then the pixel norm of x0 as (B, C, S) with t: its
-// jet, its backward and its dead mode. gain = 1/0.596, bound = 256 (clip), eps = 1e-4 (pixel norm).
+// jet, its backward and its dead mode; the unit rows of x0 as (B·C, S) and their backward for g's first
+// block. gain = 1/0.596, bound = 256 (clip), eps = 1e-4 (pixel norm).
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -70,6 +71,14 @@ void run(const int64_t* dims) {
   launch(pixel_norm_fwd_kernel<S, S>, blocks, kThreads, 0, x0.data(), t.data(), static_cast<S*>(nullptr),
          pn_dead.data(), B, C, Sz, n, eps);
   for (const auto* x : {&pn, &pn_g, &pn_dead}) write(*x);
+
+  // unit rows of x0 as R = B·C rows of S, and their gradient for g's first block; floor 1e-12
+  std::vector<S> unit(P), unit_g(P);
+  launch(unit_rows_kernel<S, S>, R, kThreads, 0, x0.data(), static_cast<const S*>(nullptr), unit.data(), Sz,
+         S(1e-12));
+  launch(unit_rows_kernel<S, S>, R, kThreads, 0, x0.data(), g.data(), unit_g.data(), Sz, S(1e-12));
+  write(unit);
+  write(unit_g);
 }
 
 }  // namespace

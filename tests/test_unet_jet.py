@@ -63,7 +63,7 @@ def film_ref(y0, l0, yt, lt):
 
 def clip_ref(x0, t, bound):
     """``[clamp(x0, ±bound); where(|x0| ≤ bound, t_j, 0)]`` and the mask (NaN: outside)."""
-    inside = (x0 >= -bound) & (x0 <= bound)
+    inside = (x0 > -bound) & (x0 < bound)   # torch.clamp's derivative: 0 at ±bound
     tangents = torch.where(inside, t.unflatten(0, (-1, x0.shape[0])), t.new_zeros(())).flatten(0, 1)
     return torch.cat([torch.clamp(x0, -bound, bound), tangents]), inside
 
@@ -195,8 +195,9 @@ def with_specials(x0, bound, seed, frac=0.3):
 @example(B=2, n=3, C=1, spatial=(300,), scale=1e3, bound=CLIP, seed=1)  # found: ±256 exactly (see below)
 def test_clip_jet_equals_clamp_and_where(B, n, C, spatial, scale, bound, seed):
     """clamp and the mask are exact (NaN stays NaN and is outside; ±inf clamp to ±bound, outside;
-    ±bound exactly is inside): the op must equal torch bit for bit. Its backward is ClipJet's
-    masked select (torch), checked against autograd of the formula on both paths."""
+    ±bound exactly is outside: torch.clamp's derivative is 0 there): the op must equal torch bit for
+    bit. Its backward is ClipJet's masked select (torch), checked against autograd of the formula on
+    both paths."""
     x0, t, _, _, g = make(B, n, C, spatial, scale, seed)
     x0 = with_specials(x0, bound, seed)
     y, inside = ops().unet_clip_jet(x0, t, bound, True)
@@ -218,20 +219,22 @@ def test_clip_jet_equals_clamp_and_where(B, n, C, spatial, scale, bound, seed):
             assert torch.equal(got, want), fused
 
 
-def test_clip_passes_the_tangent_at_the_bound(path):
-    """At exactly ±256 the jet's mask is inside (|x| ≤ 256: unet_jet.h, pointwise.py, jvp.py's
-    _clip_rule) for the tangents and for both gradients. NB: torch.clamp's own JVP and gradient are 0
-    there (strict inequalities), so at exactly ±256 the native UNet jvp differs from torch.func.jvp of
-    layers.clip; this pins the documented convention."""
+def test_clip_matches_torch_at_the_bound(path):
+    """At exactly ±256 the jet's mask is outside, as torch.clamp's JVP and gradient are 0 there (strict
+    inequalities): the native UNet jvp equals torch.func.jvp of layers.clip_activations even there."""
     x0 = torch.tensor([[CLIP, -CLIP, math.nextafter(CLIP, math.inf), 0.0, math.nan]], dtype=F64)
     t = torch.ones(2, 5, dtype=F64)
     stack = stack_of(x0, t).requires_grad_()
     out = ClipJet.apply(stack, 1)
-    inside = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0], dtype=F64)
+    inside = torch.tensor([0.0, 0.0, 0.0, 1.0, 0.0], dtype=F64)
     assert torch.equal(out[1:], torch.stack([inside, inside]))
     assert torch.equal(clip_tangents(x0, t), out[1:].detach())
     (grad,) = torch.autograd.grad(out, stack, torch.ones_like(out))
     assert torch.equal(grad, inside.expand(3, 5))
+    # torch's own derivative of the clamp at these points
+    finite = x0.nan_to_num(0.0)
+    _, torch_dot = torch.func.jvp(lambda z: z.clamp(-CLIP, CLIP), (finite,), (torch.ones_like(finite),))
+    assert torch.equal(torch_dot[0, :4], inside[:4])
 
 
 @needs_kernels

@@ -132,6 +132,14 @@ def _unet_pixel_norm_jet_bwd_fake(x0, t, grad, eps):
     return torch.empty_like(grad, memory_format=torch.contiguous_format)
 
 
+def _unet_unit_rows_fake(weights, floor):
+    return [torch.empty_like(w, memory_format=torch.contiguous_format) for w in weights]
+
+
+def _unet_unit_rows_bwd_fake(weights, grads, floor):
+    return [torch.empty_like(w, memory_format=torch.contiguous_format) for w in weights]
+
+
 #: op -> its fake kernel
 FAKES = {
     "run_kernel": _run_kernel_fake,
@@ -155,6 +163,8 @@ FAKES = {
     "unet_clip_jet": _unet_clip_jet_fake,
     "unet_pixel_norm_jet": _unet_pixel_norm_jet_fake,
     "unet_pixel_norm_jet_bwd": _unet_pixel_norm_jet_bwd_fake,
+    "unet_unit_rows": _unet_unit_rows_fake,
+    "unet_unit_rows_bwd": _unet_unit_rows_bwd_fake,
 }
 #: ops with a vmap rule (gradcheck's batched-gradient checks call them under vmap)
 VMAPPED = ("mlp_act_fwd", "mlp_act_bwd")

@@ -41,6 +41,7 @@ from ..attention_jvp import attention as fused_attention
 from ..attention_jvp import attention_jvp
 from .blocks import RESAMPLE, UNetBlock, dropout_mask
 from .layers import _PIXEL_EPS, CLIP, SILU_RMS, MPConv, mp_cat, mp_sum
+from .normalised_weights import NormalisedWeights
 from .pointwise import (ClipJet, FilmSiluJet, PixelNormJet, SiluJet, clip_tangents, film_silu_tangents, pixel_norm_tangents,
                         plain_autograd, silu_tangents)
 
@@ -116,17 +117,18 @@ def _nonlinear(rule: Callable, *jets: Jet, recompute: bool = False) -> Jet:
 
 
 # -- the pieces -------------------------------------------------------------------------------------
-def conv(jet: Jet, layer: MPConv, gain: float | torch.Tensor = 1.0) -> Jet:
-    """An MP convolution or linear: the weight normalised once, one call per stack."""
-    w = layer.effective_weight(jet.live.dtype, gain)
+def conv(jet: Jet, layer: MPConv, weights: NormalisedWeights, gain: float | torch.Tensor = 1.0) -> Jet:
+    """An MP convolution or linear: its weight normalised once per network call (`weights`), one call
+    per stack."""
+    w = weights(layer, jet.live.dtype, gain)
     return jet.map(lambda z: layer.apply_weight(z, w))
 
 
-def branch_sum(x: Jet, y: Jet, layer: MPConv, w: float) -> Jet:
+def branch_sum(x: Jet, y: Jet, layer: MPConv, w: float, weights: NormalisedWeights) -> Jet:
     """``mp_sum(x, layer(y), w)`` with the branch's factor ``w/‖(1 − w, w)‖`` folded into the
     normalised weight: one ``add`` per stack instead of three passes and a division."""
     norm = math.hypot(1 - w, w)
-    return _combine(lambda a, u: torch.add(u, a, alpha=(1 - w) / norm), x, conv(y, layer, gain=w / norm))
+    return _combine(lambda a, u: torch.add(u, a, alpha=(1 - w) / norm), x, conv(y, layer, weights, gain=w / norm))
 
 
 def _silu_rule(x: torch.Tensor):
@@ -167,7 +169,7 @@ def pixel_norm(jet: Jet, dim: int = 1) -> Jet:
 
 
 def _clip_rule(x: torch.Tensor):
-    inside = (x >= -CLIP) & (x <= CLIP)
+    inside = (x > -CLIP) & (x < CLIP)
     return x.clamp(-CLIP, CLIP), lambda t: torch.where(inside, t, t.new_zeros(()))
 
 
@@ -202,14 +204,14 @@ def positional(pe: torch.nn.Module, tau: Jet) -> Jet:
     return _nonlinear(rule, tau)
 
 
-def embedding(module: torch.nn.Module, s: Jet, t: Jet) -> Jet:
+def embedding(module: torch.nn.Module, s: Jet, t: Jet, weights: NormalisedWeights) -> Jet:
     """``mp_silu(mp_sum(Lin_s(PE(s)), Lin_d(PE(t − s)), 0.5))`` (flowcore.nn.unet.embedding)."""
-    e_s = conv(positional(module.pe, s), module.linear_s)
-    e_d = conv(positional(module.pe, _combine(torch.sub, t, s)), module.linear_d)
+    e_s = conv(positional(module.pe, s), module.linear_s, weights)
+    e_d = conv(positional(module.pe, _combine(torch.sub, t, s)), module.linear_d, weights)
     return mp_silu(_combine(lambda a, b: mp_sum(a, b, 0.5), e_s, e_d))
 
 
-def attention(module: torch.nn.Module, x: Jet) -> Jet:
+def attention(module: torch.nn.Module, x: Jet, weights: NormalisedWeights) -> Jet:
     """`CosineAttention`: q, k, v from one stacked 1×1 convolution and a stacked pixel norm, then
     ``attention_jvp`` with the primal repeated once per tangent (the tangents batched in one call;
     the dead ones in a second call without a graph; with only dead tangents the primal goes through
@@ -217,7 +219,7 @@ def attention(module: torch.nn.Module, x: Jet) -> Jet:
     batch = x.batch
     b, c, h, w = x.primal.shape
     heads, hc = module.heads, module.head_channels
-    qkv = conv(x, module.qkv).map(lambda z: z.reshape(z.shape[0], heads, hc, 3, h * w))
+    qkv = conv(x, module.qkv, weights).map(lambda z: z.reshape(z.shape[0], heads, hc, 3, h * w))
     qkv = pixel_norm(qkv, dim=2)
 
     def split(stack: torch.Tensor) -> list[torch.Tensor]:   # (n, heads, hc, 3, HW) -> 3 × (n, heads, HW, hc)
@@ -238,10 +240,11 @@ def attention(module: torch.nn.Module, x: Jet) -> Jet:
         out_live = fused_attention(*primal)
     out_dead = _no_grad(lambda d: with_tangents(primal, split(d), tangent_grad=False)[1], qkv.dead)
     y = Jet(out_live, out_dead, batch).map(lambda o: o.transpose(-1, -2).reshape(o.shape[0], c, h, w))
-    return branch_sum(x, y, module.proj, module.balance)
+    return branch_sum(x, y, module.proj, module.balance, weights)
 
 
-def block(module: UNetBlock, x: Jet, emb: Jet, generator: torch.Generator | None) -> Jet:
+def block(module: UNetBlock, x: Jet, emb: Jet, weights: NormalisedWeights, generator: torch.Generator | None
+          ) -> Jet:
     """`UNetBlock.forward` on jets; the dropout mask is drawn as the forward draws it (same generator
     order, the primal's shape) and multiplies every block of the stack."""
     resample = RESAMPLE[module.resample]
@@ -249,18 +252,18 @@ def block(module: UNetBlock, x: Jet, emb: Jet, generator: torch.Generator | None
         x = x.map(resample)
     if module.flavor == "enc":
         if module.conv_skip is not None:
-            x = conv(x, module.conv_skip)
+            x = conv(x, module.conv_skip, weights)
         x = pixel_norm(x)
-    y = conv(mp_silu(x), module.conv_res0)
-    y = film_silu(y, conv(emb, module.emb_linear, gain=module.emb_gain))
+    y = conv(mp_silu(x), module.conv_res0, weights)
+    y = film_silu(y, conv(emb, module.emb_linear, weights, gain=module.emb_gain))
     if generator is not None and module.dropout > 0:
         mask = dropout_mask(y.primal, module.dropout, generator)
         y = y.map(lambda z: (_unstack(z, y.batch) * mask).flatten(0, 1))
     if module.flavor == "dec" and module.conv_skip is not None:
-        x = conv(x, module.conv_skip)
-    x = branch_sum(x, y, module.conv_res1, module.res_balance)
+        x = conv(x, module.conv_skip, weights)
+    x = branch_sum(x, y, module.conv_res1, module.res_balance, weights)
     if module.attention is not None:
-        x = attention(module.attention, x)
+        x = attention(module.attention, x, weights)
     return clip_activations(x)
 
 
@@ -284,22 +287,23 @@ def network_jvp(net: torch.nn.Module, s: torch.Tensor, t: torch.Tensor, x: torch
         return Jet(_stack(primal, [tg[index] for tg in alive]),
                    _stack(None, [tg[index].detach() for tg in dead]), batch)
 
-    emb = embedding(net.embedding, jet(0, s), jet(1, t))
+    weights = NormalisedWeights(net)
+    emb = embedding(net.embedding, jet(0, s), jet(1, t), weights)
     h = jet(2, x).map(lambda z: z / net.sigma_data)
     # the constant input channel: ones on the primal rows, a zero tangent
     ones = torch.ones_like(x[:, :1])
     h = Jet(torch.cat([h.live, torch.cat([ones, ones.new_zeros((h.live.shape[0] - batch, *ones.shape[1:]))])], 1),
             None if h.dead is None else torch.cat([h.dead, torch.zeros_like(h.dead[:, :1])], 1), batch)
-    h = conv(h, net.conv_in)
+    h = conv(h, net.conv_in, weights)
     skips = [h]
     for module in net.encoder:
-        h = block(module, h, emb, generator)
+        h = block(module, h, emb, weights, generator)
         skips.append(h)
     for module, takes_skip in zip(net.decoder, net.decoder_takes_skip):
         if takes_skip:
             h = _combine(mp_cat, h, skips.pop())
-        h = block(module, h, emb, generator)
-    out = conv(h, net.conv_out, gain=net.out_gain).map(lambda z: net.sigma_data * z)
+        h = block(module, h, emb, weights, generator)
+    out = conv(h, net.conv_out, weights, gain=net.out_gain).map(lambda z: net.sigma_data * z)
     v, *moving = out.live.split(batch)
     live_dots, dead_dots = iter(moving), iter(out.blocks("dead"))
     return v, [next(live_dots) if keep else next(dead_dots) for keep in live]

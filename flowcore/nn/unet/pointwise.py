@@ -6,7 +6,7 @@ The stack ``[x; ẋ_1; …; ẋ_n]`` (block 0 the primal, B rows per block) maps
 
     mp_silu     y = a(x) = x·σ(x)/0.596,   ẏ_j = a'(x)·ẋ_j
     film_silu   z = y·(1 + l),  ż_j = ẏ_j·(1 + l) + y·l̇_j   (l: per sample and channel), then mp_silu
-    clip        y = clamp(x, ±256),       ẏ_j = 1[|x| ≤ 256]·ẋ_j
+    clip        y = clamp(x, ±256),       ẏ_j = 1[|x| < 256]·ẋ_j
     pixel_norm  y = x/(r + ε),            ẏ_j = (ẋ_j − y·ṙ_j)/(r + ε),  r = rms(x), ṙ_j = mean(x·ẋ_j)/r
                 (along the channel axis: per pixel, or per head and token in attention)
 
@@ -15,7 +15,7 @@ and back, for cotangents ``(g_y, g_ẏj)``:
     mp_silu     g_x = a'·g_y + a''·Σ_j ẋ_j·g_ẏj,   g_ẋj = a'·g_ẏj,
                 a' = (σ + x·σ(1 − σ))/0.596,  a'' = σ(1 − σ)(2 + x(1 − 2σ))/0.596
     film_silu   the same through z, then the product rule, summed over pixels for g_l, g_l̇
-    clip        g_x = 1[|x| ≤ 256]·g_y,            g_ẋj = 1[|x| ≤ 256]·g_ẏj
+    clip        g_x = 1[|x| < 256]·g_y,            g_ẋj = 1[|x| < 256]·g_ẏj
     pixel_norm  per pixel, from five sums over the channels (docs/math.md §4; csrc/unet_jet.h)
 
 Each forward and backward is ONE pass of the extension's ``flowcore::unet_*`` kernels (csrc/unet_jet*,
@@ -205,7 +205,7 @@ class PixelNormJet(Function):
 
 
 class ClipJet(Function):
-    """``stack -> [clamp(x, ±256); 1[|x| ≤ 256]·ẋ_j]``; saves only the primal's bool mask."""
+    """``stack -> [clamp(x, ±256); 1[|x| < 256]·ẋ_j]``; saves only the primal's bool mask."""
 
     @staticmethod
     def forward(ctx, stack: torch.Tensor, batch: int) -> torch.Tensor:
@@ -214,7 +214,7 @@ class ClipJet(Function):
             out, inside = _ops().unet_clip_jet(*_split(stack, batch), CLIP, True)
         else:
             x, tangents = _blocks(stack, batch)
-            inside = (x >= -CLIP) & (x <= CLIP)
+            inside = (x > -CLIP) & (x < CLIP)
             out = _join(x.clamp(-CLIP, CLIP), torch.where(inside, tangents, tangents.new_zeros(())))
         ctx.save_for_backward(inside)
         return out
@@ -250,7 +250,7 @@ def clip_tangents(x0: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:
     """``1[|x0| ≤ 256]·ẋ_j``."""
     if _fused(x0, tangents):
         return _ops().unet_clip_jet(x0, tangents, CLIP, False)[0]
-    inside = (x0 >= -CLIP) & (x0 <= CLIP)
+    inside = (x0 > -CLIP) & (x0 < CLIP)
     return torch.where(inside, tangents.unflatten(0, (-1, x0.shape[0])), tangents.new_zeros(())).flatten(0, 1)
 
 
