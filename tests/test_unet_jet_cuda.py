@@ -16,8 +16,8 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from flowcore.nn.unet.layers import _PIXEL_EPS as EPS
 from flowcore.nn.unet.layers import _NORM_FLOOR as FLOOR
+from flowcore.nn.unet.layers import _PIXEL_EPS as EPS
 from flowcore.nn.unet.layers import CLIP, SILU_RMS
 from flowcore.nn.unet.pointwise import kernels_available
 
