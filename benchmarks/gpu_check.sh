@@ -9,7 +9,8 @@
 # 2. tests   every CUDA runtime test: the fused MLP activations and saving ops, the whole-network
 #            call, run_kernel, every built-in objective's generated kernels against the CPU, and
 #            issue 14's attention_jvp kernels (float32/64, fp16, bf16 against float64 math, the
-#            current stream, opcheck) and the UNet's native JVP;
+#            current stream, opcheck), the UNet's fused pointwise jets (every dtype against the CPU
+#            ops, the current stream) and the UNet's native JVP;
 # 3. bench   the suite's GPU rows: fm, lsd, esd on the paper net at batch 16384 and 100000
 #            (flowcore, the eager reference and, with GPU_CHECK_TORCH_COMPILE=1, torch.compile),
 #            as a table and $OUT_DIR/gpu.json;
@@ -74,7 +75,8 @@ from flowcore.native.extension import extension_info, load_extension
 load_extension()
 print(extension_info())"
 stage tests "$python" -m pytest -q -p no:cacheprovider -rs tests/test_mlp.py tests/test_mlp_call.py \
-    tests/test_codegen_cuda.py tests/test_attention_jvp.py tests/test_unet_jvp.py -k "cuda or opcheck"
+    tests/test_codegen_cuda.py tests/test_attention_jvp.py tests/test_unet_jvp.py tests/test_unet_jet.py \
+    tests/test_unet_jet_cuda.py -k "cuda or opcheck"
 stage bench "$python" -m flowcore.cli bench --device "$device" --no-compile-times "${bench_args[@]}" \
     --json "$out/gpu.json"
 stage unet "$python" -m flowcore.cli bench --device "$device" --net unet-cifar --no-compile-times --no-torch-compile \

@@ -2,11 +2,9 @@
 // extension (which compiles *.cpp and *.cu only).
 //
 // Where there is no GPU, tests/test_attention_jvp.py compiles this file with the host compiler and
-// checks the kernels' index arithmetic, tiling, barriers and accumulations against the reference:
-// each thread block runs as blockDim.x std::threads meeting at a std::barrier for __syncthreads,
-// block-shared variables are statics shared by those threads, the dynamic shared memory is a host
-// buffer filled with NaN (a read before a write shows), atomicAdd takes a mutex; blocks run one
-// after another. The kernels themselves are compiled unchanged, for float64 (and float32).
+// checks the kernels' index arithmetic, tiling, barriers and accumulations against the reference,
+// with the CUDA built-ins of cuda_emulate.h. The kernels themselves are compiled unchanged, for
+// float64 (and float32).
 //
 // Protocol: argv[1] = "f64" or "f32"; stdin: int64 BH, Nq, Nk, D, Dv, then float64 q, k, v, q̇, k̇,
 // v̇, g_o, g_ȯ (each (BH, N, ·) row-major); stdout: float64 o, ȯ, lse, μ, g_q, g_k, g_v, g_q̇, g_k̇,
@@ -22,74 +20,16 @@
 #include <thread>
 #include <vector>
 
-#define __global__
-#define __device__
-#define __host__
-#define __forceinline__ inline
-#define __shared__ static
-
-struct dim3 {
-  unsigned x = 0, y = 0, z = 0;
-};
-thread_local dim3 threadIdx;
-dim3 blockIdx, blockDim;
-std::barrier<>* block_barrier = nullptr;
-inline void __syncthreads() { block_barrier->arrive_and_wait(); }
-std::mutex atomic_mutex;
-template <typename T>
-T atomicAdd(T* address, T value) {
-  const std::lock_guard<std::mutex> lock(atomic_mutex);
-  const T old = *address;
-  *address = old + value;
-  return old;
-}
-using std::min;
-std::vector<unsigned char> dynamic_shared;
-#define FLOWCORE_DYNAMIC_SHARED(name) unsigned char* name = dynamic_shared.data()
-
+#include "cuda_emulate.h"
 #include "attention_cuda.cuh"
 
 namespace {
 
 using namespace flowcore::attention::gpu;
 
-template <typename Kernel, typename... Args>
-void launch(Kernel kernel, int64_t grid, size_t shared_bytes, Args... args) {
-  blockDim.x = kThreads;
-  for (int64_t b = 0; b < grid; ++b) {
-    dynamic_shared.assign(shared_bytes, 0xFF);  // NaN in every float type
-    blockIdx.x = static_cast<unsigned>(b);
-    std::barrier<> barrier(kThreads);
-    block_barrier = &barrier;
-    std::vector<std::thread> threads;
-    for (int t = 0; t < kThreads; ++t) {
-      threads.emplace_back([&, t] {
-        threadIdx.x = static_cast<unsigned>(t);
-        kernel(args...);
-      });
-    }
-    for (auto& thread : threads) thread.join();
-  }
-}
-
-std::vector<double> read(size_t n) {
-  std::vector<double> x(n);
-  if (std::fread(x.data(), sizeof(double), n, stdin) != n) throw std::runtime_error("short input");
-  return x;
-}
-
-template <typename T>
-void write(const std::vector<T>& x) {
-  for (T value : x) {
-    const double d = static_cast<double>(value);
-    std::fwrite(&d, sizeof(double), 1, stdout);
-  }
-}
-
-template <typename S>
-std::vector<S> cast(const std::vector<double>& x) {
-  return std::vector<S>(x.begin(), x.end());
-}
+using emulate::cast;
+using emulate::read;
+using emulate::write;
 
 template <typename S>
 void run(const int64_t* dims) {
@@ -103,21 +43,21 @@ void run(const int64_t* dims) {
   const int64_t grid = BH * d.tiles;
 
   std::vector<S> o(no), ot(no), lse(nr), mu(nr);
-  launch(fwd_kernel<S, true>, grid, fwd_shared_bytes<S>(D, Dv), d, scale, q.data(), k.data(), v.data(), dq.data(),
+  launch(fwd_kernel<S, true>, grid, kThreads, fwd_shared_bytes<S>(D, Dv), d, scale, q.data(), k.data(), v.data(), dq.data(),
          dk.data(), dv.data(), o.data(), ot.data(), lse.data(), mu.data());
   std::vector<S> gq(nq), gdq(nq), gk(nk, S(0)), gdk(nk, S(0)), gv(nv, S(0)), gdv(nv, S(0));
-  launch(bwd_kernel<S, true>, grid, bwd_shared_bytes<S>(D, Dv), d, scale, q.data(), k.data(), v.data(), dq.data(),
+  launch(bwd_kernel<S, true>, grid, kThreads, bwd_shared_bytes<S>(D, Dv), d, scale, q.data(), k.data(), v.data(), dq.data(),
          dk.data(), dv.data(), o.data(), ot.data(), lse.data(), mu.data(), go.data(), got.data(), gq.data(),
          gdq.data(), gk.data(), gv.data(), gdk.data(), gdv.data());
   for (const auto* x : {&o, &ot, &lse, &mu, &gq, &gk, &gv, &gdq, &gdk, &gdv}) write(*x);
 
   std::vector<S> o2(no), lse2(nr);
-  launch(fwd_kernel<S, false>, grid, fwd_shared_bytes<S>(D, Dv), d, scale, q.data(), k.data(), v.data(),
+  launch(fwd_kernel<S, false>, grid, kThreads, fwd_shared_bytes<S>(D, Dv), d, scale, q.data(), k.data(), v.data(),
          static_cast<const S*>(nullptr), static_cast<const S*>(nullptr), static_cast<const S*>(nullptr), o2.data(),
          static_cast<S*>(nullptr), lse2.data(), static_cast<S*>(nullptr));
   std::vector<S> gq2(nq), gk2(nk, S(0)), gv2(nv, S(0));
   const S* none = nullptr;
-  launch(bwd_kernel<S, false>, grid, bwd_shared_bytes<S>(D, Dv), d, scale, q.data(), k.data(), v.data(), none, none,
+  launch(bwd_kernel<S, false>, grid, kThreads, bwd_shared_bytes<S>(D, Dv), d, scale, q.data(), k.data(), v.data(), none, none,
          none, o2.data(), none, lse2.data(), none, go.data(), none, gq2.data(), static_cast<S*>(nullptr), gk2.data(),
          gv2.data(), static_cast<S*>(nullptr), static_cast<S*>(nullptr));
   for (const auto* x : {&o2, &lse2, &gq2, &gk2, &gv2}) write(*x);

@@ -3,7 +3,8 @@
 The ops themselves are C++ (csrc/): ``flowcore::run_kernel`` runs a generated kernel (the cpu and
 cuda backends); the ``mlp_*`` ops are the fused flow-map MLP's activations and network calls
 (flowcore.nn.fused, flowcore.nn.mlp_call); the ``attention*`` ops are attention with its JVP
-(flowcore.nn.attention_jvp). Their shape functions for fake tensors (torch.compile,
+(flowcore.nn.attention_jvp); the ``unet_*`` ops are the image UNet's pointwise jets
+(flowcore.nn.unet.pointwise). Their shape functions for fake tensors (torch.compile,
 ``torch.library.opcheck``) are registered here, in Python, so they hold whichever way the library was
 loaded (ahead of time, just in time, or by someone else). `register_all` runs once, from
 flowcore.native.extension's `load_extension`, after the library is loaded.
@@ -99,6 +100,46 @@ def _attention_bwd_fake(q, k, v, o, lse, go, scale):
     return tuple(torch.empty_like(x, memory_format=torch.contiguous_format) for x in (q, k, v))
 
 
+def _stacked(x0, blocks):
+    return x0.new_empty((blocks * x0.shape[0], *x0.shape[1:]))
+
+
+def _unet_silu_jet_fake(x0, t, gain, with_primal):
+    return _stacked(x0, t.shape[0] // x0.shape[0] + int(with_primal))
+
+
+def _unet_silu_jet_bwd_fake(x0, t, grad, gain):
+    return torch.empty_like(grad, memory_format=torch.contiguous_format)
+
+
+def _unet_film_silu_jet_fake(y0, l0, yt, lt, gain, with_primal):
+    return _stacked(y0, yt.shape[0] // y0.shape[0] + int(with_primal))
+
+
+def _unet_film_silu_jet_bwd_fake(y0, l0, yt, lt, grad, gain):
+    return torch.empty_like(grad, memory_format=torch.contiguous_format), _stacked(l0, 1 + yt.shape[0] // y0.shape[0])
+
+
+def _unet_clip_jet_fake(x0, t, bound, with_primal):
+    return _stacked(x0, t.shape[0] // x0.shape[0] + int(with_primal)), x0.new_empty(x0.shape, dtype=torch.bool)
+
+
+def _unet_pixel_norm_jet_fake(x0, t, eps, with_primal):
+    return _stacked(x0, t.shape[0] // x0.shape[0] + int(with_primal))
+
+
+def _unet_pixel_norm_jet_bwd_fake(x0, t, grad, eps):
+    return torch.empty_like(grad, memory_format=torch.contiguous_format)
+
+
+def _unet_unit_rows_fake(weights, floor):
+    return [torch.empty_like(w, memory_format=torch.contiguous_format) for w in weights]
+
+
+def _unet_unit_rows_bwd_fake(weights, grads, floor):
+    return [torch.empty_like(w, memory_format=torch.contiguous_format) for w in weights]
+
+
 #: op -> its fake kernel
 FAKES = {
     "run_kernel": _run_kernel_fake,
@@ -115,6 +156,15 @@ FAKES = {
     "attention_jvp_bwd": _attention_jvp_bwd_fake,
     "attention_fwd": _attention_fwd_fake,
     "attention_bwd": _attention_bwd_fake,
+    "unet_silu_jet": _unet_silu_jet_fake,
+    "unet_silu_jet_bwd": _unet_silu_jet_bwd_fake,
+    "unet_film_silu_jet": _unet_film_silu_jet_fake,
+    "unet_film_silu_jet_bwd": _unet_film_silu_jet_bwd_fake,
+    "unet_clip_jet": _unet_clip_jet_fake,
+    "unet_pixel_norm_jet": _unet_pixel_norm_jet_fake,
+    "unet_pixel_norm_jet_bwd": _unet_pixel_norm_jet_bwd_fake,
+    "unet_unit_rows": _unet_unit_rows_fake,
+    "unet_unit_rows_bwd": _unet_unit_rows_bwd_fake,
 }
 #: ops with a vmap rule (gradcheck's batched-gradient checks call them under vmap)
 VMAPPED = ("mlp_act_fwd", "mlp_act_bwd")

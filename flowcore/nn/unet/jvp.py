@@ -14,16 +14,15 @@ tangent blocks, with explicit formulas:
 - the positional embedding ``PE(τ) = √2[cos ωτ, sin ωτ]``: ``√2[−ω sin ωτ, ω cos ωτ]·τ̇``;
 - attention: ``flowcore.nn.attention_jvp`` (o and ȯ in one pass, docs/math.md §4).
 
-Most are plain differentiable torch ops on the stack: autograd differentiates the tangent formulas
-themselves (the backward THROUGH the tangent that LSD needs, second derivatives included), nested
-transforms keep working, and the elementwise work is small next to the convolutions, whose count
-this layout halves. ``mp_silu`` and clipping, the most frequent, are autograd Functions with a
-hand-written backward in plain autograd (flowcore.nn.unet.pointwise): they save only their input
-(or a mask) instead of every intermediate. C++ elementwise kernels are a later step (they would
-save memory and passes, not convolutions). The pixel norm's stack is recomputed in the backward
-(activation checkpointing, ``torch.utils.checkpoint``): it keeps only its input instead of five
-stack-sized intermediates, for a few percent more elementwise work (digits UNet, batch 512: peak
-memory of a JVP + backward 1.56 -> 1.11 GiB, the forward + backward's 0.87 GiB).
+Each is written as plain differentiable torch ops on the stack: autograd differentiates the tangent
+formulas themselves (the backward THROUGH the tangent that LSD needs, second derivatives included),
+and under torch.func transforms or forward-mode AD that is the path taken. In plain autograd the
+nonlinear pieces —
+``mp_silu``, the FiLM scale with the ``mp_silu`` after it, clipping and the pixel norm — are autograd
+Functions over the extension's fused kernels in plain autograd (flowcore.nn.unet.pointwise,
+csrc/unet_jet*): one pass over the primal and every tangent block forward and backward, saving only
+their inputs (digits UNet, batch 512: peak memory of a JVP + backward 1.56 GiB in plain torch ops,
+1.11 GiB once the pixel norm kept only its input; the forward + backward's 0.87 GiB).
 
 Tangents needed only under stop-gradient (``live[j] = False``) are a second stack, `Jet.dead`,
 pushed through the same ops under ``torch.no_grad`` with the primal's factors: they share the
@@ -42,7 +41,9 @@ from ..attention_jvp import attention as fused_attention
 from ..attention_jvp import attention_jvp
 from .blocks import RESAMPLE, UNetBlock, dropout_mask
 from .layers import _PIXEL_EPS, CLIP, SILU_RMS, MPConv, mp_cat, mp_sum
-from .pointwise import ClipJet, SiluJet, plain_autograd
+from .normalised_weights import NormalisedWeights
+from .pointwise import (ClipJet, FilmSiluJet, PixelNormJet, SiluJet, clip_tangents, film_silu_tangents, pixel_norm_tangents,
+                        plain_autograd, silu_tangents)
 
 __all__ = ["Jet", "network_jvp"]
 
@@ -116,10 +117,18 @@ def _nonlinear(rule: Callable, *jets: Jet, recompute: bool = False) -> Jet:
 
 
 # -- the pieces -------------------------------------------------------------------------------------
-def conv(jet: Jet, layer: MPConv, gain: float | torch.Tensor = 1.0) -> Jet:
-    """An MP convolution or linear: the weight normalised once, one call per stack."""
-    w = layer.effective_weight(jet.live.dtype, gain)
+def conv(jet: Jet, layer: MPConv, weights: NormalisedWeights, gain: float | torch.Tensor = 1.0) -> Jet:
+    """An MP convolution or linear: its weight normalised once per network call (`weights`), one call
+    per stack."""
+    w = weights(layer, jet.live.dtype, gain)
     return jet.map(lambda z: layer.apply_weight(z, w))
+
+
+def branch_sum(x: Jet, y: Jet, layer: MPConv, w: float, weights: NormalisedWeights) -> Jet:
+    """``mp_sum(x, layer(y), w)`` with the branch's factor ``w/‖(1 − w, w)‖`` folded into the
+    normalised weight: one ``add`` per stack instead of three passes and a division."""
+    norm = math.hypot(1 - w, w)
+    return _combine(lambda a, u: torch.add(u, a, alpha=(1 - w) / norm), x, conv(y, layer, weights, gain=w / norm))
 
 
 def _silu_rule(x: torch.Tensor):
@@ -128,17 +137,18 @@ def _silu_rule(x: torch.Tensor):
     return x * sig / SILU_RMS, lambda t: t * slope
 
 
-def _pointwise(function: type, rule: Callable, jet: Jet) -> Jet:
-    """A pointwise piece through its Function with the hand-written backward (flowcore.nn.unet.pointwise)
-    in plain autograd, else through `rule`'s differentiable torch ops; the dead stack by `rule`."""
-    if not (torch.is_grad_enabled() and plain_autograd()):
+def _pointwise(function: type, tangents: Callable, rule: Callable, jet: Jet) -> Jet:
+    """A pointwise piece: the live stack through its Function (fused kernel, hand-written backward;
+    flowcore.nn.unet.pointwise), the dead stack through `tangents` at the primal, without a graph;
+    under torch.func transforms or forward-mode AD, `rule`'s differentiable torch ops."""
+    if not plain_autograd():
         return _nonlinear(rule, jet)
-    tangent = lambda d: rule(jet.live[:jet.batch])[1](_unstack(d, jet.batch)).flatten(0, 1)  # noqa: E731
-    return Jet(function.apply(jet.live, jet.batch), _no_grad(tangent, jet.dead), jet.batch)
+    dead = None if jet.dead is None else tangents(jet.primal, jet.dead)
+    return Jet(function.apply(jet.live, jet.batch), dead, jet.batch)
 
 
 def mp_silu(jet: Jet) -> Jet:
-    return _pointwise(SiluJet, _silu_rule, jet)
+    return _pointwise(SiluJet, silu_tangents, _silu_rule, jet)
 
 
 def pixel_norm(jet: Jet, dim: int = 1) -> Jet:
@@ -152,16 +162,19 @@ def pixel_norm(jet: Jet, dim: int = 1) -> Jet:
             rms_dot = (x * t).mean(dim=dim + 1, keepdim=True) / rms
             return (t - y * rms_dot) * inv
         return y, tangent
-    return _nonlinear(rule, jet, recompute=True)
+    if not plain_autograd():
+        return _nonlinear(rule, jet, recompute=True)
+    dead = None if jet.dead is None else pixel_norm_tangents(jet.primal, jet.dead, dim)
+    return Jet(PixelNormJet.apply(jet.live, jet.batch, dim), dead, jet.batch)
 
 
 def _clip_rule(x: torch.Tensor):
-    inside = (x >= -CLIP) & (x <= CLIP)
+    inside = (x > -CLIP) & (x < CLIP)
     return x.clamp(-CLIP, CLIP), lambda t: torch.where(inside, t, t.new_zeros(()))
 
 
 def clip_activations(jet: Jet) -> Jet:
-    return _pointwise(ClipJet, _clip_rule, jet)
+    return _pointwise(ClipJet, clip_tangents, _clip_rule, jet)
 
 
 def film(y: Jet, lin: Jet) -> Jet:
@@ -170,6 +183,14 @@ def film(y: Jet, lin: Jet) -> Jet:
         scale = (lin0 + 1).to(y0.dtype)[:, :, None, None]
         return y0 * scale, lambda ty, tl: ty * scale + y0 * tl.to(ty.dtype)[..., None, None]
     return _nonlinear(rule, y, lin)
+
+
+def film_silu(y: Jet, lin: Jet) -> Jet:
+    """``mp_silu(film(y, lin))`` in one fused pass (`FilmSiluJet`) in plain autograd."""
+    if not plain_autograd() or y.live.dtype != lin.live.dtype:
+        return mp_silu(film(y, lin))
+    dead = None if y.dead is None else film_silu_tangents(y.primal, lin.primal, y.dead, lin.dead)
+    return Jet(FilmSiluJet.apply(y.live, lin.live, y.batch), dead, y.batch)
 
 
 def positional(pe: torch.nn.Module, tau: Jet) -> Jet:
@@ -183,14 +204,14 @@ def positional(pe: torch.nn.Module, tau: Jet) -> Jet:
     return _nonlinear(rule, tau)
 
 
-def embedding(module: torch.nn.Module, s: Jet, t: Jet) -> Jet:
+def embedding(module: torch.nn.Module, s: Jet, t: Jet, weights: NormalisedWeights) -> Jet:
     """``mp_silu(mp_sum(Lin_s(PE(s)), Lin_d(PE(t − s)), 0.5))`` (flowcore.nn.unet.embedding)."""
-    e_s = conv(positional(module.pe, s), module.linear_s)
-    e_d = conv(positional(module.pe, _combine(torch.sub, t, s)), module.linear_d)
+    e_s = conv(positional(module.pe, s), module.linear_s, weights)
+    e_d = conv(positional(module.pe, _combine(torch.sub, t, s)), module.linear_d, weights)
     return mp_silu(_combine(lambda a, b: mp_sum(a, b, 0.5), e_s, e_d))
 
 
-def attention(module: torch.nn.Module, x: Jet) -> Jet:
+def attention(module: torch.nn.Module, x: Jet, weights: NormalisedWeights) -> Jet:
     """`CosineAttention`: q, k, v from one stacked 1×1 convolution and a stacked pixel norm, then
     ``attention_jvp`` with the primal repeated once per tangent (the tangents batched in one call;
     the dead ones in a second call without a graph; with only dead tangents the primal goes through
@@ -198,7 +219,7 @@ def attention(module: torch.nn.Module, x: Jet) -> Jet:
     batch = x.batch
     b, c, h, w = x.primal.shape
     heads, hc = module.heads, module.head_channels
-    qkv = conv(x, module.qkv).map(lambda z: z.reshape(z.shape[0], heads, hc, 3, h * w))
+    qkv = conv(x, module.qkv, weights).map(lambda z: z.reshape(z.shape[0], heads, hc, 3, h * w))
     qkv = pixel_norm(qkv, dim=2)
 
     def split(stack: torch.Tensor) -> list[torch.Tensor]:   # (n, heads, hc, 3, HW) -> 3 × (n, heads, HW, hc)
@@ -219,10 +240,11 @@ def attention(module: torch.nn.Module, x: Jet) -> Jet:
         out_live = fused_attention(*primal)
     out_dead = _no_grad(lambda d: with_tangents(primal, split(d), tangent_grad=False)[1], qkv.dead)
     y = Jet(out_live, out_dead, batch).map(lambda o: o.transpose(-1, -2).reshape(o.shape[0], c, h, w))
-    return _combine(lambda a, u: mp_sum(a, u, module.balance), x, conv(y, module.proj))
+    return branch_sum(x, y, module.proj, module.balance, weights)
 
 
-def block(module: UNetBlock, x: Jet, emb: Jet, generator: torch.Generator | None) -> Jet:
+def block(module: UNetBlock, x: Jet, emb: Jet, weights: NormalisedWeights, generator: torch.Generator | None
+          ) -> Jet:
     """`UNetBlock.forward` on jets; the dropout mask is drawn as the forward draws it (same generator
     order, the primal's shape) and multiplies every block of the stack."""
     resample = RESAMPLE[module.resample]
@@ -230,19 +252,18 @@ def block(module: UNetBlock, x: Jet, emb: Jet, generator: torch.Generator | None
         x = x.map(resample)
     if module.flavor == "enc":
         if module.conv_skip is not None:
-            x = conv(x, module.conv_skip)
+            x = conv(x, module.conv_skip, weights)
         x = pixel_norm(x)
-    y = conv(mp_silu(x), module.conv_res0)
-    y = mp_silu(film(y, conv(emb, module.emb_linear, gain=module.emb_gain)))
+    y = conv(mp_silu(x), module.conv_res0, weights)
+    y = film_silu(y, conv(emb, module.emb_linear, weights, gain=module.emb_gain))
     if generator is not None and module.dropout > 0:
         mask = dropout_mask(y.primal, module.dropout, generator)
         y = y.map(lambda z: (_unstack(z, y.batch) * mask).flatten(0, 1))
-    y = conv(y, module.conv_res1)
     if module.flavor == "dec" and module.conv_skip is not None:
-        x = conv(x, module.conv_skip)
-    x = _combine(lambda a, u: mp_sum(a, u, module.res_balance), x, y)
+        x = conv(x, module.conv_skip, weights)
+    x = branch_sum(x, y, module.conv_res1, module.res_balance, weights)
     if module.attention is not None:
-        x = attention(module.attention, x)
+        x = attention(module.attention, x, weights)
     return clip_activations(x)
 
 
@@ -266,22 +287,23 @@ def network_jvp(net: torch.nn.Module, s: torch.Tensor, t: torch.Tensor, x: torch
         return Jet(_stack(primal, [tg[index] for tg in alive]),
                    _stack(None, [tg[index].detach() for tg in dead]), batch)
 
-    emb = embedding(net.embedding, jet(0, s), jet(1, t))
+    weights = NormalisedWeights(net)
+    emb = embedding(net.embedding, jet(0, s), jet(1, t), weights)
     h = jet(2, x).map(lambda z: z / net.sigma_data)
     # the constant input channel: ones on the primal rows, a zero tangent
     ones = torch.ones_like(x[:, :1])
     h = Jet(torch.cat([h.live, torch.cat([ones, ones.new_zeros((h.live.shape[0] - batch, *ones.shape[1:]))])], 1),
             None if h.dead is None else torch.cat([h.dead, torch.zeros_like(h.dead[:, :1])], 1), batch)
-    h = conv(h, net.conv_in)
+    h = conv(h, net.conv_in, weights)
     skips = [h]
     for module in net.encoder:
-        h = block(module, h, emb, generator)
+        h = block(module, h, emb, weights, generator)
         skips.append(h)
     for module, takes_skip in zip(net.decoder, net.decoder_takes_skip):
         if takes_skip:
             h = _combine(mp_cat, h, skips.pop())
-        h = block(module, h, emb, generator)
-    out = conv(h, net.conv_out, gain=net.out_gain).map(lambda z: net.sigma_data * z)
+        h = block(module, h, emb, weights, generator)
+    out = conv(h, net.conv_out, weights, gain=net.out_gain).map(lambda z: net.sigma_data * z)
     v, *moving = out.live.split(batch)
     live_dots, dead_dots = iter(moving), iter(out.blocks("dead"))
     return v, [next(live_dots) if keep else next(dead_dots) for keep in live]

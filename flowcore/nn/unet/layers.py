@@ -72,7 +72,9 @@ class MPConv(nn.Module):
     def effective_weight(self, dtype: torch.dtype, gain: float | torch.Tensor = 1.0) -> torch.Tensor:
         """``gain · unit_rows(w)`` in `dtype`: the normalised weight, computed once per call even
         when the stacked-tangent JVP applies it to several stacks (flowcore.nn.unet.jvp)."""
-        return unit_rows(self.weight).to(dtype) * gain
+        norm = torch.linalg.vector_norm(self.weight, dim=tuple(range(1, self.weight.ndim)), keepdim=True)
+        # the scale on the (out, 1, …) norms, then one pass over the weight (unit_rows(w)·gain)
+        return (self.weight * (gain / norm.clamp_min(_NORM_FLOOR))).to(dtype)
 
     def apply_weight(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """The linear map itself, ``x @ wᵀ`` or a 'same' convolution with `w`."""

@@ -30,6 +30,7 @@ from .embedding import TwoTimeEmbedding
 from .jvp import network_jvp
 from .layers import MPConv, mp_cat
 from .logvar import ImageLogVarHead
+from .pointwise import plain_autograd
 
 PRESETS = ("cifar10", "imagenet64_s", "digits")
 
@@ -213,9 +214,17 @@ class FlowMapUNet(nn.Module):
                 dropout_seed: int | None = None) -> torch.Tensor:
         """``v̂_{s,t}(x)``, shaped like x. With a `dropout_seed` (and dropout > 0) the residual
         branches drop out with masks drawn from a generator seeded by it: the same seed, the same
-        masks (docs/math.md §4)."""
+        masks (docs/math.md §4).
+
+        In plain autograd the forward runs the native path without tangents (flowcore.nn.unet.jvp):
+        the fused pointwise and attention kernels, the same function. Under torch.func transforms,
+        forward-mode AD or torch.compile, or with forward hooks on a submodule (which see only the
+        submodules' own calls), it runs the plain torch modules below, which every transform
+        differentiates."""
         s, t = self._check(s, t, x)
         generator = self._generator(x, dropout_seed)
+        if plain_autograd() and not torch.compiler.is_compiling() and not self._hooked():
+            return network_jvp(self, s, t, x, [], [], generator)[0]
         emb = self.embedding(s, t)
         h = x / self.sigma_data
         h = self.conv_in(torch.cat([h, torch.ones_like(h[:, :1])], dim=1))
@@ -228,6 +237,14 @@ class FlowMapUNet(nn.Module):
                 h = mp_cat(h, skips.pop())
             h = block(h, emb, generator)
         return self.sigma_data * self.conv_out(h, gain=self.out_gain)
+
+    def _hooked(self) -> bool:
+        """Whether a forward (pre-)hook is set on a submodule or globally."""
+        from torch.nn.modules import module as torch_module
+
+        if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+            return True
+        return any(m._forward_hooks or m._forward_pre_hooks for m in self.modules() if m is not self)
 
     @torch.no_grad()
     def project_to_sphere(self) -> None:
