@@ -76,9 +76,9 @@ FLOWCORE_HD bool clip(A x, A bound, A& y) {
   return inside;
 }
 
-// The pixel norm's backward coefficients of one column (derivation: docs/math.md §4, pixel norm), from
-// its sums over C: ss = Σ x², G = Σ g_0·x, and per tangent j: H1_j = Σ g_j·ẋ_j, Hx_j = Σ g_j·x,
-// P_j = Σ x·ẋ_j. With r = sqrt(ss/C), inv = 1/(r + eps), K = inv²/(C·r):
+// The pixel norm's backward coefficients of one column (derivation: docs/math.md §4, the UNet's fused
+// pointwise jets), from its sums over C: ss = Σ x², G = Σ g_0·x, and per tangent j: H1_j = Σ g_j·ẋ_j,
+// Hx_j = Σ g_j·x, P_j = Σ x·ẋ_j. With r = sqrt(ss/C), inv = 1/(r + eps), K = inv²/(C·r):
 //   α = −(inv²·(G + Σ_j H1_j) − K·(2·inv + 1/r)·Σ_j Hx_j·P_j)/(C·r),  β_j = K·P_j,  γ_j = K·Hx_j.
 // (Like the torch formula, a zero column divides by r = 0.)
 template <typename A>

@@ -4,7 +4,8 @@ q, k and v come from one 1×1 MP convolution; each head's q, k and v (64 channel
 default) is pixel-normed, so a score ``q·k/√d`` is a scaled cosine and the softmax cannot saturate
 as weights grow. It is written with ``matmul`` and ``softmax``: PyTorch's
 ``scaled_dot_product_attention`` has no forward-mode derivative, and ``torch.func.jvp`` must run
-through the whole network (the fused attention JVP of docs/math.md §4 is a later step). The
+through the whole network; the native path (flowcore.nn.unet.jvp) runs the fused attention JVP of
+docs/math.md §4 instead. The
 output is projected by another 1×1 MP convolution and blended into the input with
 ``mp_sum(x, y, balance)`` (balance 0.3).
 """

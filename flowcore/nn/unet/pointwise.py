@@ -16,7 +16,7 @@ and back, for cotangents ``(g_y, g_ẏj)``:
                 a' = (σ + x·σ(1 − σ))/0.596,  a'' = σ(1 − σ)(2 + x(1 − 2σ))/0.596
     film_silu   the same through z, then the product rule, summed over pixels for g_l, g_l̇
     clip        g_x = 1[|x| < 256]·g_y,            g_ẋj = 1[|x| < 256]·g_ẏj
-    pixel_norm  per pixel, from five sums over the channels (docs/math.md §4; csrc/unet_jet.h)
+    pixel_norm  per pixel, from five sums over the channels (docs/math.md §4, the fused pointwise jets)
 
 Each forward and backward is ONE pass of the extension's ``flowcore::unet_*`` kernels (csrc/unet_jet*,
 CPU and CUDA) over the primal and every tangent block, where the same math in torch ops is 6–15
