@@ -20,7 +20,7 @@
 #            net at batch 512 are of the order of 100 GB: a variant that runs out of GPU memory is
 #            recorded as such in its row and the stage goes on (batch 128 runs first);
 # 5. attention  `flowcore bench --op attention_jvp` (B=16 H=4 D=64, N = 64 256 1024 4096) on the
-#            GPU; $OUT_DIR/attention.json.
+#            GPU in float32, bfloat16 and float16; $OUT_DIR/attention.json, attention-<dtype>.json.
 #
 # Each stage's output goes to OUT_DIR/<stage>.log and its exit code and seconds to
 # OUT_DIR/summary.txt; a failing stage does not stop the next. Stages can be named to run only
@@ -81,6 +81,14 @@ stage bench "$python" -m flowcore.cli bench --device "$device" --no-compile-time
     --json "$out/gpu.json"
 stage unet "$python" -m flowcore.cli bench --device "$device" --net unet-cifar --no-compile-times --no-torch-compile \
     "${unet_args[@]}" --json "$out/unet.json"
-stage attention "$python" -m flowcore.cli bench --op attention_jvp --device "$device" "${attention_args[@]}" \
-    --json "$out/attention.json"
+attention_dtypes() {  # float32, then the half types with float accumulation (CUDA only)
+    "$python" -m flowcore.cli bench --op attention_jvp --device "$device" "${attention_args[@]}" \
+        --json "$out/attention.json" || return 1
+    [ "$device" = cuda ] || return 0
+    for dtype in bfloat16 float16; do
+        "$python" -m flowcore.cli bench --op attention_jvp --device "$device" "${attention_args[@]}" --dtype "$dtype" \
+            --json "$out/attention-$dtype.json" || return 1
+    done
+}
+stage attention attention_dtypes
 exit $status

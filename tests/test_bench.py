@@ -559,3 +559,16 @@ def test_the_gpu_check_script_rehearses_on_the_cpu(tmp_path):
         result = subprocess.run(["bash", str(script), str(tmp_path / "gpu")], env=env, capture_output=True,
                                 text=True, timeout=120, check=False)
         assert result.returncode == 2 and "no GPU visible" in result.stderr
+
+
+def test_half_dtypes_are_for_an_op_on_cuda_alone():
+    """float16 / bfloat16 rows exist only for `--op` on CUDA (the op's CUDA kernels take them); the
+    training-step rows and the CPU kernels are float32 / float64."""
+    with pytest.raises(ValueError, match="--op"):
+        BenchConfig(dtype="bfloat16", devices=["cpu"]).resolved()
+    with pytest.raises(ValueError, match="--op"):
+        BenchConfig(dtype="float16", op="attention_jvp", devices=["cpu"]).resolved()
+    with pytest.raises(ValueError, match="float32 or float64"):
+        BenchConfig(dtype="int8").resolved()
+    if torch.cuda.is_available():
+        assert BenchConfig(dtype="bfloat16", op="attention_jvp", devices=["cuda"]).resolved().dtype == "bfloat16"

@@ -132,7 +132,8 @@ class BenchConfig:
     retain_memory: bool = True  # glibc keeps freed memory (flowcore.runtime.allocator), for every variant alike
     back_to_back: int = 1  # steps per variant and round, the last timed (1: each step follows another variant's)
     seed: int = 0
-    dtype: str = "float32"
+    dtype: str = "float32"  # float16 / bfloat16 only for an op on CUDA (`op`)
+    op: str | None = None  # an op timed alone (flowcore bench --op), not training steps
     data_path: str | None = None  # the files of a net's data read from disk (unet-cifar: CIFAR-10); None: stand-in
 
     def resolved(self) -> BenchConfig:
@@ -183,8 +184,13 @@ class BenchConfig:
             raise ValueError(f"threads must be >= 1, got {c.threads}")
         if c.back_to_back < 1:
             raise ValueError(f"back_to_back must be >= 1, got {c.back_to_back}")
-        if c.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be float32 or float64, got {c.dtype!r}")
+        half = ("float16", "bfloat16")
+        if c.dtype in half and not (c.op and c.devices == ["cuda"]):
+            raise ValueError(f"dtype {c.dtype} is for an op on CUDA alone (--op ... --device cuda): the training-step "
+                             "rows and the CPU kernels run float32 or float64")
+        if c.dtype not in ("float32", "float64", *half):
+            raise ValueError(f"dtype must be float32 or float64 (or, for --op on CUDA, float16 / bfloat16), "
+                             f"got {c.dtype!r}")
         c.torch_compile = (not c.quick) if c.torch_compile is None else c.torch_compile
         c.profile = c.quick if c.profile is None else c.profile
         return c

@@ -32,7 +32,8 @@ def config_from_args(args: argparse.Namespace):
                        repeats=args.repeats, warmup=args.warmup, quick=args.quick, torch_compile=args.torch_compile,
                        torch_compile_backend=args.torch_compile_backend, profile=args.profile,
                        compile_times=args.compile_times, threads=args.threads, seed=args.seed, dtype=args.dtype,
-                       retain_memory=args.retain_memory, back_to_back=args.back_to_back, data_path=args.data_path)
+                       retain_memory=args.retain_memory, back_to_back=args.back_to_back, data_path=args.data_path,
+                       op=args.op)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -125,6 +126,7 @@ def register(commands) -> None:
                             "another variant's; 2: a step after a step of its own kind, as in training)")
     bench.add_argument("--retain-memory", action=argparse.BooleanOptionalAction, default=True,
                        help="glibc malloc keeps freed memory for reuse, for every variant (default on)")
-    bench.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    bench.add_argument("--dtype", choices=["float32", "float64", "float16", "bfloat16"], default="float32",
+                       help="float16 / bfloat16: --op on --device cuda only (default: float32)")
     bench.add_argument("--seed", type=int, default=0)
     bench.set_defaults(func=cmd_bench)
