@@ -217,6 +217,40 @@ def test_lock_timeout_and_lock_free_hits(root):
     assert BuildCache(lock_timeout=5).get_or_build("lk", Builder()).hit is False
 
 
+def _held_lock(root: Path, key: str, seconds: float) -> threading.Thread:
+    """Another builder of `key`: its lock taken now, released after `seconds` (a thread of its own)."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / f"{key}.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # an open file description of its own: conflicts as another process's would
+    release = threading.Timer(seconds, os.close, (fd,))
+    release.start()
+    return release
+
+
+@pytest.mark.parametrize("describe, what", [({"what": "flowcore torch extension", "cuda": False},
+                                             "flowcore torch extension"),
+                                            ({"backend": "cpu", "objective": "fm"}, "the cpu kernels of fm"),
+                                            (None, "cache entry wk")])
+def test_a_long_wait_for_another_build_says_so_once(root, capsys, monkeypatch, describe, what):
+    """Waiting for another process's build was silent (a minute, for the extension): after
+    WAIT_NOTICE_SECONDS one line says what is awaited and which lock; its end adds nothing."""
+    monkeypatch.setattr(cache_mod, "WAIT_NOTICE_SECONDS", 0.3)
+    release = _held_lock(root, "wk", 1.0)
+    entry = BuildCache().get_or_build("wk", Builder(), describe=describe)
+    release.join()
+    assert entry.hit is False
+    err = capsys.readouterr().err
+    assert err == f"flowcore: waiting for another process's build of {what} (lock {root / 'wk.lock'})…\n"
+
+
+def test_a_short_wait_for_another_build_says_nothing(root, capsys, monkeypatch):
+    monkeypatch.setattr(cache_mod, "WAIT_NOTICE_SECONDS", 5.0)
+    release = _held_lock(root, "sk", 0.3)
+    assert BuildCache().get_or_build("sk", Builder()).hit is False
+    release.join()
+    assert capsys.readouterr().err == ""
+
+
 def test_sweep_removes_dead_leftovers_but_not_live_builders(root):
     root.mkdir(parents=True)
     dead, live, stale = root / "deadkey.tmp-999999-aa", root / "livekey.tmp-1-bb", root / "oldkey.stale-cc"

@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 #: Bumped when the key recipe or the entry layout changes, so old entries are simply never found.
 FORMAT = 1
 METADATA = "metadata.json"
+WAIT_NOTICE_SECONDS = 2.0  # a wait for another process's build longer than this says so
 _KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # no dots: '.' separates key from .lock/.tmp-/.stale-
 
 
@@ -198,7 +199,7 @@ class BuildCache:
         if entry is not None:
             return entry
         _make_root(self.root)
-        with self._lock(key):
+        with self._lock(key, waiting=_awaited(key, describe)):
             entry, problem = self._load(key)  # someone may have built it while we waited
             if entry is not None:
                 return entry
@@ -305,8 +306,11 @@ class BuildCache:
                     _remove(p)
 
     @contextlib.contextmanager
-    def _lock(self, key: str, blocking: bool = True, unlink: bool = False) -> Iterator[bool]:
+    def _lock(self, key: str, blocking: bool = True, unlink: bool = False, waiting: str = "") -> Iterator[bool]:
         """Exclusive flock on ``root/<key>.lock``; yields False if non-blocking and busy.
+
+        A blocking wait for `waiting` (what the other process builds) that lasts WAIT_NOTICE_SECONDS
+        says so once on stderr: the extension's build holds its lock for about a minute.
 
         The file is never treated as the lock itself.  If it was unlinked and recreated while we
         waited (``clear`` does that), we locked an orphaned inode, so retry on the current file.
@@ -316,7 +320,9 @@ class BuildCache:
         while True:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                if not _flock(fd, blocking, deadline):
+                notice = f"flowcore: waiting for another process's build of {waiting} (lock {path})…" \
+                    if waiting else ""
+                if not _flock(fd, blocking, deadline, notice):
                     if not blocking:
                         yield False
                         return
@@ -337,18 +343,37 @@ class BuildCache:
                 os.close(fd)  # closing the descriptor releases the flock
 
 
-def _flock(fd: int, blocking: bool, deadline: float | None) -> bool:
-    if blocking and deadline is None:
+def _awaited(key: str, describe: dict | None) -> str:
+    """What the build of `key` makes, in words, from its `describe` (see get_or_build's callers)."""
+    describe = describe or {}
+    if describe.get("what"):
+        return str(describe["what"])
+    if describe.get("objective"):
+        return f"the {describe.get('backend', 'compiled')} kernels of {describe['objective']}"
+    return f"cache entry {key}"
+
+
+def _flock(fd: int, blocking: bool, deadline: float | None, notice: str = "") -> bool:
+    """Lock `fd`; a blocking wait (until `deadline`, None: for ever) prints `notice` to stderr once
+    when it has lasted WAIT_NOTICE_SECONDS, and nothing when it ends."""
+    if blocking and deadline is None and not notice:
         fcntl.flock(fd, fcntl.LOCK_EX)
         return True
-    delay = 0.01
+    started, delay = time.monotonic(), 0.01
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return True
         except BlockingIOError:
-            if not blocking or time.monotonic() >= deadline:
+            now = time.monotonic()
+            if not blocking or (deadline is not None and now >= deadline):
                 return False
+            if notice and now - started >= WAIT_NOTICE_SECONDS:
+                print(notice, file=sys.stderr, flush=True)
+                notice = ""
+                if deadline is None:  # said; from here the kernel wakes us when the lock is free
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    return True
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
 
