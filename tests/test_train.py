@@ -187,6 +187,37 @@ def _assert_equal_states(a: dict, b: dict) -> None:
     assert torch.equal(a["generator"], b["generator"]) and torch.equal(a["data"], b["data"])
 
 
+def _signalled(trainer: Trainer, signals: int) -> None:
+    """`trainer`'s second step receives SIGINT `signals` times, as from Ctrl-C pressed that often."""
+    step = trainer.train_step
+
+    def step_and_signal():
+        if trainer.step == 1:
+            for _ in range(signals):
+                os.kill(os.getpid(), signal.SIGINT)
+        return step()
+
+    trainer.train_step = step_and_signal
+
+
+def test_sigint_says_at_once_that_the_run_stops_after_this_step(tmp_path, capfd):
+    """The first step builds the extension for about a minute: a Ctrl-C then said nothing until it ended."""
+    trainer = Trainer(tiny(tmp_path))
+    _signalled(trainer, 1)
+    summary = trainer.train()
+    assert summary.interrupted == "SIGINT" and summary.step == 2
+    err = capfd.readouterr().err
+    assert err.count("SIGINT: stopping after this step (press Ctrl-C again to stop now)\n") == 1, err
+
+
+def test_a_second_sigint_stops_at_once_and_the_notice_is_not_repeated(tmp_path, capfd):
+    trainer = Trainer(tiny(tmp_path))
+    _signalled(trainer, 2)
+    with pytest.raises(KeyboardInterrupt):  # the handler the trainer found: here Python's default
+        trainer.train()
+    assert capfd.readouterr().err.count("stopping after this step") == 1
+
+
 def test_resume_continues_bit_for_bit(tmp_path):
     # PSD-U draws γ, the learned weight adds a head: every random stream and parameter must resume
     more = ["steps=6", "objective.name=psd_u", "objective.learned_weight=true"]
@@ -382,6 +413,7 @@ def test_sigint_writes_a_checkpoint_and_exits_cleanly(tmp_path):
     assert "Traceback" not in stderr
     assert "interrupted by SIGINT at step" in stdout and f"continue with: flowcore train --resume {out}" in stdout
     assert stdout.count("SIGINT") == 1, stdout                     # told once
+    assert stderr.count("SIGINT: stopping after this step (press Ctrl-C again to stop now)") == 1, stderr  # at once
     state = ckpt.read(ckpt.resolve(out))
     assert state["step"] >= 3
     assert int(metrics.read_text().splitlines()[-1].split(",")[0]) == state["step"]

@@ -19,6 +19,7 @@ configuration, which then starts over (the CLI's built-in quick run).
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import signal
 import threading
@@ -210,7 +211,7 @@ class Trainer:
                              f"network {c.network.kind} ({sum(p.numel() for p in self.parameters):,} parameters), "
                              f"optimizer {c.optim.name}; output {self.out}")
         summary = Summary(self.out, self.step, self.skipped, 0.0)
-        previous = self._install_signal_handlers()
+        previous = self._install_signal_handlers(progress)
         threads = torch.get_num_threads()
         if c.threads:
             torch.set_num_threads(c.threads)
@@ -357,7 +358,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ signals
 
-    def _install_signal_handlers(self) -> dict:
+    def _install_signal_handlers(self, progress: Progress) -> dict:
+        """SIGINT/SIGTERM stop the run after the current step, which is said at once: that step may be
+        long (the first one builds the extension for about a minute). The handlers found (under
+        `flowcore train`, the CLI's "interrupted" for SIGINT) take the second signal, at once."""
         if threading.current_thread() is not threading.main_thread():
             return {}
         previous = {}
@@ -366,6 +370,12 @@ class Trainer:
             self._signal = signal.Signals(signum).name
             # A second signal of the same kind acts at once (the default behaviour).
             signal.signal(signum, previous.get(signum, signal.SIG_DFL))
+            if self.context.is_main:  # torchrun passes the signal to every rank: one says it
+                again = "press Ctrl-C again" if signum == signal.SIGINT else f"send {self._signal} again"
+                below_the_bar = "\n" if progress.bar is not None else ""
+                # os.write: the handler may run while the main thread is inside a print to stderr
+                os.write(2, f"{below_the_bar}{self._signal}: stopping after this step ({again} to stop now)\n"
+                         .encode())
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.getsignal(sig)
