@@ -3,7 +3,10 @@ flowcore.nn.unet.pointwise): the ``flowcore::unet_*`` ops against the torch-op f
 (every output block; the backward ops against torch.autograd.grad of those formulas with random
 cotangents on every block, for every input), the dead-tangent mode (``with_primal=False``) and the
 dead helpers, float32 against float64, opcheck, the autograd Functions (gradcheck, gradgradcheck, the
-FLOWCORE_UNET_FUSED=0 fallback, the fused path really taken) and the ops' argument errors.
+FLOWCORE_UNET_FUSED=0 fallback, the fused path really taken) and the ops' argument errors; then the
+same for the pixel norm's jet (§7: ``unet_pixel_norm_jet`` and its backward, PixelNormJet on the (B, C,
+H, W) and attention layouts, pixel_norm_tangents) and for every MP weight's unit rows at once (§8:
+``unet_unit_rows`` and its backward, UnitRows, NormalisedWeights on the tiny UNet of tests/unets.py).
 
 Tolerances. float64: 1e-11, norm-wise per block of B rows, relative to the block or, where its
 values cancel, to the natural size of its terms (`check_blocks`). Kernel and reference compute the
@@ -25,7 +28,8 @@ from hypothesis import strategies as st
 
 from flowcore.native import extension
 from flowcore.nn.unet import pointwise as pw
-from flowcore.nn.unet.layers import CLIP, SILU_RMS
+from flowcore.nn.unet.layers import _NORM_FLOOR, CLIP, SILU_RMS, MPConv, unit_rows
+from flowcore.nn.unet.normalised_weights import NormalisedWeights, UnitRows
 from flowcore.nn.unet.pointwise import ClipJet, FilmSiluJet, SiluJet, clip_tangents, film_silu_tangents, silu_tangents
 
 F64, F32 = torch.float64, torch.float32
@@ -514,5 +518,392 @@ BAD = [  # (op name, call, message)
 @pytest.mark.parametrize("op, call, message", BAD, ids=[f"{op}-{i}" for i, (op, _, _) in enumerate(BAD)])
 def test_bad_input_raises_naming_the_op(op, call, message):
     # the op's own name right before the message: "flowcore::unet_silu_jet: …" is not "…_bwd: …"
+    with pytest.raises(RuntimeError, match=rf"flowcore::{op}(: | \(CPU\): ).*{message}"):
+        call(ops())
+
+
+# -- 7. the pixel norm -----------------------------------------------------------------------------------
+# flowcore::unet_pixel_norm_jet on (O, C, I) columns and its backward, against pixel_norm_torch (dim=1 of
+# the same layout). Tolerance relative to the natural size of each block's terms (`pn_terms`): the
+# kernel's own formula with every sum and product taken in absolute values, which bounds both sides'
+# rounding. The tangents ẋ_j − y·ṙ_j cancel where ẋ_j ∥ x (C = 1: ẏ_j = ẋ_j·ε/(|x| + ε)², 1e-10 of its
+# terms at |x| ~ 1e3), and so do the cotangents of the primal: there both sides agree to 2–5e-11 of the
+# block's own norm (an O(1) bug would still be O(1) of the terms). Measured over 600 draws of these
+# strategies: ≤ 2.6e-16 of the terms, forward and backward.
+EPS = pw._PIXEL_EPS
+
+
+def make_pn(O, n, C, I, scale=1.0, seed=0, dtype=F64):
+    """x0 (O, C, I) at `scale` (per column: all its channels at the same scale, r ~ scale), tangents
+    (n·O, C, I) and cotangents ((1+n)·O, C, I), unit normal."""
+    gen = torch.Generator().manual_seed(seed)
+    r = lambda *shape: torch.randn(*shape, generator=gen, dtype=F64)
+    return [a.to(dtype) for a in (scale * r(O, C, I), r(n * O, C, I), r((1 + n) * O, C, I))]
+
+
+def pn_ref(x0, t):
+    return pw.pixel_norm_torch(torch.cat([x0, t]), x0.shape[0], 1)
+
+
+def pn_terms(x0, t, g=None):
+    """|terms| of the forward stack (g None) or of the backward's (g_x0; g_ẋj), per element, float64:
+    y = x·inv, ẏ_j = ẋ_j·inv − y·ṙ_j·inv with |ṙ_j| ≤ Σ|x·ẋ_j|/(C·r); g_x = inv·g_0 + α·x −
+    Σ_j (β_j·g_j + γ_j·ẋ_j), g_ẋj = inv·g_j − γ_j·x with α, β_j, γ_j from the abs sums (unet_jet.h)."""
+    x0, t = x0.double(), t.double()
+    O, C = x0.shape[:2]
+    x, xa = x0, x0.abs()
+    ta = t.abs().unflatten(0, (-1, O))
+    r = x.square().mean(1, keepdim=True).sqrt()
+    inv = 1 / (r + EPS)
+    P = (xa * ta).sum(2, keepdim=True)  # Σ_c |x·ẋ_j|, (n, O, 1, I)
+    if g is None:
+        return torch.cat([xa * inv, (ta * inv + xa * inv * P / (C * r) * inv).flatten(0, 1)])
+    ga = g.double().abs()
+    g0, gt = ga[:O], ga[O:].unflatten(0, (-1, O))
+    K = inv * inv / (C * r)
+    Hx = (gt * xa).sum(2, keepdim=True)
+    G, h1, cross = (g0 * xa).sum(1, keepdim=True), (gt * ta).sum((0, 2)).unsqueeze(1), (Hx * P).sum(0)
+    alpha = (inv * inv * (G + h1) + K * (2 * inv + 1 / r) * cross) / (C * r)
+    g_x = inv * g0 + alpha * xa + (K * P * gt + K * Hx * ta).sum(0)
+    return torch.cat([g_x, (inv * gt + K * Hx * xa).flatten(0, 1)])
+
+
+def check_terms(got, want, terms, B, tol, what):
+    """Every block of B rows to `tol` relative to the norm of its terms (≥ its own norm)."""
+    assert got.shape == want.shape == terms.shape and got.dtype == want.dtype, (what, got.shape, want.shape)
+    for i, (a, b, s) in enumerate(zip(got.split(B), want.split(B), terms.split(B))):
+        err = rel(a, b, max(s.double().norm().item(), 1e-280))
+        assert err <= tol, f"{what}: block {i} off by {err:.3g} (tolerance {tol:.1g})"
+
+
+PN_SCALES = st.sampled_from([1e-3, 1e-2, 1.0, 30.0, 1e3])  # 1e-3, 1e-2: r ~ 10–100 ε
+
+
+@needs_kernels
+@settings(deadline=None, max_examples=25)
+@given(O=st.integers(1, 4), n=N_, C=st.integers(1, 8), I=st.integers(1, 300), scale=PN_SCALES, seed=SEEDS)
+@example(O=1, n=0, C=1, I=1, scale=1.0, seed=0)  # one element, no tangent
+@example(O=1, n=2, C=1, I=5, scale=1e3, seed=1)  # C = 1: the tangents cancel to ε/|x|² of their terms
+@example(O=2, n=3, C=8, I=257, scale=1e-3, seed=2)  # ε is a tenth of r; one past 256 columns
+@example(O=3, n=1, C=4, I=300, scale=1e-2, seed=3)
+def test_pixel_norm_jet_and_its_backward_equal_the_torch_formula(O, n, C, I, scale, seed):
+    x0, t, g = make_pn(O, n, C, I, scale, seed)
+    got = ops().unet_pixel_norm_jet(x0, t, EPS, True)
+    assert torch.isfinite(got).all()
+    check_terms(got, pn_ref(x0, t), pn_terms(x0, t), O, RTOL, "unet_pixel_norm_jet")
+    got_g = ops().unet_pixel_norm_jet_bwd(x0, t, g, EPS)
+    assert torch.isfinite(got_g).all()
+    check_terms(got_g, torch.cat(grads_ref(pn_ref, (x0, t), g)), pn_terms(x0, t, g), O, RTOL,
+                "unet_pixel_norm_jet_bwd")
+
+
+def pn_stack(layout, B=2, n=2, seed=0, scale=1.0):
+    """A stack ((1+n)·B, …) and its normalised axis: dim=1 for (B, C, H, W) activations, dim=2 for
+    attention's (B, heads, channels per head, 3, HW) q/k/v."""
+    shape, dim = {"image": ((5, 3, 4), 1), "attention": ((2, 4, 3, 6), 2)}[layout]
+    gen = torch.Generator().manual_seed(seed)
+    stack = torch.randn((1 + n) * B, *shape, generator=gen, dtype=F64)
+    stack[:B] *= scale
+    return stack, dim, torch.randn(stack.shape, generator=gen, dtype=F64)
+
+
+@pytest.mark.parametrize("layout", ["image", "attention"])
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+def test_pixel_norm_function_on_both_layouts_and_paths(layout, scale):
+    """PixelNormJet on a (B, C, H, W) stack (dim=1) and an attention (B, heads, hc, 3, HW) one (dim=2):
+    values and gradients (random cotangents) equal pixel_norm_torch along that axis, on the fused
+    path and the FLOWCORE_UNET_FUSED=0 fallback; pixel_norm_tangents equals the live tangent blocks
+    (bit for bit on each path), and the kernels' dead mode those of with_primal=True."""
+    B = 2
+    stack, dim, g = pn_stack(layout, B, seed=7, scale=scale)
+    leaf = stack.clone().requires_grad_()
+    want = pw.pixel_norm_torch(leaf, B, dim)
+    (want_g,) = torch.autograd.grad(want, leaf, g)
+    x0, t = stack[:B], stack[B:]
+    cols = lambda a: pw._columns(a, dim)
+    terms = pn_terms(cols(x0), cols(t)).view(stack.shape)
+    g_terms = pn_terms(cols(x0), cols(t), cols(g)).view(stack.shape)
+    results = {}
+    for fused in (("1", "0") if KERNELS else ("0",)):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv(pw.ENV_FUSED, fused)
+            leaf = stack.clone().requires_grad_()
+            out = pw.PixelNormJet.apply(leaf, B, dim)
+            (got_g,) = torch.autograd.grad(out, leaf, g)
+            dead = pw.pixel_norm_tangents(x0, t, dim)
+            assert out.shape == stack.shape and torch.equal(dead, out[B:].detach()), fused
+            check_terms(out.detach(), want.detach(), terms, B, RTOL, f"PixelNormJet {layout} ({fused})")
+            check_terms(got_g, want_g, g_terms, B, RTOL, f"PixelNormJet grad {layout} ({fused})")
+            results[fused] = (out.detach(), got_g)
+    if not KERNELS:
+        pytest.skip("only the fallback is available")
+    live = ops().unet_pixel_norm_jet(cols(x0), cols(t), EPS, True)
+    assert torch.equal(ops().unet_pixel_norm_jet(cols(x0), cols(t), EPS, False), live[cols(x0).shape[0]:])
+    assert torch.equal(live.view(stack.shape), results["1"][0])
+    for what, a, b, s in zip(("values", "grads"), results["1"], results["0"], (terms, g_terms)):
+        check_terms(a, b, s, B, RTOL, f"fused vs fallback {what}")
+
+
+@needs_kernels
+@settings(deadline=None, max_examples=10)
+@given(O=st.integers(1, 3), n=N_, C=st.integers(1, 8), I=st.integers(1, 300), scale=PN_SCALES, seed=SEEDS)
+@example(O=1, n=0, C=1, I=1, scale=1.0, seed=0)  # no tangent: an empty (0, C, I) result
+@example(O=2, n=3, C=3, I=257, scale=1e3, seed=1)
+def test_pixel_norm_dead_tangents_equal_the_live_ones(O, n, C, I, scale, seed):
+    """with_primal=False is the tangent blocks of with_primal=True, bit for bit (the same column code)."""
+    x0, t, _ = make_pn(O, n, C, I, scale, seed)
+    live = ops().unet_pixel_norm_jet(x0, t, EPS, True)
+    dead = ops().unet_pixel_norm_jet(x0, t, EPS, False)
+    assert dead.shape == t.shape and torch.equal(dead, live[O:])
+
+
+@needs_kernels
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+def test_pixel_norm_float32_is_float64_to_rounding(scale):
+    """The float32 kernels against the float64 ones on the same (rounded) inputs, relative to the
+    terms (`pn_terms`). Each term carries ≲ (C + n + 12)·u: the sums over C (ss, Σx·ẋ_j, Σg·x, …:
+    ≤ C·u relative to their abs sums), the n tangents summed into h1 and cross, and ~10 products,
+    quotients and the sqrt; 23u at C = 8, n = 3, so 32u ≈ 2e-6 (measured over 150 draws of the
+    float64 test's strategies: ≤ 1.8u). ε is rounded to float32 (relative 3e-8, below u). A
+    float64-only bug or a float32 overflow of Σx² (scale 1e3: ~1e7, far from 3e38) is O(1)."""
+    O, n, C, I = 3, 3, 8, 300
+    inputs = [a.float() for a in make_pn(O, n, C, I, scale, seed=13)]
+    x0, t, g = inputs
+    d = [a.double() for a in inputs]
+    cases = [("fwd", ops().unet_pixel_norm_jet(x0, t, EPS, True), ops().unet_pixel_norm_jet(d[0], d[1], EPS, True),
+              pn_terms(*d[:2])),
+             ("bwd", ops().unet_pixel_norm_jet_bwd(x0, t, g, EPS), ops().unet_pixel_norm_jet_bwd(*d, EPS),
+              pn_terms(*d))]
+    for name, got, want, terms in cases:
+        assert got.dtype == F32 and torch.isfinite(got).all(), name
+        check_terms(got.double(), want, terms, O, 32 * U32, name)
+
+
+@needs_kernels
+@pytest.mark.parametrize("n", [0, 2])
+def test_pixel_norm_opcheck(n):
+    """opcheck of both pixel-norm ops (schema, fake kernels, AOT dispatch, autograd registration)."""
+    x0, t, g = make_pn(2, n, 3, 5, 2.0, seed=5)
+    cases = [(ops().unet_pixel_norm_jet.default, (x0, t, EPS, True)),
+             (ops().unet_pixel_norm_jet.default, (x0, t, EPS, False)),
+             (ops().unet_pixel_norm_jet_bwd.default, (x0, t, g, EPS))]
+    for op, args in cases:
+        torch.library.opcheck(op, args)
+        with_grad = tuple(a.detach().clone().requires_grad_() if isinstance(a, torch.Tensor) else a for a in args)
+        torch.library.opcheck(op, with_grad, test_utils="test_autograd_registration")
+
+
+@pytest.mark.parametrize("layout", ["image", "attention"])
+def test_pixel_norm_gradcheck_and_gradgradcheck(path, layout):
+    """gradcheck of PixelNormJet (first order: the fused backward op) and gradgradcheck (the backward
+    under create_graph recomputes in torch ops from the saved stack), at a scale where ε matters."""
+    stack, dim, _ = pn_stack(layout, B=1, n=2, seed=3, scale=0.05)
+    if layout == "attention":
+        stack = stack[..., :2].contiguous()  # fewer finite differences
+    fn = lambda s: pw.PixelNormJet.apply(s, 1, dim)
+    assert torch.autograd.gradcheck(fn, (stack.requires_grad_(),))
+    assert torch.autograd.gradgradcheck(fn, (stack,))
+
+
+# -- 8. unit rows ----------------------------------------------------------------------------------------
+def mixed_weights(seed=0):
+    """Weights of mixed shapes: a linear (5, 7) first (the op's parallel grain, 32768/7 = 4681 rows,
+    comes from the first weight), a conv (4, 3, 3, 3), one row (1, 9), 10000 rows of 2 (> the grain:
+    three chunks on three threads), (3, 1) rows of norm exactly the floor, 0 and 0.5, and (4, 5) with a
+    zero row, one of norm ~1e-14 (below the floor) and one at 1e3."""
+    gen = torch.Generator().manual_seed(seed)
+    r = lambda *shape: torch.randn(*shape, generator=gen, dtype=F64)
+    at_floor = torch.tensor([[_NORM_FLOOR], [0.0], [0.5]], dtype=F64)
+    low = r(4, 5)
+    low[1] = 0.0
+    low[2] *= 1e-14 / low[2].norm()
+    low[3] *= 1e3
+    return [r(5, 7), r(4, 3, 3, 3), r(1, 9), r(10000, 2), at_floor, low]
+
+
+def ur_terms(w, g=None):
+    """Per row, the norm of its terms: ‖w‖·s for the values, ‖g‖·s + ‖w‖·s·Σ|g·w|·s² for the gradients
+    (s = 1/max(‖w‖, floor)); (rows,)."""
+    rows = w.flatten(1).double()
+    s = 1 / rows.norm(dim=1).clamp_min(_NORM_FLOOR)
+    if g is None:
+        return rows.norm(dim=1) * s
+    grows = g.flatten(1).double()
+    return grows.norm(dim=1) * s + rows.norm(dim=1) * s ** 3 * (grows * rows).abs().sum(1)
+
+
+def check_rows(got, want, terms, tol, what):
+    """Every row to `tol` relative to its terms (an exact zero where those are zero)."""
+    assert got.shape == want.shape and got.dtype == want.dtype, (what, got.shape, want.shape)
+    err = (got.flatten(1).double() - want.flatten(1).double()).norm(dim=1) / terms.clamp_min(1e-280)
+    assert err.max().item() <= tol, f"{what}: row {err.argmax().item()} off by {err.max().item():.3g}"
+
+
+@needs_kernels
+def test_unit_rows_equal_torch_per_weight():
+    """unet_unit_rows / _bwd on a list of mixed weights against unit_rows (layers.py) and its autograd
+    gradient from random cotangents, row by row; rows at or below the floor follow torch's clamp_min
+    (value w/floor, gradient g/floor: clamp_min's derivative is 0 at the floor itself, as the kernel's
+    strict ‖w‖ > floor). The result does not depend on how the rows are split over threads."""
+    weights = mixed_weights(1)
+    gen = torch.Generator().manual_seed(2)
+    grads = [torch.randn(w.shape, generator=gen, dtype=F64) for w in weights]
+
+    def run():
+        return ops().unet_unit_rows(weights, _NORM_FLOOR), ops().unet_unit_rows_bwd(weights, grads, _NORM_FLOOR)
+
+    units, g_ws = run()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        units3, g_ws3 = run()
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(units + g_ws, units3 + g_ws3))
+    assert len(units) == len(g_ws) == len(weights)
+    for k, (w, g, u, g_w) in enumerate(zip(weights, grads, units, g_ws)):
+        (want_g,) = grads_ref(unit_rows, (w,), g)
+        check_rows(u, unit_rows(w), ur_terms(w), RTOL, f"unet_unit_rows weight {k}")
+        check_rows(g_w, want_g, ur_terms(w, g), RTOL, f"unet_unit_rows_bwd weight {k}")
+    # the rows at and below the floor: w/floor and g/floor, as torch (to an ulp: the kernel multiplies
+    # by 1/floor); the zero row stays zero
+    at_floor, low, ulp = weights[4], weights[5], {"rtol": 2.0 ** -52, "atol": 0.0}
+    torch.testing.assert_close(units[4][:2], at_floor[:2] / _NORM_FLOOR, **ulp)
+    assert torch.equal(units[5][1], low[1]) and not units[5][1].any()
+    torch.testing.assert_close(units[5][2], low[2] / _NORM_FLOOR, **ulp)
+    torch.testing.assert_close(g_ws[4][:2], grads[4][:2] / _NORM_FLOOR, **ulp)
+    torch.testing.assert_close(g_ws[5][1:3], grads[5][1:3] / _NORM_FLOOR, **ulp)
+
+
+@needs_kernels
+def test_unit_rows_float32_and_non_contiguous():
+    """float32 weights against the float64 op on the same values (≤ (cols + 6)·u per row, so 32u at
+    ≤ 27 columns); a transposed (non-contiguous) weight equals its contiguous copy."""
+    weights = [w.float() for w in mixed_weights(3)[:3]]
+    gen = torch.Generator().manual_seed(4)
+    grads = [torch.randn(w.shape, generator=gen) for w in weights]
+    got = ops().unet_unit_rows(weights, _NORM_FLOOR) + ops().unet_unit_rows_bwd(weights, grads, _NORM_FLOOR)
+    d, dg = [w.double() for w in weights], [g.double() for g in grads]
+    want = ops().unet_unit_rows(d, _NORM_FLOOR) + ops().unet_unit_rows_bwd(d, dg, _NORM_FLOOR)
+    terms = [ur_terms(w) for w in d] + [ur_terms(w, g) for w, g in zip(d, dg)]
+    for k, (a, b, s) in enumerate(zip(got, want, terms)):
+        assert a.dtype == F32
+        check_rows(a.double(), b, s, 32 * U32, f"float32 {k}")
+    w = torch.randn(7, 5, generator=gen, dtype=F64).t()
+    g = torch.randn(5, 7, generator=gen, dtype=F64)
+    one = lambda w: ops().unet_unit_rows([w], _NORM_FLOOR)[0]
+    assert torch.equal(one(w), one(w.contiguous()))
+    assert torch.equal(ops().unet_unit_rows_bwd([w], [g.t().contiguous().t()], _NORM_FLOOR)[0],
+                       ops().unet_unit_rows_bwd([w.contiguous()], [g], _NORM_FLOOR)[0])
+
+
+@needs_kernels
+def test_unit_rows_gradcheck_and_gradgradcheck():
+    """UnitRows over three weights (first order: the fused backward; second: the torch ops of
+    unit_rows under create_graph). No row near the floor, where the clamp has a kink."""
+    gen = torch.Generator().manual_seed(5)
+    shapes = ((3, 4), (2, 2, 3, 3), (1, 2))
+    weights = [torch.randn(*shape, generator=gen, dtype=F64).requires_grad_() for shape in shapes]
+    assert torch.autograd.gradcheck(UnitRows.apply, weights)
+    assert torch.autograd.gradgradcheck(UnitRows.apply, weights)
+
+
+def test_normalised_weights_equal_the_layers_effective_weights(monkeypatch):
+    """NormalisedWeights for every MPConv of the shared tiny UNet equals MPConv.effective_weight, in
+    values and gradients (random cotangents, through the weights and the learned out_gain), with gain
+    1, a float and the out_gain tensor; in float64 and cast to float32. Where the kernels load, the
+    one-op path is taken."""
+    import unets
+
+    monkeypatch.delenv(pw.ENV_FUSED, raising=False)
+    net = unets.tiny_unet(seed=2)
+    layers = [m for m in net.modules() if isinstance(m, MPConv)]
+    assert len(layers) > 10
+    gen = torch.Generator().manual_seed(6)
+    gains = [1.0, 0.7, net.out_gain]
+    cots = [[torch.randn(m.weight.shape, generator=gen, dtype=F64) for _ in gains] for m in layers]
+    params = [m.weight for m in layers] + [net.out_gain]
+
+    def run(get):
+        ws = [[get(m, F64, gain) for gain in gains] for m in layers]
+        loss = sum((w * c).sum() for row, crow in zip(ws, cots) for w, c in zip(row, crow))
+        return ws, torch.autograd.grad(loss, params), [get(m, F32, 0.7) for m in layers]
+
+    nw = NormalisedWeights(net)
+    assert (nw._units is not None) == KERNELS
+    got, got_g, got32 = run(nw)
+    want, want_g, want32 = run(lambda m, dtype, gain: m.effective_weight(dtype, gain))
+    for m, row, wrow in zip(layers, got, want):
+        for gain, a, b in zip(("1", "0.7", "out_gain"), row, wrow):
+            check_rows(a.detach(), b.detach(), ur_terms(b.detach()), RTOL, f"{m} gain {gain}")
+    for m, a, b in zip(layers, got32, want32):  # both round float64 values equal to ~1e-16: ≤ 1 ulp apart
+        assert a.dtype == F32 and rel(a, b) <= 2 * U32, m
+    terms = [sum(ur_terms(p, c) for c in crow) for p, crow in zip(params, cots)]
+    for m, a, b, s in zip(layers, got_g, want_g, terms):
+        check_rows(a, b, 2 * s, RTOL, f"grad {m}")  # 2: the gains, ≤ 1.5
+    assert rel(got_g[-1], want_g[-1]) <= RTOL  # out_gain: Σ ⟨unit_rows(w_out), cot⟩
+
+
+@needs_kernels
+def test_unit_rows_opcheck():
+    """opcheck of both ops with list inputs (with and without requires_grad)."""
+    gen = torch.Generator().manual_seed(8)
+    weights = [torch.randn(*shape, generator=gen, dtype=F64) for shape in ((3, 4), (2, 2, 3, 3), (1, 2))]
+    grads = [torch.randn(w.shape, generator=gen, dtype=F64) for w in weights]
+    cases = [(ops().unet_unit_rows.default, (weights, _NORM_FLOOR)),
+             (ops().unet_unit_rows_bwd.default, (weights, grads, _NORM_FLOOR))]
+    for op, args in cases:
+        torch.library.opcheck(op, args)
+        with_grad = tuple([a.detach().clone().requires_grad_() for a in arg] if isinstance(arg, list) else arg
+                          for arg in args)
+        torch.library.opcheck(op, with_grad, test_utils="test_autograd_registration")
+
+
+@needs_kernels
+def test_the_fused_pixel_norm_and_unit_rows_are_taken(monkeypatch):
+    """PixelNormJet (forward, backward, pixel_norm_tangents) and UnitRows run the ops where they load."""
+    monkeypatch.delenv(pw.ENV_FUSED, raising=False)
+    stack, dim, g = pn_stack("image")
+    stack.requires_grad_()
+    w = torch.randn(3, 4, dtype=F64, requires_grad=True)
+    with torch.autograd.profiler.profile() as prof:
+        torch.autograd.grad((pw.PixelNormJet.apply(stack, 2, dim), *UnitRows.apply(w)), (stack, w),
+                            (g, torch.ones(3, 4, dtype=F64)))
+        pw.pixel_norm_tangents(stack[:2].detach(), stack[2:].detach(), dim)
+    names = {e.name for e in prof.function_events}
+    for op in ("unet_pixel_norm_jet", "unet_pixel_norm_jet_bwd", "unet_unit_rows", "unet_unit_rows_bwd"):
+        assert f"flowcore::{op}" in names, op
+
+
+_PX0, _PT, _PG = make_pn(2, 2, 3, 4, seed=1)
+_W = mixed_weights(0)[:3]
+_WG = [torch.ones_like(w) for w in _W]
+BAD_NEW = [  # (op name, call, message): the pixel norm's and the unit rows' ops
+    ("unet_pixel_norm_jet", lambda o: o.unet_pixel_norm_jet(_PX0[0], _PT[0], EPS, True), r"must be \(O, C, I\)"),
+    ("unet_pixel_norm_jet", lambda o: o.unet_pixel_norm_jet(_PX0, _PT[:3], EPS, True), "the tangents must be"),
+    ("unet_pixel_norm_jet", lambda o: o.unet_pixel_norm_jet(_PX0, _PT.float(), EPS, False), "the primal's dtype"),
+    ("unet_pixel_norm_jet", lambda o: o.unet_pixel_norm_jet(_PX0.half(), _PT.half(), EPS, True), "float32 or"),
+    ("unet_pixel_norm_jet_bwd", lambda o: o.unet_pixel_norm_jet_bwd(_PX0, _PT, _PG[:4], EPS), "grad must be the"),
+    ("unet_pixel_norm_jet_bwd", lambda o: o.unet_pixel_norm_jet_bwd(_PX0, _PT, _PG.float(), EPS), "grad must be"),
+    ("unet_pixel_norm_jet_bwd", lambda o: o.unet_pixel_norm_jet_bwd(_PX0[..., None], _PT[..., None],
+                                                                   _PG[..., None], EPS), r"must be \(O, C, I\)"),
+    ("unet_unit_rows_bwd", lambda o: o.unet_unit_rows_bwd(_W, [_WG[1], *_WG[1:]], _NORM_FLOOR), "gradient 0 must be"),
+    ("unet_unit_rows_bwd", lambda o: o.unet_unit_rows_bwd(_W, [_WG[0], _WG[1].float(), _WG[2]], _NORM_FLOOR),
+     "gradient 1 must be"),
+    ("unet_unit_rows_bwd", lambda o: o.unet_unit_rows_bwd(_W, [*_WG[:2], _WG[2].t()], _NORM_FLOOR),
+     "gradient 2 must be"),
+    ("unet_unit_rows_bwd", lambda o: o.unet_unit_rows_bwd(_W, _WG[:2], _NORM_FLOOR), "2 gradients for 3 weights"),
+    ("unet_unit_rows", lambda o: o.unet_unit_rows([_W[0], _W[1].float()], _NORM_FLOOR), "must share a dtype"),
+    ("unet_unit_rows", lambda o: o.unet_unit_rows([_W[0], _W[0][0, 0]], _NORM_FLOOR), "at least one row"),
+    ("unet_unit_rows", lambda o: o.unet_unit_rows([_W[0][:0]], _NORM_FLOOR), "at least one row"),
+    ("unet_unit_rows", lambda o: o.unet_unit_rows([_W[0].int()], _NORM_FLOOR), "float32 or float64"),
+]
+
+
+@needs_kernels
+@pytest.mark.parametrize("op, call, message", BAD_NEW,
+                         ids=[f"{op}-{i}" for i, (op, _, _) in enumerate(BAD_NEW)])
+def test_pixel_norm_and_unit_rows_bad_input_raises_naming_the_op(op, call, message):
+    # mismatched gradients (shape, dtype, count), mixed weight dtypes, rowless weights, non-(O, C, I) columns
     with pytest.raises(RuntimeError, match=rf"flowcore::{op}(: | \(CPU\): ).*{message}"):
         call(ops())
