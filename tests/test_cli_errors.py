@@ -2,7 +2,9 @@
 (no traceback), an interrupted start-up and a closed pipe end quietly, and what it prints reads right
 (`sample --grid` names its pictures by the grid, `check --help` says its defaults, long evaluations
 say what they compute, counts are singular when they are 1)."""
+import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -113,6 +115,51 @@ def test_sigint_during_start_up_is_one_line_and_exit_130(tmp_path):
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     assert stderr.strip() == "flowcore train: interrupted"
+
+
+def _console_script() -> tuple[str, str]:
+    """pyproject's `flowcore` entry point, ``module:function``: what pip's `flowcore` script imports and calls."""
+    text = (ROOT / "pyproject.toml").read_text()
+    entry = re.search(r'^flowcore\s*=\s*"([\w.]+):(\w+)"', text, re.MULTILINE)
+    assert entry, "pyproject.toml has no flowcore console script"
+    return entry.group(1), entry.group(2)
+
+
+def _wait_until_torch_loads(process: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Until torch's libraries are mapped into `process`: it is importing torch, the slow part (1.8-5 s)
+    of every command's start-up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        with contextlib.suppress(OSError):
+            if "libtorch" in Path(f"/proc/{process.pid}/maps").read_text():
+                return
+        time.sleep(0.005)
+    raise AssertionError(f"the command never loaded torch (exit {process.poll()})")
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/PID/maps")
+@pytest.mark.parametrize("how", ["console script", "python -m flowcore.cli"])
+def test_sigint_while_flowcore_imports_torch_is_one_line_and_exit_130(how, tmp_path):
+    """Ctrl-C while `flowcore ...` imports the package (torch: seconds). The console script imported
+    flowcore's package, and torch with it, before `main` installed its handler: a KeyboardInterrupt
+    traceback. Now the package's names load on first use, so the handler is in place first."""
+    module, function = _console_script()
+    launch = ["-c", f"import sys\nfrom {module} import {function}\nsys.exit({function}())"] \
+        if how == "console script" else ["-m", "flowcore.cli"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, *launch, "objectives"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    try:
+        _wait_until_torch_loads(process)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert process.returncode == 130, stderr
+    assert stderr.strip() == "flowcore: interrupted"
 
 
 def test_sigint_during_a_real_evaluation_is_one_line_and_exit_130(run, tmp_path):
@@ -302,3 +349,26 @@ def test_sample_titles_and_lines_say_one_step_and_one_sample(run, tmp_path, monk
     assert any(title.endswith(", 1 step") for title in titles), titles
     assert any(title.endswith(", 2 steps") for title in titles), titles
     assert not any("uniform steps" in title or "1 steps" in title for title in titles)
+
+
+def test_a_one_step_run_says_one_process_one_thread_one_step(tmp_path, capsys):
+    """The trainer's header read "1 process(es), cpu, 1 threads, …: 1 steps of batch 64", the KL table "1 steps"."""
+    overrides = [*TINY, "steps=1", "threads=1", f"out={tmp_path / 'run'}"]
+    assert main(["train", *(f"--set={o}" for o in overrides)]) == 0
+    out = capsys.readouterr().out
+    assert "(1 process, cpu, 1 thread, backend torch): 1 step of batch 64" in out, out
+    assert "this run, 1 step of batch 64" in out, out
+    assert not any(word in out for word in ("process(es)", "1 threads", "1 steps")), out
+
+
+def test_check_and_compile_count_one_example_and_one_kernel(capsys, monkeypatch):
+    from flowcore.compiler import segments
+
+    assert main(["check", "fm", "--examples", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "fm on torch: 1 example, worst" in out, out
+    every = segments.program_kernels
+    monkeypatch.setattr(segments, "program_kernels", lambda program: every(program)[:1])
+    assert main(["compile", "fm", "--backend", "torch"]) == 0
+    out = capsys.readouterr().out
+    assert "compiled fm for torch: 1 kernel;" in out, out

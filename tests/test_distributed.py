@@ -30,7 +30,7 @@ def _train_on_two_gloo_ranks(tmp_path, overrides: list[str], steps: int) -> tupl
          "train", str(config), "--out", str(tmp_path / "ddp")],
         capture_output=True, text=True, env=env, timeout=240, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 process(es)" in result.stdout and result.stdout.count(f"trained {steps} steps") == 1
+    assert "(2 processes, " in result.stdout and result.stdout.count(f"trained {steps} steps") == 1
     two = ckpt.read(ckpt.resolve(tmp_path / "ddp"))
     assert two["world"] == 2 and two["step"] == steps
     return config, two

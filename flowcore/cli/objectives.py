@@ -34,6 +34,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from ..catalog import load
     from ..compiler.driver import compile_program
     from ..compiler.segments import program_kernels
+    from . import counted
 
     objective = load(args.objective)
     start = time.perf_counter()
@@ -44,12 +45,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.compile_only and backend.compile_only is not None:
         start = time.perf_counter()
         library_path = backend.compile_only(objective.name, compilation.digest, kernels)
-        print(f"compiled {len(kernels)} {backend.name.upper()} kernels of {objective.name} to {library_path} "
+        what = counted(len(kernels), f"{backend.name.upper()} kernel")
+        print(f"compiled {what} of {objective.name} to {library_path} "
               f"in {time.perf_counter() - start:.2f} s (symbolic passes {symbolic:.2f} s; nothing loaded)")
         sources = None
     else:
         library = backend.build(objective.name, compilation.digest, kernels)
-        print(f"compiled {objective.name} for {args.backend}: {len(kernels)} kernels; symbolic passes "
+        print(f"compiled {objective.name} for {args.backend}: {counted(len(kernels), 'kernel')}; symbolic passes "
               f"{symbolic:.2f} s, build {library.build_seconds:.2f} s, cache {'hit' if library.cache_hit else 'miss'}")
         sources = library.sources
     if args.emit:

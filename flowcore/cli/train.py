@@ -75,7 +75,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if all("kl" in row for row in summary.results.values()):
             name = trainer.objective.name.removesuffix("_logvar")
             paper = PAPER_CHECKERBOARD_KL.get(name) if config.data.name == "checkerboard" else None
-            print(_kl_rows(summary.results, f"this run, {summary.step} steps of batch {config.data.batch}", paper))
+            label = f"this run, {counted(summary.step, 'step')} of batch {config.data.batch}"
+            print(_kl_rows(summary.results, label, paper))
             # eval/checkerboard_kl.py: E[KL] ≈ (M − 1) / 2N for N exact samples, M = 1396 bins of the 50×50 grid
             print(f"({config.eval.samples} samples: histogram noise alone gives KL ≈ "
                   f"{1395 / (2 * config.eval.samples):.3f}, the floor under any sampler)")

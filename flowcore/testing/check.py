@@ -31,8 +31,10 @@ class CheckReport:
 
     def __str__(self) -> str:
         status = "PASSED" if self.passed else "FAILED"
-        lines = [f"{status}: {self.objective} on {self.backend}: {self.examples} examples, worst relative error "
-                 f"{self.worst:.2e} ({self.worst_at or 'loss'}), tolerance {FLOAT64_RTOL:.0e}"]
+        from ..cli import counted  # the command's wording (flowcore.cli imports nothing of flowcore)
+
+        lines = [(f"{status}: {self.objective} on {self.backend}: {counted(self.examples, 'example')}, "
+                  f"worst relative error {self.worst:.2e} ({self.worst_at or 'loss'}), tolerance {FLOAT64_RTOL:.0e}")]
         lines += [f"  {failure}" for failure in self.failures[:5]]
         return "\n".join(lines)
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from ..cli import counted  # the command's wording (flowcore.cli imports nothing of flowcore)
 from ..data import make_source
 from ..eval import evaluate as evaluation
 from ..eval.metrics import select_metrics
@@ -201,13 +202,14 @@ class Trainer:
         if self.nothing_to_resume:
             progress.message(f"note: no checkpoint in {self.out} to resume from: starting a fresh run there")
         start = self.step
-        where = f"{self.device}, {c.threads or torch.get_num_threads()} threads" if self.device.type == "cpu" \
-            else str(self.device)
+        where = f"{self.device}, {counted(c.threads or torch.get_num_threads(), 'thread')}" \
+            if self.device.type == "cpu" else str(self.device)
         if start >= c.steps:
             progress.message(f"{self.out}: {finished(start, c.steps)}: nothing to train; evaluating its checkpoint")
         else:
-            progress.message(f"training {self.objective.name} on {c.data.name} ({self.context.world} process(es), "
-                             f"{where}, backend {self.backend}): {c.steps} steps of batch {c.data.batch}, "
+            processes = counted(self.context.world, "process", "processes")
+            progress.message(f"training {self.objective.name} on {c.data.name} ({processes}, "
+                             f"{where}, backend {self.backend}): {counted(c.steps, 'step')} of batch {c.data.batch}, "
                              f"network {c.network.kind} ({sum(p.numel() for p in self.parameters):,} parameters), "
                              f"optimizer {c.optim.name}; output {self.out}")
         summary = Summary(self.out, self.step, self.skipped, 0.0)
