@@ -126,6 +126,36 @@ def test_an_efficiency_above_100_percent_is_printed_as_unreliable():
     assert "90%" in plain and "—*" not in plain and "unreliable" not in plain
 
 
+def _attention_report(efficiency: float) -> dict:
+    """A ``--op attention_jvp`` result with one case, only what render_attention reads."""
+    def timed(ms):
+        return {"median_ms": ms}
+
+    def variant(eff):
+        return {"fwd": {**timed(1.0), "efficiency": eff}, "bwd": {**timed(2.0), "efficiency": 0.5},
+                "saved_bytes": 1024, "peak_memory_bytes": 2048}
+
+    case = {"batch": 2, "heads": 2, "tokens": 1, "head_dim": 8, "device": "cpu", "ratios": {}, "notes": [],
+            "variants": {"flowcore": variant(efficiency), "reference": variant(0.25)},
+            "bound": {"fwd": timed(0.5), "bwd": timed(1.0), "matmul_gflops": 10.0},
+            "gemms_alone": {"fwd": timed(0.7), "bwd": timed(1.4)}, "rel_diff": 1e-7}
+    machine = {"flowcore": "0.1.0", "date": "today", "torch": "2", "threads": 1, "cpu_model": "cpu", "cpu_count": 1}
+    return {"machine": machine, "config": {"repeats": 1, "warmup": 1}, "cases": [case], "notes": []}
+
+
+def test_the_attention_table_prints_an_efficiency_above_100_percent_as_unreliable():
+    from flowcore.bench.attention import render_attention
+
+    text = render_attention(_attention_report(efficiency=32.94))
+    assert "3294%" not in text and "—*" in text
+    footnote = [line for line in text.splitlines() if line.startswith("*")]
+    assert len(footnote) == 1 and "unreliable" in footnote[0] and "bound" in footnote[0]
+    assert "25%" in text and "50%" in text  # the plausible efficiencies are still printed
+    assert "1 thread," in text and "(1 core)" in text
+    plain = render_attention(_attention_report(efficiency=0.9))
+    assert "90%" in plain and "—*" not in plain and "unreliable" not in plain
+
+
 def test_the_busy_machine_note_is_readable():
     from flowcore.bench.suite import busy_note
 

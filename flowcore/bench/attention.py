@@ -297,13 +297,14 @@ def run_attention_bench(config, tokens=None, say=None, on_case=None) -> dict:
 
 def render_attention(result: dict) -> str:
     """The table of a ``--op attention_jvp`` run, with the machine line on top."""
+    from ..cli import counted
     from ..cli.table import table
-    from .report import MIB, _ms, _pct, _ratio
+    from .report import MIB, UNRELIABLE, UNRELIABLE_NOTE, _efficiency, _ms, _ratio
 
     m = result["machine"]
-    lines = [f"flowcore {m['flowcore']} bench --op attention_jvp, {m['date']}: torch {m['torch']}, {m['threads']} "
-             f"threads, {m['cpu_model']} ({m['cpu_count']} cores)" + (f", {m['device_name']}" if m.get("device_name")
-                                                                      else "")
+    lines = [(f"flowcore {m['flowcore']} bench --op attention_jvp, {m['date']}: torch {m['torch']}, "
+              f"{counted(m['threads'], 'thread')}, {m['cpu_model']} ({counted(m['cpu_count'], 'core')})")
+             + (f", {m['device_name']}" if m.get("device_name") else "")
              + (f", load average {m['load_average'][0]:.2f}" if m.get("load_average") else ""),
              f"fwd = o and ȯ (inputs requiring grad), bwd = the six input gradients from cotangents on o and ȯ; "
              f"median of {result['config']['repeats']} interleaved rounds after {result['config']['warmup']} "
@@ -320,7 +321,7 @@ def render_attention(result: dict) -> str:
         fc, ref = case["variants"].get("flowcore", {}), case["variants"].get("reference", {})
         ratios = case.get("ratios", {})
         ms = lambda v, phase: "error" if "error" in v else _ms(v.get(phase, {}).get("median_ms"))
-        eff = lambda v, phase: _pct(v.get(phase, {}).get("efficiency"))
+        eff = lambda v, phase: _efficiency(v.get(phase, {}).get("efficiency"))  # above 100 %: —*, unreliable
         mib = lambda v, key: "-" if v.get(key) is None else f"{v[key] / MIB:.3g}"
         body.append([str(case[k]) for k in ("batch", "heads", "tokens", "head_dim")] + [case["device"]] + [
             ms(fc, "fwd"), ms(ref, "fwd"), _ratio(ratios.get("reference/flowcore fwd")),
@@ -335,5 +336,7 @@ def render_attention(result: dict) -> str:
         notes += [f"N={case['tokens']} {name}: {v['error']}" for name, v in case["variants"].items() if "error" in v]
         notes += [f"N={case['tokens']}: {note}" for note in case.get("notes", [])]
     lines.append(table(body, header))
+    if any(UNRELIABLE in row for row in body):
+        lines.append(UNRELIABLE_NOTE)
     lines += ["", *("note: " + note for note in notes + result.get("notes", []))] if notes or result["notes"] else []
     return "\n".join(lines)
