@@ -4,7 +4,8 @@
 cosine multi-head attention; ``blocks``: the residual block; ``unet``: `FlowMapUNet`, its presets
 and the ``"unet"`` network kind; ``logvar``: `ImageLogVarHead`, the learned loss weight;
 ``jvp``: the native JVP (primal and tangents stacked along the batch) behind `FlowMapUNet.jvp` /
-``jvp_many``; ``pointwise``: its mp_silu and clipping jets with a hand-written backward.
+``jvp_many``; ``pointwise``: its fused pointwise jets (mp_silu, FiLM + mp_silu, clipping, pixel norm);
+``normalised_weights``: every layer's weight normalisation as one op.
 """
 from .logvar import ImageLogVarHead
 from .unet import PRESETS, FlowMapUNet

@@ -17,12 +17,12 @@ tangent blocks, with explicit formulas:
 Each is written as plain differentiable torch ops on the stack: autograd differentiates the tangent
 formulas themselves (the backward THROUGH the tangent that LSD needs, second derivatives included),
 and under torch.func transforms or forward-mode AD that is the path taken. In plain autograd the
-nonlinear pieces —
-``mp_silu``, the FiLM scale with the ``mp_silu`` after it, clipping and the pixel norm — are autograd
-Functions over the extension's fused kernels in plain autograd (flowcore.nn.unet.pointwise,
+nonlinear pieces — ``mp_silu``, the FiLM scale with the ``mp_silu`` after it, clipping and the pixel
+norm — are autograd Functions over the extension's fused kernels (flowcore.nn.unet.pointwise,
 csrc/unet_jet*): one pass over the primal and every tangent block forward and backward, saving only
 their inputs (digits UNet, batch 512: peak memory of a JVP + backward 1.56 GiB in plain torch ops,
-1.11 GiB once the pixel norm kept only its input; the forward + backward's 0.87 GiB).
+1.11 GiB once the pixel norm kept only its input; the forward + backward's 0.87 GiB). Every layer's
+weight is normalised by one op per call (flowcore.nn.unet.normalised_weights).
 
 Tangents needed only under stop-gradient (``live[j] = False``) are a second stack, `Jet.dead`,
 pushed through the same ops under ``torch.no_grad`` with the primal's factors: they share the
@@ -42,8 +42,8 @@ from ..attention_jvp import attention_jvp
 from .blocks import RESAMPLE, UNetBlock, dropout_mask
 from .layers import _PIXEL_EPS, CLIP, SILU_RMS, MPConv, mp_cat, mp_sum
 from .normalised_weights import NormalisedWeights
-from .pointwise import (ClipJet, FilmSiluJet, PixelNormJet, SiluJet, clip_tangents, film_silu_tangents, pixel_norm_tangents,
-                        plain_autograd, silu_tangents)
+from .pointwise import (ClipJet, FilmSiluJet, PixelNormJet, SiluJet, clip_tangents, film_silu_tangents,
+                        pixel_norm_tangents, plain_autograd, silu_tangents)
 
 __all__ = ["Jet", "network_jvp"]
 
