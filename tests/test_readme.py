@@ -219,3 +219,26 @@ def test_the_small_config_and_the_build_notice_are_in_the_readme():
     assert "configs/checkerboard-small.toml" in text
     # what flowcore.native.extension prints when it builds (tests/test_build_process.py checks the line)
     assert "building flowcore's C++ extension once for this torch/Python (about a minute)…" in text
+
+
+def test_the_grid_example_names_the_array_and_picture_sample_writes(tmp_path):
+    """``sample --grid`` writes its array and picture named by the grid (issue 15: they were
+    ``k3``, like a uniform k): the README says so for its example's grid, and the command does it."""
+    import numpy as np
+
+    from flowcore.cli import main
+    from flowcore.train import Trainer, load_config
+
+    line = next(line for line in _training_commands() if line.startswith("flowcore sample") and "--grid" in line)
+    grid = re.search(r"--grid (\S+)", line).group(1)
+    name = "grid-" + "-".join(f"{float(t):g}" for t in grid.split(","))
+    text = " ".join(README.read_text().split())  # the prose's line breaks as spaces
+    assert f"`{name}` in `samples.npz`" in text and f"`samples_{name}.png`" in text, name
+
+    run = tmp_path / "run"
+    Trainer(load_config(None, ["steps=1", "network.width=16", "network.depth=2", "data.batch=64", "eval.samples=256",
+                               "eval.steps=1", "log.tensorboard=false", "log.figures=false", "log.progress=off",
+                               "checkpoint.every=0", "backend=torch", f"out={run}"])).train()
+    assert main(["sample", str(run), "--grid", grid, "--n", "64", "--out", str(tmp_path / "grid")]) == 0
+    assert np.load(tmp_path / "grid" / "samples.npz").files == [name]
+    assert (tmp_path / "grid" / f"samples_{name}.png").is_file()
