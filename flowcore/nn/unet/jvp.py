@@ -42,8 +42,17 @@ from ..attention_jvp import attention_jvp
 from .blocks import RESAMPLE, UNetBlock, dropout_mask
 from .layers import _PIXEL_EPS, CLIP, SILU_RMS, MPConv, mp_cat, mp_sum
 from .normalised_weights import NormalisedWeights
-from .pointwise import (ClipJet, FilmSiluJet, PixelNormJet, SiluJet, clip_tangents, film_silu_tangents,
-                        pixel_norm_tangents, plain_autograd, silu_tangents)
+from .pointwise import (
+    ClipJet,
+    FilmSiluJet,
+    PixelNormJet,
+    SiluJet,
+    clip_tangents,
+    film_silu_tangents,
+    pixel_norm_tangents,
+    plain_autograd,
+    silu_tangents,
+)
 
 __all__ = ["Jet", "network_jvp"]
 

@@ -16,7 +16,7 @@ import torch
 from torch.autograd import Function
 
 from .layers import _NORM_FLOOR, MPConv, unit_rows
-from .pointwise import _fused, _ops, plain_autograd
+from .pointwise import plain_autograd, runs_fused
 
 __all__ = ["NormalisedWeights", "UnitRows"]
 
@@ -27,13 +27,13 @@ class UnitRows(Function):
     @staticmethod
     def forward(ctx, *weights: torch.Tensor) -> tuple[torch.Tensor, ...]:
         ctx.save_for_backward(*weights)
-        return tuple(_ops().unet_unit_rows(list(weights), _NORM_FLOOR))
+        return tuple(torch.ops.flowcore.unet_unit_rows(list(weights), _NORM_FLOOR))
 
     @staticmethod
     def backward(ctx, *grads: torch.Tensor):
         weights = ctx.saved_tensors
         if not torch.is_grad_enabled():
-            return tuple(_ops().unet_unit_rows_bwd(list(weights), list(grads), _NORM_FLOOR))
+            return tuple(torch.ops.flowcore.unet_unit_rows_bwd(list(weights), list(grads), _NORM_FLOOR))
         # create_graph: the torch ops of unit_rows on the saved weights, so the backward is differentiable
         with torch.enable_grad():
             leaves = [w if w.requires_grad else w.detach().requires_grad_() for w in weights]
@@ -48,7 +48,7 @@ class NormalisedWeights:
         layers = [m for m in net.modules() if isinstance(m, MPConv)]
         params = [m.weight for m in layers]
         self._units: dict[int, torch.Tensor] | None = None
-        if layers and plain_autograd() and _fused(*params) and all(p.is_contiguous() for p in params):
+        if layers and plain_autograd() and runs_fused(*params) and all(p.is_contiguous() for p in params):
             self._units = {id(m): u for m, u in zip(layers, UnitRows.apply(*params))}
 
     def __call__(self, layer: MPConv, dtype: torch.dtype, gain: float | torch.Tensor = 1.0) -> torch.Tensor:

@@ -39,7 +39,7 @@ from ...native.ops import transforms_active
 from .layers import _PIXEL_EPS, CLIP, SILU_RMS
 
 __all__ = ["ClipJet", "FilmSiluJet", "PixelNormJet", "SiluJet", "clip_tangents", "film_silu_tangents",
-           "kernels_available", "pixel_norm_tangents", "plain_autograd", "silu_tangents"]
+           "kernels_available", "pixel_norm_tangents", "plain_autograd", "runs_fused", "silu_tangents"]
 
 ENV_FUSED = "FLOWCORE_UNET_FUSED"  # "0": always the torch-op formulas
 _UNAVAILABLE = ("flowcore.nn: the UNet's fused pointwise kernels are unavailable ({reason}); using the "
@@ -58,7 +58,8 @@ def kernels_available(device: torch.device | str, dtype: torch.dtype) -> bool:
                                        family="the UNet's pointwise jets")
 
 
-def _fused(*tensors: torch.Tensor) -> bool:
+def runs_fused(*tensors: torch.Tensor) -> bool:
+    """Whether the fused kernels take these tensors: one dtype and device, with kernels for them."""
     first = tensors[0]
     return (all(t.dtype == first.dtype and t.device == first.device for t in tensors)
             and kernels_available(first.device, first.dtype))
@@ -132,14 +133,14 @@ class SiluJet(Function):
     def forward(ctx, stack: torch.Tensor, batch: int) -> torch.Tensor:
         ctx.batch = batch
         ctx.save_for_backward(stack)
-        if _fused(stack):
+        if runs_fused(stack):
             return _ops().unet_silu_jet(*_split(stack, batch), _GAIN, True)
         return silu_jet_torch(stack, batch)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (stack,) = ctx.saved_tensors
-        if _fused(stack, grad) and not torch.is_grad_enabled():
+        if runs_fused(stack, grad) and not torch.is_grad_enabled():
             return _ops().unet_silu_jet_bwd(*_split(stack, ctx.batch), grad, _GAIN), None
         x, tangents = _blocks(stack, ctx.batch)
         g_y, g_tangents = _blocks(grad, ctx.batch)
@@ -156,7 +157,7 @@ class FilmSiluJet(Function):
     def forward(ctx, y: torch.Tensor, lin: torch.Tensor, batch: int) -> torch.Tensor:
         ctx.batch = batch
         ctx.save_for_backward(y, lin)
-        if _fused(y, lin) and y.dim() >= 2:
+        if runs_fused(y, lin) and y.dim() >= 2:
             (y0, yt), (l0, lt) = _split(y, batch), _split(lin, batch)
             return _ops().unet_film_silu_jet(y0, l0, yt, lt, _GAIN, True)
         return silu_jet_torch(film_torch(y, lin, batch), batch)
@@ -164,7 +165,7 @@ class FilmSiluJet(Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         y, lin = ctx.saved_tensors
-        if _fused(y, lin, grad) and not torch.is_grad_enabled():
+        if runs_fused(y, lin, grad) and not torch.is_grad_enabled():
             (y0, yt), (l0, lt) = _split(y, ctx.batch), _split(lin, ctx.batch)
             g_y, g_lin = _ops().unet_film_silu_jet_bwd(y0, l0, yt, lt, grad, _GAIN)
             return g_y, g_lin, None
@@ -183,7 +184,7 @@ class PixelNormJet(Function):
     def forward(ctx, stack: torch.Tensor, batch: int, dim: int) -> torch.Tensor:
         ctx.batch, ctx.dim = batch, dim
         ctx.save_for_backward(stack)
-        if _fused(stack):
+        if runs_fused(stack):
             x0, tangents = _split(stack, batch)
             out = _ops().unet_pixel_norm_jet(_columns(x0, dim), _columns(tangents, dim), _PIXEL_EPS, True)
             return out.view(stack.shape)
@@ -192,7 +193,7 @@ class PixelNormJet(Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (stack,) = ctx.saved_tensors
-        if _fused(stack, grad) and not torch.is_grad_enabled():
+        if runs_fused(stack, grad) and not torch.is_grad_enabled():
             x0, tangents = _split(stack, ctx.batch)
             g = _ops().unet_pixel_norm_jet_bwd(_columns(x0, ctx.dim), _columns(tangents, ctx.dim),
                                                _columns(grad.contiguous(), ctx.dim), _PIXEL_EPS)
@@ -210,7 +211,7 @@ class ClipJet(Function):
     @staticmethod
     def forward(ctx, stack: torch.Tensor, batch: int) -> torch.Tensor:
         ctx.batch = batch
-        if _fused(stack):
+        if runs_fused(stack):
             out, inside = _ops().unet_clip_jet(*_split(stack, batch), CLIP, True)
         else:
             x, tangents = _blocks(stack, batch)
@@ -229,7 +230,7 @@ class ClipJet(Function):
 @torch.no_grad()
 def silu_tangents(x0: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:
     """``a'(x0)·ẋ_j`` for the tangent blocks ``(n·B, …)``."""
-    if _fused(x0, tangents):
+    if runs_fused(x0, tangents):
         return _ops().unet_silu_jet(x0, tangents, _GAIN, False)
     return silu_jet_torch(torch.cat([x0, tangents]), x0.shape[0])[x0.shape[0]:]
 
@@ -238,7 +239,7 @@ def silu_tangents(x0: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:
 def film_silu_tangents(y0: torch.Tensor, l0: torch.Tensor, y_tangents: torch.Tensor,
                        l_tangents: torch.Tensor) -> torch.Tensor:
     """The tangent blocks of `FilmSiluJet` at the primal ``(y0, l0)``."""
-    if _fused(y0, l0, y_tangents, l_tangents) and y0.dim() >= 2:
+    if runs_fused(y0, l0, y_tangents, l_tangents) and y0.dim() >= 2:
         return _ops().unet_film_silu_jet(y0, l0, y_tangents, l_tangents, _GAIN, False)
     batch = y0.shape[0]
     stack = film_torch(torch.cat([y0, y_tangents]), torch.cat([l0, l_tangents]), batch)
@@ -248,7 +249,7 @@ def film_silu_tangents(y0: torch.Tensor, l0: torch.Tensor, y_tangents: torch.Ten
 @torch.no_grad()
 def clip_tangents(x0: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:
     """``1[|x0| ≤ 256]·ẋ_j``."""
-    if _fused(x0, tangents):
+    if runs_fused(x0, tangents):
         return _ops().unet_clip_jet(x0, tangents, CLIP, False)[0]
     inside = (x0 > -CLIP) & (x0 < CLIP)
     return torch.where(inside, tangents.unflatten(0, (-1, x0.shape[0])), tangents.new_zeros(())).flatten(0, 1)
@@ -257,7 +258,7 @@ def clip_tangents(x0: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def pixel_norm_tangents(x0: torch.Tensor, tangents: torch.Tensor, dim: int) -> torch.Tensor:
     """The pixel norm's tangent blocks at the primal `x0`."""
-    if _fused(x0, tangents):
+    if runs_fused(x0, tangents):
         out = _ops().unet_pixel_norm_jet(_columns(x0, dim), _columns(tangents, dim), _PIXEL_EPS, False)
         return out.view(tangents.shape)
     return pixel_norm_torch(torch.cat([x0, tangents]), x0.shape[0], dim)[x0.shape[0]:]
