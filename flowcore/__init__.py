@@ -12,8 +12,15 @@ handling before any of that runs (flowcore.cli.main; docs/design.md on the layer
 """
 import importlib
 import importlib.util
+from typing import TYPE_CHECKING
 
 from . import _source_tree
+
+if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
+    from .lang import *
+    from .reference import evaluate as evaluate, evaluate_term as evaluate_term
+    from .runtime.compiled import CompiledObjective as CompiledObjective, compile as compile
+    from .terms import Evaluation as Evaluation, TermResult as TermResult
 
 _source_tree.install()  # a source checkout finds the built-ins in ../objectives (see the module)
 
