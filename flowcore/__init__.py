@@ -18,9 +18,12 @@ from . import _source_tree
 
 if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
     from .lang import *
-    from .reference import evaluate as evaluate, evaluate_term as evaluate_term
-    from .runtime.compiled import CompiledObjective as CompiledObjective, compile as compile
-    from .terms import Evaluation as Evaluation, TermResult as TermResult
+    from .reference import evaluate as evaluate
+    from .reference import evaluate_term as evaluate_term
+    from .runtime.compiled import CompiledObjective as CompiledObjective
+    from .runtime.compiled import compile as compile
+    from .terms import Evaluation as Evaluation
+    from .terms import TermResult as TermResult
 
 _source_tree.install()  # a source checkout finds the built-ins in ../objectives (see the module)
 
