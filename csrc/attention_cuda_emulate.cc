@@ -65,13 +65,4 @@ void run(const int64_t* dims) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  int64_t dims[5];
-  if (std::fread(dims, sizeof(int64_t), 5, stdin) != 5) return 2;
-  if (argc > 1 && std::string(argv[1]) == "f32") {
-    run<float>(dims);
-  } else {
-    run<double>(dims);
-  }
-  return 0;
-}
+int main(int argc, char** argv) { return emulate::main_by_dtype<5>(argc, argv, run<float>, run<double>); }

@@ -31,11 +31,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define FLOWCORE_HD __host__ __device__ __forceinline__
-#else
-#define FLOWCORE_HD inline
-#endif
+#include "host_device.h"
 
 namespace flowcore {
 namespace attention {

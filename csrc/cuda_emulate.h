@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <stdexcept>
+#include <string>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -84,6 +85,20 @@ void write(const std::vector<T>& x) {
 template <typename S>
 std::vector<S> cast(const std::vector<double>& x) {
   return std::vector<S>(x.begin(), x.end());
+}
+
+// An emulator's main: `dims` int64 sizes from stdin, then run_f32(dims) for argv[1] == "f32", else
+// run_f64(dims); exit status 2 for a short input.
+template <size_t NDIMS, typename F32, typename F64>
+int main_by_dtype(int argc, char** argv, F32 run_f32, F64 run_f64) {
+  int64_t dims[NDIMS];
+  if (std::fread(dims, sizeof(int64_t), NDIMS, stdin) != NDIMS) return 2;
+  if (argc > 1 && std::string(argv[1]) == "f32") {
+    run_f32(dims);
+  } else {
+    run_f64(dims);
+  }
+  return 0;
 }
 
 }  // namespace emulate

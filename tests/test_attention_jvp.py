@@ -12,14 +12,13 @@ op over sums of at most a few hundred terms, and exp of logits up to ~1e3 (relat
 from __future__ import annotations
 
 import math
-import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from backends import needs_gpu
+from emulators import build_emulator
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -308,15 +307,7 @@ def test_exported_from_flowcore_nn():
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory):
     """The CUDA kernels compiled for the host, each block's threads as std::threads (no GPU needed)."""
-    cxx = shutil.which("g++") or shutil.which("c++")
-    if cxx is None:
-        pytest.skip("no host C++ compiler to build the CUDA kernels' emulation")
-    csrc = Path(__file__).resolve().parent.parent / "csrc"
-    binary = tmp_path_factory.mktemp("attention_emulate") / "attention_emulate"
-    include = Path(torch.__file__).parent / "include"
-    subprocess.run([cxx, "-std=c++20", "-O1", "-pthread", f"-I{include}", f"-I{csrc}",
-                    str(csrc / "attention_cuda_emulate.cc"), "-o", str(binary)], check=True, capture_output=True)
-    return binary
+    return build_emulator(tmp_path_factory, "attention_cuda_emulate.cc")
 
 
 def run_emulated(binary, dtype, primals, tangents, cotangents):

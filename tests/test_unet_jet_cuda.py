@@ -6,13 +6,12 @@ float32, float64, float16 and bfloat16."""
 from __future__ import annotations
 
 import math
-import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from emulators import build_emulator
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -61,15 +60,7 @@ def pixel_norm_results(x0, t, g):
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory):
     """The CUDA kernels compiled for the host, each block's threads as std::threads (no GPU needed)."""
-    cxx = shutil.which("g++") or shutil.which("c++")
-    if cxx is None:
-        pytest.skip("no host C++ compiler to build the CUDA kernels' emulation")
-    csrc = Path(__file__).resolve().parent.parent / "csrc"
-    binary = tmp_path_factory.mktemp("unet_jet_emulate") / "unet_jet_emulate"
-    include = Path(torch.__file__).parent / "include"
-    subprocess.run([cxx, "-std=c++20", "-O1", "-pthread", f"-I{include}", f"-I{csrc}",
-                    str(csrc / "unet_jet_cuda_emulate.cc"), "-o", str(binary)], check=True, capture_output=True)
-    return binary
+    return build_emulator(tmp_path_factory, "unet_jet_cuda_emulate.cc")
 
 
 def run_emulated(binary, dtype, B, C, S, n, blocks, x0, t, l0, lt, g):
