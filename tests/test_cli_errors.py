@@ -90,6 +90,19 @@ def test_a_negative_seed_is_a_number_too(tmp_path, capsys):
 # ----------------------------------------------------------------------------------- item 3: SIGINT at start-up
 
 
+def _interrupt(process: subprocess.Popen, when_ready) -> str:
+    """Send SIGINT to `process` once `when_ready(process)` returns; its stderr (killed if it hangs)."""
+    try:
+        when_ready(process)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return stderr
+
+
 def test_sigint_during_start_up_is_one_line_and_exit_130(tmp_path):
     """Ctrl-C before training starts (imports, building, data): "interrupted", no traceback, 130.
     The command is held in its start-up by a stand-in that sleeps, so the signal lands there."""
@@ -103,15 +116,11 @@ def test_sigint_during_start_up_is_one_line_and_exit_130(tmp_path):
               "sys.exit(main(['train']))\n")
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    try:
+    def started(process):
         assert process.stdout.readline().strip() == "starting"
         time.sleep(0.2)
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+
+    stderr = _interrupt(process, started)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     assert stderr.strip() == "flowcore train: interrupted"
@@ -149,14 +158,7 @@ def test_sigint_while_flowcore_imports_torch_is_one_line_and_exit_130(how, tmp_p
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen([sys.executable, *launch, "objectives"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
-    try:
-        _wait_until_torch_loads(process)
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    stderr = _interrupt(process, _wait_until_torch_loads)
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
     assert process.returncode == 130, stderr
     assert stderr.strip() == "flowcore: interrupted"
@@ -168,17 +170,13 @@ def test_sigint_during_a_real_evaluation_is_one_line_and_exit_130(run, tmp_path)
     process = subprocess.Popen([sys.executable, "-m", "flowcore.cli", "eval", str(run), "--method", "heun",
                                 "--steps", "64", "64", "64"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    try:
+    def evaluating(process):
         line = process.stderr.readline()
         while line and not line.startswith("evaluating"):  # past warnings of the environment, if any
             line = process.stderr.readline()
         assert line.startswith("evaluating"), line
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+
+    stderr = _interrupt(process, evaluating)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == "flowcore eval: interrupted", stderr
 
