@@ -187,7 +187,9 @@ def test_an_interrupted_build_ends_its_compiler(tmp_path):
     the build, which has a session of its own: run_build's caller ends it before the KeyboardInterrupt
     goes on."""
     code = textwrap.dedent("""
-        import importlib.util, sys, time
+        import importlib.util, signal, sys, time
+        # Python's Ctrl-C, even where this test runs with SIGINT ignored (a background job inherits that)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         spec = importlib.util.spec_from_file_location("toolchain", sys.argv[1])
         toolchain = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(toolchain)
