@@ -297,7 +297,7 @@ def run_attention_bench(config, tokens=None, say=None, on_case=None) -> dict:
 
 def render_attention(result: dict) -> str:
     """The table of a ``--op attention_jvp`` run, with the machine line on top."""
-    from ..cli import counted
+    from ..wording import counted
     from ..cli.table import table
     from .report import MIB, UNRELIABLE, UNRELIABLE_NOTE, _efficiency, _ms, _ratio
 

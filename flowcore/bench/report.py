@@ -5,8 +5,8 @@ import json
 import os
 from pathlib import Path
 
-from ..cli import counted
 from ..cli.table import table
+from ..wording import counted
 from .config import net_title
 
 MIB = 2 ** 20

@@ -41,8 +41,8 @@ from dataclasses import asdict
 
 import torch
 
-from ..cli import counted
 from ..runtime.allocator import retain_freed_memory, retained
+from ..wording import counted
 from .compile_times import compile_times
 from .config import SCHEMA, BenchConfig
 from .measure import machine_info

@@ -24,6 +24,8 @@ import threading
 import warnings
 from pathlib import Path
 
+from ..wording import counted as counted  # the subcommands' wording (flowcore.wording imports nothing)
+
 # Modules that contribute subcommands, in the order `flowcore --help` lists them.
 COMMAND_MODULES = ["objectives", "bench", "train"]
 INTERRUPTED, BROKEN_PIPE = 130, 141  # 128 + SIGINT, 128 + SIGPIPE: what a shell reports for a tool so ended
@@ -32,11 +34,6 @@ INTERRUPTED, BROKEN_PIPE = 130, 141  # 128 + SIGINT, 128 + SIGPIPE: what a shell
 # (argparse's own rule knows only "-1" and "-.5", so `--grid -0.5,0,1` was "expected one argument").
 _NUMBER = r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 NEGATIVE_NUMBERS = re.compile(rf"^(?=-){_NUMBER}(?:,\s*{_NUMBER})*$")
-
-
-def counted(n: int, noun: str, plural: str | None = None) -> str:
-    """``counted(1, "step")`` is "1 step", ``counted(4, "step")`` "4 steps": every count the command prints."""
-    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 class Parser(argparse.ArgumentParser):

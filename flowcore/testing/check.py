@@ -31,7 +31,7 @@ class CheckReport:
 
     def __str__(self) -> str:
         status = "PASSED" if self.passed else "FAILED"
-        from ..cli import counted  # the command's wording (flowcore.cli imports nothing of flowcore)
+        from ..wording import counted
 
         lines = [(f"{status}: {self.objective} on {self.backend}: {counted(self.examples, 'example')}, "
                   f"worst relative error {self.worst:.2e} ({self.worst_at or 'loss'}), tolerance {FLOAT64_RTOL:.0e}")]

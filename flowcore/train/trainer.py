@@ -29,10 +29,10 @@ from pathlib import Path
 
 import torch
 
-from ..cli import counted  # the command's wording (flowcore.cli imports nothing of flowcore)
 from ..data import make_source
 from ..eval import evaluate as evaluation
 from ..eval.metrics import select_metrics
+from ..wording import counted
 from . import checkpoint as ckpt
 from . import distributed
 from .batch_stream import BatchStream, check_batch_memory
