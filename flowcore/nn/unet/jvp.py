@@ -5,7 +5,8 @@ A `Jet` holds ``[h; ḣ_1; …; ḣ_T]`` as ONE tensor ``((1+T)·B, …)``: ever
 convolutions and linears (their weight normalised once per call), ``mp_sum``, ``mp_cat``, the
 resampling, the dropout mask — is one call on the stack, since a linear map sends each tangent
 through itself. The nonlinear pieces take the primal block and apply their derivative at it to the
-tangent blocks, with explicit formulas:
+tangent blocks, with explicit formulas (the rules of flowcore.nn.unet.pointwise, which the fused
+kernels' fallbacks share):
 
 - ``mp_silu``: ``ẏ = (σ(x) + x·σ(x)(1 − σ(x)))/0.596 · ẋ``;
 - ``pixel_norm``: ``y = x/(r + ε)``, ``r = rms(x)``: ``ẏ = (ẋ − y·ṙ)/(r + ε)``, ``ṙ = mean(x·ẋ)/r``;
@@ -40,17 +41,21 @@ from torch.utils.checkpoint import checkpoint
 from ..attention_jvp import attention as fused_attention
 from ..attention_jvp import attention_jvp
 from .blocks import RESAMPLE, UNetBlock, dropout_mask
-from .layers import _PIXEL_EPS, CLIP, SILU_RMS, MPConv, mp_cat, mp_sum
+from .layers import MPConv, mp_cat, mp_sum
 from .normalised_weights import NormalisedWeights
 from .pointwise import (
     ClipJet,
     FilmSiluJet,
     PixelNormJet,
     SiluJet,
+    clip_rule,
     clip_tangents,
+    film_rule,
     film_silu_tangents,
+    pixel_norm_rule,
     pixel_norm_tangents,
     plain_autograd,
+    silu_rule,
     silu_tangents,
 )
 
@@ -140,12 +145,6 @@ def branch_sum(x: Jet, y: Jet, layer: MPConv, w: float, weights: NormalisedWeigh
     return _combine(lambda a, u: torch.add(u, a, alpha=(1 - w) / norm), x, conv(y, layer, weights, gain=w / norm))
 
 
-def _silu_rule(x: torch.Tensor):
-    sig = torch.sigmoid(x)
-    slope = sig * (1 + x * (1 - sig)) / SILU_RMS
-    return x * sig / SILU_RMS, lambda t: t * slope
-
-
 def _pointwise(function: type, tangents: Callable, rule: Callable, jet: Jet) -> Jet:
     """A pointwise piece: the live stack through its Function (fused kernel, hand-written backward;
     flowcore.nn.unet.pointwise), the dead stack through `tangents` at the primal, without a graph;
@@ -157,41 +156,24 @@ def _pointwise(function: type, tangents: Callable, rule: Callable, jet: Jet) -> 
 
 
 def mp_silu(jet: Jet) -> Jet:
-    return _pointwise(SiluJet, silu_tangents, _silu_rule, jet)
+    return _pointwise(SiluJet, silu_tangents, silu_rule, jet)
 
 
 def pixel_norm(jet: Jet, dim: int = 1) -> Jet:
     """`flowcore.nn.unet.layers.pixel_norm` along `dim` (> 0: a per-sample axis)."""
-    def rule(x: torch.Tensor):
-        rms = torch.sqrt(x.square().mean(dim=dim, keepdim=True))
-        inv = 1 / (rms + _PIXEL_EPS)
-        y = x * inv
-
-        def tangent(t: torch.Tensor) -> torch.Tensor:   # t: (n, B, …), so the reduced axis is dim + 1
-            rms_dot = (x * t).mean(dim=dim + 1, keepdim=True) / rms
-            return (t - y * rms_dot) * inv
-        return y, tangent
     if not plain_autograd():
-        return _nonlinear(rule, jet, recompute=True)
+        return _nonlinear(pixel_norm_rule(dim), jet, recompute=True)
     dead = None if jet.dead is None else pixel_norm_tangents(jet.primal, jet.dead, dim)
     return Jet(PixelNormJet.apply(jet.live, jet.batch, dim), dead, jet.batch)
 
 
-def _clip_rule(x: torch.Tensor):
-    inside = (x > -CLIP) & (x < CLIP)
-    return x.clamp(-CLIP, CLIP), lambda t: torch.where(inside, t, t.new_zeros(()))
-
-
 def clip_activations(jet: Jet) -> Jet:
-    return _pointwise(ClipJet, clip_tangents, _clip_rule, jet)
+    return _pointwise(ClipJet, clip_tangents, clip_rule, jet)
 
 
 def film(y: Jet, lin: Jet) -> Jet:
     """``y · (1 + lin)`` with `lin` = ``gain·Lin(emb)`` per sample and channel: the product rule."""
-    def rule(y0: torch.Tensor, lin0: torch.Tensor):
-        scale = (lin0 + 1).to(y0.dtype)[:, :, None, None]
-        return y0 * scale, lambda ty, tl: ty * scale + y0 * tl.to(ty.dtype)[..., None, None]
-    return _nonlinear(rule, y, lin)
+    return _nonlinear(film_rule, y, lin)
 
 
 def film_silu(y: Jet, lin: Jet) -> Jet:

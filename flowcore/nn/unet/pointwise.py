@@ -38,8 +38,9 @@ from ...native import extension
 from ...native.ops import transforms_active
 from .layers import _PIXEL_EPS, CLIP, SILU_RMS
 
-__all__ = ["ClipJet", "FilmSiluJet", "PixelNormJet", "SiluJet", "clip_tangents", "film_silu_tangents",
-           "kernels_available", "pixel_norm_tangents", "plain_autograd", "runs_fused", "silu_tangents"]
+__all__ = ["ClipJet", "FilmSiluJet", "PixelNormJet", "SiluJet", "clip_rule", "clip_tangents", "film_rule",
+           "film_silu_tangents", "kernels_available", "pixel_norm_rule", "pixel_norm_tangents", "plain_autograd",
+           "runs_fused", "silu_rule", "silu_tangents"]
 
 ENV_FUSED = "FLOWCORE_UNET_FUSED"  # "0": always the torch-op formulas
 _UNAVAILABLE = ("flowcore.nn: the UNet's fused pointwise kernels are unavailable ({reason}); using the "
@@ -84,7 +85,10 @@ def _join(primal: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:
     return torch.cat([primal, tangents.flatten(0, 1)])
 
 
-# -- the formulas in torch ops (fallback, double backward, the reference for the kernels' tests) --------
+# -- the formulas in torch ops (fallback, double backward, transforms, the kernels' tests' reference) ----
+# A rule maps the primal block(s) to ``(value, tangent)``: its value there, and ``tangent(*blocks)``, its
+# derivative there applied to tangent blocks shaped ``(n, B, …)`` (one per input). flowcore.nn.unet.jvp
+# runs the same rules under torch.func transforms; `on_stack` / `tangents_at` apply them to stacks.
 def silu_slopes(x: torch.Tensor, order: int) -> list[torch.Tensor]:
     """``[a'(x)]`` or ``[a'(x), a''(x)]`` of ``a = mp_silu``."""
     sig = torch.sigmoid(x)
@@ -94,30 +98,69 @@ def silu_slopes(x: torch.Tensor, order: int) -> list[torch.Tensor]:
     return slopes
 
 
-def silu_jet_torch(stack: torch.Tensor, batch: int) -> torch.Tensor:
-    x, tangents = _blocks(stack, batch)
+def silu_rule(x: torch.Tensor):
     sig = torch.sigmoid(x)
-    return _join(x * sig / SILU_RMS, tangents * (sig * (1 + x * (1 - sig)) / SILU_RMS))
+    slope = sig * (1 + x * (1 - sig)) / SILU_RMS
+    return x * sig / SILU_RMS, lambda t: t * slope
+
+
+def clip_inside(x: torch.Tensor) -> torch.Tensor:
+    """Where clamp(x, ±256) has derivative 1: strictly inside (torch.clamp's convention, 0 at ±256)."""
+    return (x > -CLIP) & (x < CLIP)
+
+
+def clip_rule(x: torch.Tensor):
+    inside = clip_inside(x)
+    return x.clamp(-CLIP, CLIP), lambda t: torch.where(inside, t, t.new_zeros(()))
+
+
+def film_rule(y0: torch.Tensor, l0: torch.Tensor):
+    """The FiLM scale ``y·(1 + l)`` (l per sample and channel, broadcast over pixels): the product rule."""
+    pixels = (None,) * (y0.dim() - 2)
+    scale = (l0 + 1).to(y0.dtype)[(..., *pixels)]
+    return y0 * scale, lambda ty, tl: ty * scale + y0 * tl.to(ty.dtype)[(..., *pixels)]
+
+
+def pixel_norm_rule(dim: int):
+    """The pixel norm along `dim` (> 0): ``y = x/(r + ε)``, ``ẏ_j = (ẋ_j − y·ṙ_j)/(r + ε)``,
+    ``r = rms(x)``, ``ṙ_j = mean(x·ẋ_j)/r``."""
+    def rule(x: torch.Tensor):
+        rms = torch.sqrt(x.square().mean(dim=dim, keepdim=True))
+        inv = 1 / (rms + _PIXEL_EPS)
+        y = x * inv
+
+        def tangent(t: torch.Tensor) -> torch.Tensor:   # t: (n, B, …), so the reduced axis is dim + 1
+            rms_dot = (x * t).mean(dim=dim + 1, keepdim=True) / rms
+            return (t - y * rms_dot) * inv
+        return y, tangent
+    return rule
+
+
+def on_stack(rule, *stacks: torch.Tensor, batch: int) -> torch.Tensor:
+    """`rule` on stacks ``[x; ẋ_1; …]`` of `batch` rows per block: ``[value; tangent_1; …]``."""
+    parts = [_blocks(stack, batch) for stack in stacks]
+    value, tangent = rule(*[primal for primal, _ in parts])
+    return _join(value, tangent(*[tangents for _, tangents in parts]))
+
+
+def tangents_at(rule, primals: tuple[torch.Tensor, ...], tangents: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """`rule`'s tangent blocks ``(n·B, …)`` at `primals` for tangent stacks ``(n·B, …)``."""
+    batch = primals[0].shape[0]
+    return rule(*primals)[1](*[t.unflatten(0, (-1, batch)) for t in tangents]).flatten(0, 1)
+
+
+def silu_jet_torch(stack: torch.Tensor, batch: int) -> torch.Tensor:
+    return on_stack(silu_rule, stack, batch=batch)
 
 
 def film_torch(y: torch.Tensor, lin: torch.Tensor, batch: int) -> torch.Tensor:
     """The FiLM scale on stacks: ``[y0·s; ẏ_j·s + y0·l̇_j]``, ``s = 1 + l0`` (broadcast over pixels)."""
-    y0, ty = _blocks(y, batch)
-    l0, tl = _blocks(lin, batch)
-    pixels = (None,) * (y.dim() - 2)
-    scale = (l0 + 1)[(..., *pixels)]
-    return _join(y0 * scale, ty * scale + y0 * tl[(..., *pixels)])
+    return on_stack(film_rule, y, lin, batch=batch)
 
 
 def pixel_norm_torch(stack: torch.Tensor, batch: int, dim: int) -> torch.Tensor:
-    """The pixel norm along `dim` (> 0) on a stack: ``y = x/(r + ε)``, ``ẏ_j = (ẋ_j − y·ṙ_j)/(r + ε)``,
-    ``r = rms(x)``, ``ṙ_j = mean(x·ẋ_j)/r``."""
-    x, tangents = _blocks(stack, batch)
-    rms = torch.sqrt(x.square().mean(dim=dim, keepdim=True))
-    inv = 1 / (rms + _PIXEL_EPS)
-    y = x * inv
-    rms_dot = (x * tangents).mean(dim=dim + 1, keepdim=True) / rms
-    return _join(y, (tangents - y * rms_dot) * inv)
+    """The pixel norm along `dim` (> 0) on a stack (`pixel_norm_rule`)."""
+    return on_stack(pixel_norm_rule(dim), stack, batch=batch)
 
 
 def _columns(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -214,9 +257,8 @@ class ClipJet(Function):
         if runs_fused(stack):
             out, inside = _ops().unet_clip_jet(*_split(stack, batch), CLIP, True)
         else:
-            x, tangents = _blocks(stack, batch)
-            inside = (x > -CLIP) & (x < CLIP)
-            out = _join(x.clamp(-CLIP, CLIP), torch.where(inside, tangents, tangents.new_zeros(())))
+            inside = clip_inside(stack[:batch])
+            out = on_stack(clip_rule, stack, batch=batch)
         ctx.save_for_backward(inside)
         return out
 
@@ -232,7 +274,7 @@ def silu_tangents(x0: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:
     """``a'(x0)·ẋ_j`` for the tangent blocks ``(n·B, …)``."""
     if runs_fused(x0, tangents):
         return _ops().unet_silu_jet(x0, tangents, _GAIN, False)
-    return silu_jet_torch(torch.cat([x0, tangents]), x0.shape[0])[x0.shape[0]:]
+    return tangents_at(silu_rule, (x0,), (tangents,))
 
 
 @torch.no_grad()
@@ -241,18 +283,16 @@ def film_silu_tangents(y0: torch.Tensor, l0: torch.Tensor, y_tangents: torch.Ten
     """The tangent blocks of `FilmSiluJet` at the primal ``(y0, l0)``."""
     if runs_fused(y0, l0, y_tangents, l_tangents) and y0.dim() >= 2:
         return _ops().unet_film_silu_jet(y0, l0, y_tangents, l_tangents, _GAIN, False)
-    batch = y0.shape[0]
-    stack = film_torch(torch.cat([y0, y_tangents]), torch.cat([l0, l_tangents]), batch)
-    return silu_jet_torch(stack, batch)[batch:]
+    z0, z_tangents = film_rule(y0, l0)[0], tangents_at(film_rule, (y0, l0), (y_tangents, l_tangents))
+    return tangents_at(silu_rule, (z0,), (z_tangents,))
 
 
 @torch.no_grad()
 def clip_tangents(x0: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:
-    """``1[|x0| ≤ 256]·ẋ_j``."""
+    """``1[|x0| < 256]·ẋ_j``."""
     if runs_fused(x0, tangents):
         return _ops().unet_clip_jet(x0, tangents, CLIP, False)[0]
-    inside = (x0 > -CLIP) & (x0 < CLIP)
-    return torch.where(inside, tangents.unflatten(0, (-1, x0.shape[0])), tangents.new_zeros(())).flatten(0, 1)
+    return tangents_at(clip_rule, (x0,), (tangents,))
 
 
 @torch.no_grad()
@@ -261,4 +301,4 @@ def pixel_norm_tangents(x0: torch.Tensor, tangents: torch.Tensor, dim: int) -> t
     if runs_fused(x0, tangents):
         out = _ops().unet_pixel_norm_jet(_columns(x0, dim), _columns(tangents, dim), _PIXEL_EPS, False)
         return out.view(tangents.shape)
-    return pixel_norm_torch(torch.cat([x0, tangents]), x0.shape[0], dim)[x0.shape[0]:]
+    return tangents_at(pixel_norm_rule(dim), (x0,), (tangents,))
