@@ -283,7 +283,9 @@ def film_silu_tangents(y0: torch.Tensor, l0: torch.Tensor, y_tangents: torch.Ten
     """The tangent blocks of `FilmSiluJet` at the primal ``(y0, l0)``."""
     if runs_fused(y0, l0, y_tangents, l_tangents) and y0.dim() >= 2:
         return _ops().unet_film_silu_jet(y0, l0, y_tangents, l_tangents, _GAIN, False)
-    z0, z_tangents = film_rule(y0, l0)[0], tangents_at(film_rule, (y0, l0), (y_tangents, l_tangents))
+    batch = y0.shape[0]
+    z0, z_tangent = film_rule(y0, l0)
+    z_tangents = z_tangent(y_tangents.unflatten(0, (-1, batch)), l_tangents.unflatten(0, (-1, batch))).flatten(0, 1)
     return tangents_at(silu_rule, (z0,), (z_tangents,))
 
 
